@@ -1,0 +1,35 @@
+"""What every command-line tool shares: where the configs are, and turning InputError into exit 2."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import TypeVar
+
+from sschsr.errors import InputError
+
+# conf/ sits at the repository root (src layout, editable install); see README "Configuration".
+CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
+
+T = TypeVar("T")
+
+
+def fail(message: str) -> int:
+    """Print one ``error: ...`` line for the user and return the exit status 2."""
+    print(f"error: {message}", file=sys.stderr)
+    return 2
+
+
+def exit_on_input_error(fn: Callable[..., T]) -> Callable[..., T]:
+    """Run ``fn``; an :class:`InputError` becomes one ``error:`` line and exit status 2, no traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except InputError as e:
+            raise SystemExit(fail(str(e))) from None
+
+    return wrapper

@@ -1,0 +1,101 @@
+"""The LR degradation of the paper: per-band Gaussian blur, decimation, optional noise; bicubic back up.
+
+SSC-HSR's setting: Gaussian kernel of size 8 and sigma 3, keep every s-th pixel (s = 4, 8, 16), then
+bicubic interpolation back to the HR grid for the network's input ``lr_up``. An even kernel has no centre
+pixel; it is centred between pixels (padding 3 before and 4 after for size 8), and decimation keeps
+pixels ``0, s, 2s, ...`` as MATLAB's ``(1:s:end)`` does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def gaussian_kernel(size: int = 8, sigma: float = 3.0, dtype=torch.float32, device=None) -> Tensor:
+    """A normalised 2-D Gaussian kernel, centred at ``(size - 1) / 2`` (between pixels for even sizes).
+
+    Returns:
+        ``(size, size)``, sums to 1.
+    """
+    if size < 1 or sigma <= 0:
+        raise ValueError(f"kernel size must be >= 1 and sigma > 0, got {size}, {sigma}")
+    x = torch.arange(size, dtype=torch.float64, device=device) - (size - 1) / 2
+    g = torch.exp(-0.5 * (x / sigma) ** 2)
+    k = g[:, None] * g[None, :]
+    return (k / k.sum()).to(dtype)
+
+
+def blur(x: Tensor, kernel: Tensor) -> Tensor:
+    """Blur every channel of ``x`` with ``kernel``, reflect-padded so the size is kept.
+
+    Args:
+        x: ``(B, C, H, W)``; kernel: ``(k, k)``.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    k = kernel.shape[-1]
+    pad_lo, pad_hi = (k - 1) // 2, k // 2
+    c = x.shape[1]
+    mode = "reflect" if min(x.shape[-2:]) > max(pad_lo, pad_hi) else "replicate"
+    xp = F.pad(x, (pad_lo, pad_hi, pad_lo, pad_hi), mode=mode)
+    w = kernel.to(x)[None, None].expand(c, 1, k, k)
+    return F.conv2d(xp, w, groups=c)
+
+
+def degrade(
+    hr: Tensor,
+    scale: int,
+    kernel_size: int = 8,
+    sigma: float = 3.0,
+    noise_std: float = 0.0,
+    generator: torch.Generator | None = None,
+) -> Tensor:
+    """The paper's LR observation of an HR cube.
+
+    Args:
+        hr: ``(B, C, H, W)`` with H and W divisible by ``scale``.
+        scale: integer factor >= 1.
+        noise_std: standard deviation of additive Gaussian noise on the LR cube (0: none).
+
+    Returns:
+        ``(B, C, H // scale, W // scale)``.
+    """
+    if hr.ndim != 4:
+        raise ValueError(f"degrade expects (B, C, H, W), got {tuple(hr.shape)}")
+    if scale < 1 or hr.shape[-1] % scale or hr.shape[-2] % scale:
+        raise ValueError(f"HR size {tuple(hr.shape[-2:])} must be divisible by the scale {scale}")
+    lr = blur(hr, gaussian_kernel(kernel_size, sigma, device=hr.device))[..., ::scale, ::scale]
+    if noise_std > 0:
+        noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype, device="cpu").to(lr.device)
+        lr = lr + noise_std * noise
+    return lr
+
+
+def upsample(lr: Tensor, scale: int) -> Tensor:
+    """Bicubic interpolation to ``scale`` times the size (the network's ``lr_up`` input).
+
+    Args:
+        lr: ``(B, C, h, w)``.
+
+    Returns:
+        ``(B, C, h * scale, w * scale)``, not clamped.
+    """
+    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+
+
+@dataclass
+class Degradation:
+    """Configured degradation, callable on ``(B, C, H, W)`` HR cubes; see :func:`degrade`."""
+
+    scale: int
+    kernel_size: int = 8
+    sigma: float = 3.0
+    noise_std: float = 0.0
+
+    def __call__(self, hr: Tensor, generator: torch.Generator | None = None) -> Tensor:
+        return degrade(hr, self.scale, self.kernel_size, self.sigma, self.noise_std, generator)

@@ -1,0 +1,70 @@
+import pytest
+import torch
+
+from sschsr.data.degrade import Degradation, blur, degrade, gaussian_kernel, upsample
+
+
+class TestGaussianKernel:
+    @pytest.mark.parametrize("size,sigma", [(8, 3.0), (7, 1.5), (1, 1.0)])
+    def test_normalised_symmetric(self, size, sigma):
+        k = gaussian_kernel(size, sigma)
+        assert k.shape == (size, size)
+        assert k.sum().item() == pytest.approx(1.0, abs=1e-6)
+        assert torch.allclose(k, k.flip(0)) and torch.allclose(k, k.T)
+
+    def test_bad_args(self):
+        with pytest.raises(ValueError):
+            gaussian_kernel(0, 3.0)
+        with pytest.raises(ValueError):
+            gaussian_kernel(8, 0.0)
+
+
+class TestDegrade:
+    @pytest.mark.parametrize("scale", [2, 4, 8, 16])
+    def test_shapes(self, scale):
+        hr = torch.rand(2, 5, 32, 48)
+        lr = degrade(hr, scale)
+        assert lr.shape == (2, 5, 32 // scale, 48 // scale)
+        assert upsample(lr, scale).shape == hr.shape
+
+    def test_constant_is_kept(self):
+        hr = torch.full((1, 3, 32, 32), 0.42)
+        assert torch.allclose(degrade(hr, 4), torch.full((1, 3, 8, 8), 0.42), atol=1e-6)
+        assert torch.allclose(upsample(degrade(hr, 4), 4), hr, atol=1e-5)
+
+    def test_even_kernel_shifts_half_a_pixel_and_decimation_keeps_first(self):
+        # blurring a ramp x = column with the size-8 kernel gives column + 0.5 away from the borders;
+        # decimation keeps columns 0, s, 2s, ...
+        ramp = torch.arange(64.0).expand(1, 1, 64, 64).contiguous()
+        blurred = blur(ramp, gaussian_kernel(8, 3.0))
+        assert torch.allclose(blurred[0, 0, 10, 8:56], torch.arange(8.0, 56.0) + 0.5, atol=1e-3)
+        lr = degrade(ramp, 8)
+        assert torch.allclose(lr[0, 0, 3, 1:7], torch.arange(8.0, 56.0, 8.0) + 0.5, atol=1e-3)
+
+    def test_blur_acts_per_band(self):
+        hr = torch.zeros(1, 2, 16, 16)
+        hr[0, 0, 8, 8] = 1.0
+        out = blur(hr, gaussian_kernel(8, 3.0))
+        assert out[0, 1].abs().max() == 0
+        assert out[0, 0].sum().item() == pytest.approx(1.0, abs=1e-5)
+
+    def test_noise_is_seeded(self):
+        hr = torch.rand(1, 3, 16, 16)
+        a = degrade(hr, 4, noise_std=0.01, generator=torch.Generator().manual_seed(0))
+        b = degrade(hr, 4, noise_std=0.01, generator=torch.Generator().manual_seed(0))
+        clean = degrade(hr, 4)
+        assert torch.equal(a, b)
+        assert 0.005 < (a - clean).std().item() < 0.02
+
+    def test_not_divisible(self):
+        with pytest.raises(ValueError, match="divisible"):
+            degrade(torch.rand(1, 3, 30, 32), 4)
+
+    def test_module(self):
+        d = Degradation(scale=8, noise_std=0.0)
+        hr = torch.rand(1, 4, 64, 64)
+        assert torch.equal(d(hr), degrade(hr, 8))
+
+    def test_gradient(self):
+        hr = torch.rand(1, 2, 8, 8, dtype=torch.float64, requires_grad=True)
+        assert torch.autograd.gradcheck(lambda x: degrade(x, 2), (hr,))
