@@ -23,10 +23,10 @@ demo: install
 	$(PY) -m sschsr.demo --out outputs/demo
 
 test: install
-	$(PY) -m pytest -q -m "not slow"
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow"
 
 test-all: install
-	$(PY) -m pytest -q
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
 
 lint: install
 	$(VENV)/bin/ruff check src tests experiments

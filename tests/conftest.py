@@ -6,7 +6,11 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
+
+# Busy-waiting OpenMP threads stall when the 2 cores are shared (pytest, dataloader workers): let them sleep.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+import torch  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

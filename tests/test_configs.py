@@ -1,0 +1,121 @@
+"""Every config composes, and every group instantiates (CPU, tiny sizes)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import hydra
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sschsr.cli._common import CONF_DIR
+from sschsr.cli.train import instantiate_group
+
+
+def group_names(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str], name: str = "train") -> DictConfig:
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(tmp_path)
+        cfg.paths.log_dir = str(tmp_path)
+        cfg.hydra.runtime.output_dir = str(tmp_path)
+        cfg.hydra.job.num = 0
+    HydraConfig().set_config(cfg)
+    return cfg
+
+
+def test_groups_exist():
+    for group, expected in {
+        "trainer": {"cpu", "gpu", "ddp", "ddp_cpu"},
+        "logger": {"csv", "wandb", "none"},
+        "experiment": {"stage1", "stage2", "full", "smoke"},
+        "data": {"procedural", "cave"},
+    }.items():
+        assert expected <= set(group_names(group)), group
+
+
+@pytest.mark.parametrize("experiment", group_names("experiment"))
+def test_experiment_composes(experiment, tmp_path):
+    cfg = compose_cfg(tmp_path, [f"experiment={experiment}", "scale=8"])
+    assert cfg.task_name == experiment
+    assert cfg.scale == 8
+    assert cfg.callbacks.model_checkpoint.monitor.startswith("val/")
+    assert cfg.callbacks.model_checkpoint.dirpath == str(tmp_path / "checkpoints")
+
+
+@pytest.mark.parametrize("trainer", group_names("trainer"))
+def test_trainer_instantiates(trainer, tmp_path):
+    # GPU configs are checked on CPU: same keys, only the accelerator swapped
+    cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=1"] if trainer in ("gpu", "ddp") else []
+    cfg = compose_cfg(tmp_path, [f"trainer={trainer}", *cpu])
+    tr = hydra.utils.instantiate(cfg.trainer)
+    assert isinstance(tr, L.Trainer)
+
+
+def test_gpu_trainer_settings(tmp_path):
+    cfg = compose_cfg(tmp_path, ["trainer=gpu"])
+    assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
+    cfg = compose_cfg(tmp_path, ["trainer=ddp", "trainer.devices=2", "trainer.num_nodes=3"])
+    assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 3
+
+
+@pytest.mark.parametrize("logger", group_names("logger"))
+def test_logger_instantiates(logger, tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path))
+    cfg = compose_cfg(tmp_path, [f"logger={logger}"])
+    loggers = instantiate_group(cfg.get("logger"))
+    assert len(loggers) == (0 if logger == "none" else 1)
+
+
+def test_wandb_is_offline_without_credentials(tmp_path, monkeypatch):
+    from sschsr.loggers import wandb_logged_in, wandb_logger
+
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "no_netrc"))
+    assert not wandb_logged_in()
+    lg = wandb_logger(project="t", save_dir=str(tmp_path))
+    assert lg._offline
+
+
+@pytest.mark.parametrize("callbacks", group_names("callbacks"))
+def test_callbacks_instantiate(callbacks, tmp_path):
+    cfg = compose_cfg(tmp_path, [f"callbacks={callbacks}"])
+    for cb in instantiate_group(cfg.get("callbacks")):
+        assert isinstance(cb, L.Callback)
+
+
+@pytest.mark.parametrize("debug", group_names("debug"))
+def test_debug_composes(debug, tmp_path):
+    cfg = compose_cfg(tmp_path, [f"debug={debug}"])
+    assert cfg.data.num_workers == 0
+
+
+def test_scale_and_bands_interpolate_everywhere(tmp_path):
+    cfg = compose_cfg(tmp_path, ["scale=16", "n_bands=48"])
+    assert cfg.data.scale == 16
+    cfg = compose_cfg(tmp_path, ["scale=8"], name="eval")
+    assert cfg.data.scale == 8
+
+
+@pytest.mark.parametrize("data", ["procedural", "cave"])
+def test_data_instantiates(data, tmp_path, shared_data):
+    cfg = compose_cfg(tmp_path, [f"data={data}", f"paths.shared_data={shared_data}"])
+    dm = hydra.utils.instantiate(cfg.data)
+    assert isinstance(dm, L.LightningDataModule)
+
+
+@pytest.mark.parametrize("name", group_names("model"))
+def test_model_instantiates(name, tmp_path):
+    cfg = compose_cfg(tmp_path, [f"model={name}", "trainer.max_steps=10"])
+    assert isinstance(hydra.utils.instantiate(cfg.model), L.LightningModule)
