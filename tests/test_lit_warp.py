@@ -334,7 +334,7 @@ def test_stage2_fast_dev_run_through_hydra(tmp_path):
         "experiment=stage2",
         "logger=none",
         "trainer=cpu",
-        "+trainer.fast_dev_run=true",
+        "trainer.fast_dev_run=true",
         "model.flow_iters=2",
     ]
     cfg = compose_train([*overrides, *TINY_DATA], tmp_path)

@@ -1,0 +1,125 @@
+"""Training losses, as pure functions returning ``(loss, metrics)``.
+
+Stage 1 (flow): :func:`sequence_loss`, RAFT's loss over all recurrent predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+SEQUENCE_GAMMA = 0.8  # RAFT's sequence-loss decay: later (better) predictions weigh more
+MAX_FLOW = 400.0  # RAFT excludes pixels whose true motion exceeds this many pixels (outliers of synthesis)
+
+
+def flow_valid_mask(flow_gt: Tensor, valid: Tensor | None = None, max_flow: float = MAX_FLOW) -> Tensor:
+    """Pixels that supervise a flow: ``valid`` and a true motion of at most ``max_flow`` pixels.
+
+    Args:
+        flow_gt: ``(B, 2, H, W)`` pixels.
+        valid: ``(B, H, W)`` bool (or 0/1 float); None means everywhere.
+
+    Returns:
+        ``(B, H, W)`` bool.
+    """
+    small = flow_gt.norm(dim=1) <= max_flow
+    return small if valid is None else small & (valid > 0.5 if valid.is_floating_point() else valid.bool())
+
+
+def endpoint_error(flow: Tensor, flow_gt: Tensor) -> Tensor:
+    """Euclidean distance between the flows at every pixel, ``(B, 2, H, W) -> (B, H, W)``."""
+    return (flow.float() - flow_gt.float()).norm(dim=1)
+
+
+def flow_metrics(flow: Tensor, flow_gt: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """End-point error and accuracies over the valid pixels (all pooled over the batch).
+
+    Args:
+        flow, flow_gt: ``(B, 2, H, W)`` pixels.
+        valid: ``(B, H, W)`` bool, already combined with the motion limit (:func:`flow_valid_mask`).
+
+    Returns:
+        ``epe`` (mean end-point error, pixels) and ``1px``, ``3px``, ``5px`` (fraction of pixels with an
+        end-point error below 1, 3 and 5 pixels), scalar tensors without gradient; all 0 when no pixel
+        is valid.
+    """
+    epe = endpoint_error(flow.detach(), flow_gt)[valid]
+    if epe.numel() == 0:
+        zero = flow.new_zeros((), dtype=torch.float32)
+        return {"epe": zero, "1px": zero, "3px": zero, "5px": zero}
+    return {
+        "epe": epe.mean(),
+        "1px": (epe < 1).float().mean(),
+        "3px": (epe < 3).float().mean(),
+        "5px": (epe < 5).float().mean(),
+    }
+
+
+def sequence_loss(
+    flow_preds: list[Tensor],
+    flow_gt: Tensor,
+    valid: Tensor | None = None,
+    gamma: float = SEQUENCE_GAMMA,
+    max_flow: float = MAX_FLOW,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """RAFT's sequence loss: ``sum_i gamma^(N - i) * mean_valid |F_i - F_gt|_1`` for ``i = 1..N``.
+
+    ``|.|_1`` sums the absolute x and y errors of a pixel; the mean runs over the valid pixels of the
+    whole batch. (The official RAFT code averages over all pixels and both channels, valid or not, which
+    scales the loss by half the valid fraction; here an image with few valid pixels weighs the same per
+    pixel as any other.)
+
+    Args:
+        flow_preds: ``N`` predictions ``(B, 2, H, W)``, first to last.
+        flow_gt: ``(B, 2, H, W)`` true flow, pixels.
+        valid: ``(B, H, W)`` bool where the true flow is defined (None: everywhere).
+        gamma: decay of the weights of earlier predictions.
+        max_flow: pixels whose true motion is longer are left out (RAFT: 400).
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss, and :func:`flow_metrics` of the last prediction.
+
+    Example:
+        >>> gt = torch.zeros(1, 2, 4, 4)
+        >>> loss, m = sequence_loss([gt + 1.0, gt + 0.5], gt, gamma=0.5)
+        >>> float(loss)  # 0.5 * |1| * 2 + 1 * |0.5| * 2
+        2.0
+    """
+    if not flow_preds:
+        raise ValueError("sequence_loss needs at least one prediction")
+    mask = flow_valid_mask(flow_gt, valid, max_flow)
+    n_valid = mask.sum().clamp_min(1).float()
+    n = len(flow_preds)
+    loss = flow_preds[0].new_zeros((), dtype=torch.float32)
+    for i, pred in enumerate(flow_preds):
+        l1 = (pred.float() - flow_gt.float()).abs().sum(dim=1)  # (B, H, W)
+        # where, not a product: a NaN in the true flow at an invalid pixel must not reach the loss
+        loss = loss + gamma ** (n - 1 - i) * torch.where(mask, l1, 0.0).sum() / n_valid
+    return loss, flow_metrics(flow_preds[-1], flow_gt, mask)
+
+
+def warp_loss(ref_warp: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+    """Stage 2 (WarpNet): ``mean |ref_warp - target|``, the L1 distance to the HR HSI rendered to RGB.
+
+    Args:
+        ref_warp: ``(B, 3, H, W)`` the repaired warp of the photo.
+        target: ``(B, 3, H, W)`` ``rgb_hr``, the HR HSI seen through the same response and colour match.
+        mask: ``(B, H, W)`` bool, pixels that count (None: all; the default, as WarpNet must also repair
+            occluded and out-of-view pixels).
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss (mean over the counted pixels and the 3 channels), and
+        ``l1`` (the same value, without gradient).
+
+    Example:
+        >>> loss, m = warp_loss(torch.zeros(1, 3, 2, 2), torch.full((1, 3, 2, 2), 0.5))
+        >>> float(loss)
+        0.5
+    """
+    l1 = (ref_warp.float() - target.float()).abs().mean(dim=1)  # (B, H, W)
+    if mask is None:
+        loss = l1.mean()
+    else:
+        # where, not a product: a NaN at an excluded pixel must not reach the loss
+        loss = torch.where(mask, l1, 0.0).sum() / mask.sum().clamp_min(1)
+    return loss, {"l1": loss.detach()}
