@@ -1,0 +1,250 @@
+"""SSC-HSR, the composed network (DESIGN.md, "The method, in tensors").
+
+    flow      = flow_net(rgb_hsi, ref)                       stage 1 (zero without a flow net)
+    ref_warp0 = flow_warp(ref, flow, border)
+    ref_warp  = warpnet(rgb_hsi, ref, ref_warp0)              stage 2 (ref_warp0 without one)
+    F_hsi     = HSIEncoder(lr_up)                             3 levels, coarse to fine
+    C, S      = GAM(MatchingEncoder(rgb_hsi), MatchingEncoder(ref_warp))      at H/4
+    F_ref     = TextureEncoder(ref_warp)
+    for l = 1, 2, 3 (H/4, H/2, H):
+        A_ref_l = IDFA_l(F_ref_l, C, S, F_hsi_l, F_sr_(l-1))
+        F_sr_l  = FusionLevel_l([F_hsi_l, F_sr_(l-1)], A_ref_l)   (upsampled to the next level)
+    sr        = F_sr_3 + lr_up
+
+Levels are listed coarse to fine. Presets: ``paper`` has the official decoder's widths (256/128/64,
+4/3/2 blocks, 8/4/1 heads); ``lite`` is about a tenth of its size for CPU work and quick experiments.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sschsr.models.aggregation import IDFA
+from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
+from sschsr.models.fusion import FusionLevel
+from sschsr.models.matching import GAM, Matching
+from sschsr.ops.warp import flow_warp
+
+__all__ = ["PRESETS", "SSCHSR", "Preset", "SSCHSRConfig", "build_fusion_levels", "count_parameters", "pad_to_multiple"]
+
+Preset = Literal["paper", "lite"]
+MULTIPLE = 4  # two stride-2 stages between the finest and the coarsest level
+
+
+@dataclass(frozen=True)
+class SSCHSRConfig:
+    """The architecture of the SR branch (the flow net and WarpNet are passed in built)."""
+
+    width: int  # c: channels at full resolution; 2c at H/2, 4c at H/4
+    hsi_blocks: tuple[int, int, int]  # residual blocks of the HSI encoder, fine to coarse
+    match_width: int  # channels of the matching descriptors at H/4
+    blocks: tuple[int, int, int]  # fusion blocks per level, coarse to fine
+    heads: tuple[int, int, int]  # attention heads per level, coarse to fine
+    expansion: float  # GDFN hidden width over dim
+    offset_groups: int  # of the deformable convolutions
+
+    @property
+    def dims(self) -> tuple[int, int, int]:
+        """Widths per level, coarse to fine."""
+        return (4 * self.width, 2 * self.width, self.width)
+
+
+PRESETS: dict[str, SSCHSRConfig] = {
+    # the official decoder (HSIDecoder(256)): 17 M parameters; HSI encoder about 3.4 M
+    "paper": SSCHSRConfig(
+        width=64, hsi_blocks=(2, 2, 2), match_width=256, blocks=(4, 3, 2), heads=(8, 4, 1), expansion=2.66,
+        offset_groups=8,
+    ),
+    # about 1.3 M for the SR branch; with a small RAFT (1.2 M) and WarpNet (0.23 M) under 3 M in all
+    "lite": SSCHSRConfig(
+        width=24, hsi_blocks=(1, 1, 1), match_width=64, blocks=(2, 2, 1), heads=(4, 2, 1), expansion=2.0,
+        offset_groups=4,
+    ),
+}  # fmt: skip
+
+
+def build_fusion_levels(n_bands: int, cfg: SSCHSRConfig, use_rmca: bool, concat_ref: bool) -> nn.ModuleList:
+    """The three :class:`FusionLevel` of the decoder, coarse to fine.
+
+    Level ``l`` takes ``[F_hsi_l, F_sr_(l-1)]`` (no ``F_sr`` at the coarsest level), plus ``A_ref_l`` when
+    ``concat_ref``; it returns the next level's ``F_sr`` (upsampled x2) or, at the finest, ``n_bands`` channels.
+    """
+    dims = cfg.dims
+    levels = []
+    for i, dim in enumerate(dims):
+        in_channels = dim + (dim if i else 0) + (dim if concat_ref else 0)
+        last = i == len(dims) - 1
+        out_channels = n_bands if last else dims[i + 1]
+        levels.append(
+            FusionLevel(in_channels, dim, out_channels, cfg.blocks[i], cfg.heads[i], not last, use_rmca, cfg.expansion)
+        )
+    return nn.ModuleList(levels)
+
+
+def pad_to_multiple(x: Tensor, multiple: int = MULTIPLE) -> Tensor:
+    """Replicate the far (bottom, right) edges up to a multiple; crop back with ``[..., :H, :W]``."""
+    ph, pw = -x.shape[-2] % multiple, -x.shape[-1] % multiple
+    return F.pad(x, (0, pw, 0, ph), mode="replicate") if ph or pw else x
+
+
+def count_parameters(module: nn.Module) -> dict[str, int]:
+    """Parameters per direct child, plus ``total`` (all) and ``trainable`` (``requires_grad``).
+
+    Example:
+        >>> count_parameters(nn.Sequential(nn.Linear(2, 3)))
+        {'0': 9, 'total': 9, 'trainable': 9}
+    """
+    counts = {name: sum(p.numel() for p in child.parameters()) for name, child in module.named_children()}
+    counts["total"] = sum(p.numel() for p in module.parameters())
+    counts["trainable"] = sum(p.numel() for p in module.parameters() if p.requires_grad)
+    return counts
+
+
+class SSCHSR(nn.Module):
+    """Unaligned-RGB-guided HSI super-resolution (SSC-HSR).
+
+    Args:
+        n_bands: spectral bands ``C``.
+        preset: ``paper`` (the official widths) or ``lite`` (see :data:`PRESETS`).
+        flow_net: stage-1 flow network, called as ``flow_net(rgb_hsi, ref, iters=..., test_mode=True)``
+            (e.g. :class:`sschsr.models.flow.RAFT`); None: zero flow (an already aligned reference, tests).
+        warpnet: stage-2 network ``warpnet(rgb_hsi, ref, ref_warp0, extra)`` (e.g.
+            :class:`sschsr.models.warpnet.WarpNet`; ``extra`` is ``warp_cues(flow)`` when it takes extra
+            channels); None: ``ref_warp = ref_warp0``.
+        use_warpnet: False skips (and does not hold) ``warpnet``: the ablation without stage 2.
+        iterative: guide each finer level's offsets with the coarser fusion output (IDFA's "iterative").
+        use_rmca: False drops the cross-attention; ``A_ref_l`` is then concatenated to the level's input
+            instead, so the ablation removes the mechanism, not the reference.
+        matching: ``local`` (window of ``match_radius`` px at H/4 around each position; linear memory) or
+            ``global`` (the paper; every position, memory bounded by chunking).
+        match_radius: local window half side at H/4.
+        flow_iters: recurrent updates of the flow net.
+        freeze_flow: no gradient to the flow net, which then stays in eval mode.
+
+    Shape:
+        ``forward(lr_up (B, C, H, W), ref (B, 3, H, W), rgb_hsi (B, 3, H, W))`` with float inputs in [0, 1]
+        returns a dict of
+        ``sr (B, C, H, W)``, ``ref_warp (B, 3, H, W)``, ``ref_warp0 (B, 3, H, W)``, ``flow (B, 2, H, W)``
+        (x, y pixels; ``rgb_hsi[p] ~ ref[p + flow[p]]``) and the matching result at the padded ``H/4``
+        grid: ``match (B, 2, ceil(H/4), ceil(W/4))`` offsets and ``match_score (B, 1, ...)``. Any ``H, W``:
+        the SR branch pads the far edges to a multiple of 4 and crops back.
+
+    Example:
+        >>> import torch
+        >>> net = SSCHSR(8, preset="lite")
+        >>> out = net(torch.rand(1, 8, 20, 24), torch.rand(1, 3, 20, 24), torch.rand(1, 3, 20, 24))
+        >>> out["sr"].shape, out["flow"].abs().max().item()
+        (torch.Size([1, 8, 20, 24]), 0.0)
+    """
+
+    def __init__(
+        self,
+        n_bands: int,
+        preset: Preset = "lite",
+        flow_net: nn.Module | None = None,
+        warpnet: nn.Module | None = None,
+        use_warpnet: bool = True,
+        iterative: bool = True,
+        use_rmca: bool = True,
+        matching: Matching = "local",
+        match_radius: int = 4,
+        flow_iters: int = 12,
+        freeze_flow: bool = True,
+    ):
+        super().__init__()
+        if preset not in PRESETS:
+            raise ValueError(f"unknown SSCHSR preset {preset!r}; expected one of {sorted(PRESETS)}")
+        if n_bands < 1:
+            raise ValueError(f"n_bands must be positive; got {n_bands}")
+        cfg = PRESETS[preset]
+        self.n_bands, self.preset, self.cfg = n_bands, preset, cfg
+        self.use_warpnet, self.iterative, self.use_rmca = use_warpnet, iterative, use_rmca
+        self.flow_iters, self.freeze_flow = flow_iters, freeze_flow
+
+        self.flow_net = flow_net
+        if flow_net is not None and freeze_flow:
+            flow_net.requires_grad_(False)
+            flow_net.eval()
+        self.warpnet = warpnet if use_warpnet else None
+
+        dims = cfg.dims
+        self.hsi_encoder = HSIEncoder(n_bands, cfg.width, cfg.hsi_blocks)
+        self.match_encoder = MatchingEncoder(cfg.match_width)
+        self.texture_encoder = TextureEncoder(cfg.width)
+        self.matching = GAM(matching, radius=match_radius)
+        self.aggregation = nn.ModuleList(
+            IDFA(dim, dim, dim if i else None, iterative=iterative, offset_groups=cfg.offset_groups)
+            for i, dim in enumerate(dims)
+        )
+        self.fusion = build_fusion_levels(n_bands, cfg, use_rmca=use_rmca, concat_ref=not use_rmca)
+
+    @property
+    def config(self) -> dict:
+        """The SR branch's constructor arguments and architecture (for checkpoints and reports)."""
+        return dict(
+            n_bands=self.n_bands, preset=self.preset, use_warpnet=self.use_warpnet, iterative=self.iterative,
+            use_rmca=self.use_rmca, matching=self.matching.matching, match_radius=self.matching.radius,
+            flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, architecture=asdict(self.cfg),
+        )  # fmt: skip
+
+    def train(self, mode: bool = True) -> SSCHSR:
+        super().train(mode)
+        if self.flow_net is not None and self.freeze_flow:
+            self.flow_net.eval()  # a frozen estimator keeps its inference behaviour (norms, dropout)
+        return self
+
+    def estimate_flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
+        """Stage 1: ``(B, 2, H, W)`` flow from the grid of ``rgb_hsi`` into ``ref`` (zero without a flow net)."""
+        b, _, h, w = rgb_hsi.shape
+        if self.flow_net is None:
+            return rgb_hsi.new_zeros(b, 2, h, w)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_flow):
+            return self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
+
+    def repair(self, rgb_hsi: Tensor, ref: Tensor, ref_warp0: Tensor, flow: Tensor) -> Tensor:
+        """Stage 2: ``ref_warp (B, 3, H, W)``, or ``ref_warp0`` without a WarpNet."""
+        if self.warpnet is None:
+            return ref_warp0
+        extra = None
+        if getattr(self.warpnet, "extra_channels", 0):
+            from sschsr.models.warpnet import warp_cues
+
+            extra = warp_cues(flow, tuple(ref.shape[-2:]))
+        return self.warpnet(rgb_hsi, ref, ref_warp0, extra)
+
+    def super_resolve(self, lr_up: Tensor, rgb_hsi: Tensor, ref_warp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """The SR branch on aligned inputs: ``sr (B, C, H, W)``, match offsets and scores at ``H/4``."""
+        h, w = lr_up.shape[-2:]
+        lr_pad, rgb_pad, ref_pad = (pad_to_multiple(t) for t in (lr_up, rgb_hsi, ref_warp))
+
+        f_hsi = self.hsi_encoder(lr_pad)
+        offset, score = self.matching(self.match_encoder(rgb_pad), self.match_encoder(ref_pad))
+        f_ref = self.texture_encoder(ref_pad)
+
+        x = None  # F_sr of the previous (coarser) level, at this level's resolution
+        for idfa, level, fh, fr in zip(self.aggregation, self.fusion, f_hsi, f_ref, strict=True):
+            a_ref = idfa(fr, offset, score, fh, x)
+            inputs = [fh] if x is None else [fh, x]
+            if not self.use_rmca:
+                inputs.append(a_ref)
+            x = level(torch.cat(inputs, dim=1), a_ref if self.use_rmca else None)
+        sr = x[..., :h, :w] + lr_up  # global residual: the network predicts the detail bicubic lacks
+        return sr, offset, score
+
+    def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        if lr_up.ndim != 4 or lr_up.shape[1] != self.n_bands:
+            raise ValueError(f"SSCHSR({self.n_bands} bands) expects lr_up (B, {self.n_bands}, H, W); got {tuple(lr_up.shape)}")
+        expected = (lr_up.shape[0], 3, *lr_up.shape[-2:])
+        for name, t in (("ref", ref), ("rgb_hsi", rgb_hsi)):
+            if tuple(t.shape) != expected:
+                raise ValueError(f"SSCHSR expects {name} {expected} (the grid of lr_up); got {tuple(t.shape)}")
+        flow = self.estimate_flow(rgb_hsi, ref)
+        ref_warp0 = flow_warp(ref, flow.to(ref.dtype), padding_mode="border")
+        ref_warp = self.repair(rgb_hsi, ref, ref_warp0, flow)
+        sr, match, match_score = self.super_resolve(lr_up, rgb_hsi, ref_warp)
+        return dict(sr=sr, ref_warp=ref_warp, ref_warp0=ref_warp0, flow=flow, match=match, match_score=match_score)
