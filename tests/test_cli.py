@@ -24,20 +24,20 @@ def test_installed_with_help(script, tmp_path):
     assert res.stdout.strip()
 
 
-def test_predict_not_available_yet(tmp_path):
+def test_predict_missing_input_is_one_error_line(tmp_path):
     res = run([str(BIN / "sschsr-predict"), "--lr", "a.npy", "--ref", "b.png", "--scale", "4", "--out", "o.npy"], tmp_path)
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.npy").exists()
 
 
-def test_eval_not_available_yet(tmp_path):
+def test_eval_missing_checkpoint_is_an_error(tmp_path):
     res = run([str(BIN / "sschsr-eval"), "ckpt_path=x.ckpt"], tmp_path)
     assert res.returncode == 2 and res.stderr.startswith("error: ")
 
 
 def test_train_without_model_is_a_clear_error(tmp_path):
-    res = run([str(BIN / "sschsr-train"), "model=null", f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], tmp_path)
+    res = run([str(BIN / "sschsr-train"), f"hydra.run.dir={tmp_path / 'run'}", "logger=none"], tmp_path)
     assert res.returncode == 2, res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "model" in res.stderr

@@ -1,23 +1,201 @@
-"""``sschsr-eval ckpt_path=... data=... scale=...``: per-scene and mean PSNR, SSIM, SAM, ERGAS.
+"""``sschsr-eval ckpt_path=... data=... scale=...``: per-scene and mean PSNR, SSIM, SAM, ERGAS on the test split.
 
-Not available yet: there is no trained model to evaluate in this version. It says so and exits 2.
+    sschsr-eval ckpt_path=outputs/full/runs/<run>/checkpoints/last.ckpt scale=4
+    sschsr-eval ckpt_path=bicubic data=cave                      # the bicubic baseline only
+    sschsr-eval ckpt_path=model.ckpt baselines.single_image=single.ckpt tile=256
+
+Scores the model and the baselines (bicubic always; the single-image network when
+``baselines.single_image=PATH``) on every scene of the data's test split, prints the tables and writes
+``metrics.json`` in the run directory::
+
+    {"model": {"psnr", "ssim", "sam", "ergas"}, "baselines": {"bicubic": {...}, ...},
+     "scenes": [{"name", "model": {...}, "baselines": {"bicubic": {...}, ...}}, ...], "meta": {...}}
+
+Conventions (DESIGN.md, "Metrics"): PSNR per band with data range 1, averaged over bands; SSIM per band
+with data_range=1; SAM in degrees, mean over pixels; ERGAS = 100/s sqrt(mean_b RMSE_b^2 / mean_b^2).
+Outputs are clamped to [0, 1] before scoring; means are over scenes.
 """
 
 from __future__ import annotations
 
-import sys
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
 
-from sschsr.cli._common import fail
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+from sschsr.cli._common import CONF_DIR, exit_on_input_error
+from sschsr.errors import InputError
+from sschsr.metrics import SR_METRICS, sr_metrics
+
+log = logging.getLogger("sschsr.eval")
+
+BICUBIC_NAMES = ("bicubic", "none", "null", "")
+CONVENTIONS = (
+    "PSNR per band (data range 1) averaged over bands; SSIM per band (data_range=1); SAM in degrees, "
+    "mean over pixels; ERGAS = 100/s sqrt(mean_b RMSE_b^2 / mean_b^2); outputs clamped to [0, 1]; "
+    "means over scenes"
+)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else argv
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        return 0
-    return fail("sschsr-eval has no model to evaluate yet: this version ships the data pipeline only "
-                "(the SSC-HSR network and its metrics are not implemented)")
+def _ckpt_path(cfg: DictConfig) -> str | None:
+    """``cfg.ckpt_path``: None (and for ``bicubic``) means the bicubic baseline only."""
+    if OmegaConf.is_missing(cfg, "ckpt_path"):
+        raise InputError("pass ckpt_path=PATH (a checkpoint of the full model) or ckpt_path=bicubic")
+    ckpt = cfg.get("ckpt_path")
+    return None if ckpt is None or str(ckpt).strip().lower() in BICUBIC_NAMES else str(ckpt)
+
+
+def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
+    """``{"model": net or None (bicubic), "single_image": net}`` (the latter only when configured).
+
+    Raises:
+        InputError: a missing or unreadable checkpoint, or one for another scale or band count.
+    """
+    from sschsr.inference import check_scale, load_model
+
+    scale, n_bands = int(cfg.scale), cfg.get("n_bands")
+    check_scale(scale)
+    ckpt = _ckpt_path(cfg)
+    models: dict[str, torch.nn.Module | None] = {"model": None if ckpt is None else load_model(ckpt, scale, n_bands)}
+    single = OmegaConf.select(cfg, "baselines.single_image")
+    if single:
+        models["single_image"] = load_model(single, scale, n_bands)
+    return models
+
+
+def _run(net: torch.nn.Module, batch: dict[str, Any], tile: int | None, device: torch.device) -> torch.Tensor:
+    """``sr`` ``(B, C, H, W)`` on the CPU for one batch, whole or in tiles."""
+    from sschsr.inference import predict_tiled
+
+    if tile is None:
+        with torch.inference_mode():
+            out = net(*(batch[k].to(device) for k in ("lr_up", "ref", "rgb_hsi")))
+        return out["sr"].float().cpu()
+    srs = [
+        predict_tiled(net, batch["lr_up"][i], batch["ref"][i], batch["rgb_hsi"][i], tile=tile, device=device)["sr"]
+        for i in range(batch["lr_up"].shape[0])
+    ]
+    return torch.stack(srs)
+
+
+def _means(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {m: float(sum(r[m] for r in rows) / len(rows)) for m in SR_METRICS}
+
+
+def evaluate(cfg: DictConfig) -> dict[str, Any]:
+    """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
+    from sschsr.inference import resolve_device
+
+    scale = int(cfg.scale)
+    models = load_models(cfg)  # every model file is checked before the data is made
+    device = resolve_device(str(cfg.get("device") or "auto"))
+    tile = cfg.get("tile")
+    for net in models.values():
+        if net is not None:
+            net.to(device).eval()
+
+    log.info("datamodule <%s>", cfg.data._target_)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.setup("test")
+    scenes: list[dict[str, Any]] = []
+    for batch in datamodule.test_dataloader():
+        hr = batch["hr"].float()
+        outputs = {"bicubic": batch["lr_up"].float()}
+        for key, net in models.items():
+            if net is not None:
+                outputs[key] = _run(net, batch, tile, device)
+        values = {key: sr_metrics(sr.clamp(0, 1), hr, scale) for key, sr in outputs.items()}
+        for i, name in enumerate(batch["name"]):
+            row = {key: {m: float(v[m][i]) for m in SR_METRICS} for key, v in values.items()}
+            model_key = "model" if models["model"] is not None else "bicubic"
+            scenes.append(
+                {"name": name, "model": row[model_key], "baselines": {k: r for k, r in row.items() if k != "model"}}
+            )
+            log.info("%s: PSNR %.2f dB", name, row[model_key]["psnr"])
+    if not scenes:
+        raise InputError("the test split has no scenes: set data.test (or the dataset's test list)")
+
+    baselines = {k: _means([s["baselines"][k] for s in scenes]) for k in scenes[0]["baselines"]}
+    ckpt = _ckpt_path(cfg)
+    return {
+        "model": _means([s["model"] for s in scenes]),
+        "baselines": baselines,
+        "scenes": scenes,
+        "meta": {
+            "model": "bicubic" if ckpt is None else type(models["model"]).__name__,
+            "ckpt_path": ckpt,
+            "baselines": {k: OmegaConf.select(cfg, f"baselines.{k}") for k in baselines if k != "bicubic"},
+            "scale": scale,
+            "n_bands": cfg.get("n_bands"),
+            "data": cfg.data._target_ if "_target_" in cfg.data else None,
+            "source": OmegaConf.select(cfg, "data.source._target_"),
+            "n_scenes": len(scenes),
+            "device": device.type,
+            "tile": tile,
+            "conventions": CONVENTIONS,
+        },
+    }
+
+
+def print_tables(result: dict[str, Any]) -> None:
+    """Per-scene and mean values, as rich tables on stdout."""
+    from rich.console import Console
+    from rich.table import Table
+
+    heads = {"psnr": "PSNR (dB) ↑", "ssim": "SSIM ↑", "sam": "SAM (°) ↓", "ergas": "ERGAS ↓"}
+    fmt = {"psnr": "{:.2f}", "ssim": "{:.4f}", "sam": "{:.3f}", "ergas": "{:.3f}"}
+    model_name = result["meta"]["model"]
+    baselines = [k for k in result["baselines"] if not (model_name == "bicubic" and k == "bicubic")]
+    methods = [("model", model_name)] + [(k, k) for k in baselines]
+
+    def values(d: dict[str, float]) -> list[str]:
+        return [fmt[m].format(d[m]) for m in SR_METRICS]
+
+    scenes = Table(title=f"x{result['meta']['scale']}: per scene")
+    for col in ("scene", "method", *heads.values()):
+        scenes.add_column(col, justify="left" if col in ("scene", "method") else "right")
+    for s in result["scenes"]:
+        for key, label in methods:
+            d = s["model"] if key == "model" else s["baselines"][key]
+            scenes.add_row(s["name"], label, *values(d))
+    means = Table(title=f"x{result['meta']['scale']}: mean over {result['meta']['n_scenes']} scenes")
+    for col in ("method", *heads.values()):
+        means.add_column(col, justify="left" if col == "method" else "right")
+    for key, label in methods:
+        means.add_row(label, *values(result["model"] if key == "model" else result["baselines"][key]))
+    console = Console()
+    console.print(scenes)
+    console.print(means)
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write ``data`` as JSON through a temporary file and a rename (no partial file on interruption)."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(data, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def output_dir(cfg: DictConfig) -> Path:
+    out = OmegaConf.select(cfg, "paths.output_dir")
+    return Path(out) if out else Path.cwd()
+
+
+@hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
+@exit_on_input_error
+def main(cfg: DictConfig) -> float:
+    result = evaluate(cfg)
+    out = output_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "metrics.json", result)
+    print_tables(result)
+    print(f"wrote {out / 'metrics.json'}")
+    return result["model"]["psnr"]
 
 
 if __name__ == "__main__":
-    raise SystemExit(main())
+    main()

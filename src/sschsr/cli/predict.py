@@ -1,35 +1,178 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
-The argument surface is final; the network it runs arrives with the full model. Until then the command
-checks its arguments and says clearly that there is no model to run (exit status 2, nothing written).
+    sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
+                   [--tile 512] [--device auto] [--save-intermediates DIR] [--overwrite]
+
+Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
+status 2, writing nothing. Outputs are written to a temporary file and renamed.
 """
 
 from __future__ import annotations
 
 import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
 
 from sschsr.cli._common import fail
+from sschsr.errors import InputError
+
+OUT_SUFFIXES = (".npy", ".tif", ".tiff")
+MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
+INTERMEDIATES = {"flow": "flow.npy", "ref_warp0": "ref_warp.png", "ref_warp": "ref_refined.png"}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, with usage errors as the one ``error: ...`` line every other bad input gets."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise SystemExit(fail(f"{message} (see {self.prog} --help)"))
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sschsr-predict", description=__doc__.splitlines()[0])
+    p = _Parser(
+        prog="sschsr-predict",
+        description=__doc__.splitlines()[0],
+        epilog="Bad input: one line 'error: ...' on stderr, exit status 2, nothing written.",
+    )
     p.add_argument("--lr", required=True, help="LR HSI: .npy/.npz/.mat (HWC unless --layout chw), GeoTIFF, ENVI")
-    p.add_argument("--ref", required=True, help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit")
+    p.add_argument("--ref", required=True, help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit, RGB or RGBA")
     p.add_argument("--scale", required=True, type=int, help="scale factor (4, 8 or 16)")
-    p.add_argument("--out", required=True, help="output: .npy or .tif (format from the extension)")
-    p.add_argument("--ckpt", help="checkpoint or .safetensors weights (default: the shipped weights for --scale)")
-    p.add_argument("--tile", type=int, help="tile size in HR pixels (bounded memory)")
+    p.add_argument("--out", required=True, help="output: .npy (HWC float32) or .tif/.tiff (GeoTIFF)")
+    p.add_argument("--ckpt", help="checkpoint (.ckpt) or .safetensors weights (default: the shipped weights for --scale)")
+    p.add_argument("--tile", type=int, help=f"tile size in HR pixels, at least {MIN_TILE} (bounded memory)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--layout", choices=["hwc", "chw"], default="hwc")
-    p.add_argument("--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png")
-    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT")
+    p.add_argument("--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input")
+    p.add_argument("--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png to DIR")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (and intermediates)")
     return p
 
 
+def check_output(path: Path, overwrite: bool) -> None:
+    """InputError for an unsupported extension, a missing folder, or an existing file without --overwrite."""
+    if path.suffix.lower() not in OUT_SUFFIXES:
+        raise InputError(
+            f"{path}: unsupported output type {path.suffix or '(no extension)'!r}; expected .npy or .tif/.tiff"
+        )
+    if path.is_dir():
+        raise InputError(f"{path}: is a folder; pass a file name for --out")
+    if path.exists() and not overwrite:
+        raise InputError(f"{path} exists: pass --overwrite to replace it")
+    if not path.parent.is_dir():
+        raise InputError(f"{path}: folder {path.parent} does not exist")
+
+
+def check_intermediates(folder: Path, overwrite: bool) -> None:
+    if folder.exists() and not folder.is_dir():
+        raise InputError(f"--save-intermediates {folder}: exists and is not a folder")
+    existing = [name for name in INTERMEDIATES.values() if (folder / name).exists()]
+    if existing and not overwrite:
+        raise InputError(f"--save-intermediates {folder}: {', '.join(existing)} exist: pass --overwrite to replace them")
+
+
+def fill_nodata(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
+    """Nodata pixels take their band's mean over valid pixels (0 where none), so that they do not pull
+    their neighbours towards 0 through the network's convolutions."""
+    if valid is None or valid.all():
+        return data
+    out = data.copy()
+    if valid.any():
+        out[~valid] = data[valid].mean(axis=0)
+    else:
+        out[~valid] = 0.0
+    return out
+
+
+def run(args: argparse.Namespace) -> str:
+    """Check everything, run the model, write the outputs. Returns the summary line.
+
+    Raises:
+        InputError: any problem with the user's input, before anything is written.
+    """
+    from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_npy, write_png
+    from sschsr.inference import (
+        check_reference,
+        check_scale,
+        load_model,
+        predict_tiled,
+        prepare_inputs,
+        resolve_device,
+    )
+
+    # 1. arguments and outputs, cheapest first
+    out = Path(args.out)
+    check_output(out, args.overwrite)
+    check_scale(args.scale)
+    if args.tile is not None and args.tile < MIN_TILE:
+        raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
+    device = resolve_device(args.device)
+    inter = Path(args.save_intermediates) if args.save_intermediates else None
+    if inter is not None:
+        check_intermediates(inter, args.overwrite)
+
+    # 2. the inputs
+    cube = read_cube(args.lr, layout=args.layout)
+    h, w, c = cube.data.shape
+    rgb = read_rgb(args.ref)
+    check_reference(rgb.shape[:2], (h, w), name=str(args.ref))
+
+    # 3. the model: scale and band count
+    net = load_model(args.ckpt, args.scale, n_bands=c)
+    if inter is not None and getattr(net, "flow_net", None) is None and not hasattr(net, "warpnet"):
+        raise InputError(
+            f"--save-intermediates: the model ({type(net).__name__}) aligns no reference: it has no flow or warp to save"
+        )
+
+    # 4. run: normalise as in training (nominally [0, 1]), super-resolve, restore the input's range
+    data = fill_nodata(cube.data, cube.valid)
+    peak = float(data.max()) if data.size else 0.0
+    norm = peak if peak > 1.0 else 1.0  # float rasters in other units (e.g. reflectance x 10000)
+    lr = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1))) / norm
+    ref = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
+    camera = getattr(net, "info", {}).get("camera", "cie1931")
+    lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
+    keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
+    outputs = predict_tiled(net, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
+
+    sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)
+    sr = np.ascontiguousarray(sr, dtype=np.float32)
+    if cube.valid is not None and not cube.valid.all():
+        fill = cube.geo.nodata if cube.geo is not None and cube.geo.nodata is not None else np.nan
+        hr_valid = cube.valid.repeat(args.scale, axis=0).repeat(args.scale, axis=1)
+        sr[~hr_valid] = fill
+
+    # 5. write: intermediates, then OUT (each atomically)
+    if inter is not None:
+        inter.mkdir(parents=True, exist_ok=True)
+        if "flow" in outputs:
+            write_npy(inter / INTERMEDIATES["flow"], outputs["flow"].numpy().astype(np.float32))
+        for key in ("ref_warp0", "ref_warp"):
+            if key in outputs:
+                write_png(inter / INTERMEDIATES[key], outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0))
+    if out.suffix.lower() == ".npy":
+        write_npy(out, sr)
+    else:
+        geo = cube.geo.scaled(args.scale) if cube.geo is not None else None
+        write_geotiff(out, sr, geo, wavelengths=cube.wavelengths)
+    tiles = f"tiles of {args.tile}" if args.tile else "one pass"
+    return f"wrote {out}: {sr.shape[0]}x{sr.shape[1]}x{sr.shape[2]} float32 (x{args.scale}, {tiles}, {device.type})"
+
+
 def main(argv: list[str] | None = None) -> int:
-    build_parser().parse_args(argv)
-    return fail("sschsr-predict has no network to run yet: this version ships the data pipeline only "
-                "(stage 1, stage 2 and the full model are not implemented)")
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # --help (0) or a usage error (2, already reported in one line)
+        return int(e.code or 0)
+    try:
+        summary = run(args)
+    except InputError as e:
+        return fail(str(e))
+    except OSError as e:  # writing failed (permissions, disk full): the atomic writers left nothing behind
+        return fail(f"cannot write the output: {e}")
+    print(summary, file=sys.stdout)
+    return 0
 
 
 if __name__ == "__main__":

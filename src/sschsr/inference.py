@@ -1,0 +1,509 @@
+"""Inference shared by ``sschsr-predict`` and ``sschsr-eval``: load a trained model, prepare a user's
+inputs the way training prepared them, and run the network on scenes of any size in tiles.
+
+    >>> from sschsr.inference import load_model, prepare_inputs, predict_tiled  # doctest: +SKIP
+    >>> net = load_model("outputs/full/runs/<run>/checkpoints/last.ckpt", scale=4, n_bands=31)  # doctest: +SKIP
+    >>> lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, 4, wavelengths)  # doctest: +SKIP
+    >>> sr = predict_tiled(net, lr_up, ref_hr, rgb_hsi, tile=512)["sr"]  # doctest: +SKIP
+
+Model files. A network is described by a *spec*: ``{"_target_": "sschsr.models....Class", **constructor
+arguments}``, nested for networks built from networks (SSCHSR holds its flow network and WarpNet), made by
+:func:`module_spec` from the built network and rebuilt by :func:`build_module` (only classes of the
+``sschsr`` package: a checkpoint cannot name arbitrary code to run). The spec, the scale the model was
+trained for, its band count and the camera response ``rgb_hsi`` was rendered with form the *model info*:
+
+- in a Lightning ``.ckpt`` of :class:`sschsr.lit.sr.SRModule`, under :data:`MODEL_KEY` (written by the
+  module at every save), with the weights under ``net.``;
+- beside a ``.safetensors`` file as a JSON sidecar of the same stem (``sschsr_x4.safetensors`` +
+  ``sschsr_x4.json``), written by :func:`save_model` / :func:`export_weights`.
+
+The weights the package ships live in ``src/sschsr/weights/sschsr_x{s}.safetensors`` (+ ``.json``).
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import math
+import os
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from sschsr.data.degrade import upsample
+from sschsr.data.spectral import camera_srf, render
+from sschsr.errors import InputError
+
+log = logging.getLogger(__name__)
+
+MODEL_KEY = "sschsr_model"  # where the model info lives in a .ckpt (and the sidecar's layout)
+SUPPORTED_SCALES = (4, 8, 16)  # the paper's factors; the degradation model is only defined for these
+WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+ASPECT_TOLERANCE = 0.02  # relative difference of height/width ratios between reference and HSI
+DEFAULT_CAMERA = "cie1931"  # conf/data/*.yaml: camera
+
+
+# --------------------------------------------------------------------------------------------------
+# Network specs: rebuild a network from plain values
+
+
+def _plain(value: Any) -> Any:
+    """A constructor argument as JSON-compatible values (networks as nested specs)."""
+    if isinstance(value, nn.Module):
+        return module_spec(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    raise TypeError(f"constructor argument of type {type(value).__name__} cannot be recorded")
+
+
+def module_spec(module: nn.Module) -> dict[str, Any]:
+    """``{"_target_": "module.Class", **constructor arguments}`` that rebuilds ``module``'s architecture.
+
+    Each argument of the class's ``__init__`` is read from ``module.config`` (a dict, as the networks of
+    this package provide) or else from the attribute of the same name; arguments found in neither keep
+    their defaults. Networks passed as arguments (SSCHSR's ``flow_net``, ``warpnet``) become nested specs.
+
+    Raises:
+        TypeError: a required argument cannot be found, or a value is not a plain value or a network.
+    """
+    cls = type(module)
+    config = getattr(module, "config", None)
+    config = config if isinstance(config, dict) else {}
+    spec: dict[str, Any] = {"_target_": f"{cls.__module__}.{cls.__qualname__}"}
+    for name, p in inspect.signature(cls.__init__).parameters.items():
+        if name == "self" or p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+            continue
+        if name in config:
+            value = config[name]
+        elif hasattr(module, name):
+            value = getattr(module, name)
+        elif p.default is not p.empty:
+            continue
+        else:
+            raise TypeError(f"{cls.__name__}: cannot record the constructor argument {name!r}")
+        spec[name] = _plain(value)
+    return spec
+
+
+def _resolve(target: str) -> type:
+    if not isinstance(target, str) or not target.startswith("sschsr."):
+        raise InputError(f"model description names {target!r}: only networks of the sschsr package are built")
+    module_name, _, qualname = target.rpartition(".")
+    obj: Any = None
+    while module_name:  # the longest importable prefix is the module, the rest the (nested) class name
+        try:
+            obj = importlib.import_module(module_name)
+            break
+        except ModuleNotFoundError:
+            module_name, _, outer = module_name.rpartition(".")
+            qualname = f"{outer}.{qualname}"
+    try:
+        for part in qualname.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        obj = None
+    if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
+        raise InputError(f"model description names {target!r}, which is not a network of this version of sschsr")
+    return obj
+
+
+def build_module(spec: dict[str, Any]) -> nn.Module:
+    """Build the network a :func:`module_spec` describes (weights freshly initialised).
+
+    Raises:
+        InputError: the spec names something other than a network of the ``sschsr`` package, or its
+            arguments do not fit the class (a model file from another version).
+    """
+    if not isinstance(spec, dict) or "_target_" not in spec:
+        raise InputError(f"not a network description: {spec!r}")
+
+    def value(v: Any) -> Any:
+        if isinstance(v, dict) and "_target_" in v:
+            return build_module(v)
+        return [value(x) for x in v] if isinstance(v, list) else v
+
+    cls = _resolve(spec["_target_"])
+    kwargs = {k: value(v) for k, v in spec.items() if k != "_target_"}
+    try:
+        return cls(**kwargs)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"cannot build {cls.__name__}({kwargs}): {e}") from None
+
+
+def spec_matches(module: nn.Module, spec: dict[str, Any]) -> bool:
+    """Whether :func:`build_module` of ``spec`` has ``module``'s parameters and buffers (names and shapes).
+
+    Built on the meta device: no memory, no initialisation cost.
+    """
+    try:
+        with torch.device("meta"):
+            rebuilt = build_module(spec)
+    except Exception:  # any failure to rebuild means the spec is not usable
+        return False
+    mine = {k: tuple(v.shape) for k, v in module.state_dict().items()}
+    theirs = {k: tuple(v.shape) for k, v in rebuilt.state_dict().items()}
+    return mine == theirs
+
+
+def model_info(net: nn.Module, scale: int, camera: str = DEFAULT_CAMERA) -> dict[str, Any]:
+    """The model info stored with weights: spec, trained scale, band count (None: any), camera."""
+    spec = module_spec(net)
+    n_bands = getattr(net, "n_bands", None)
+    return {"net": spec, "scale": int(scale), "n_bands": None if n_bands is None else int(n_bands), "camera": camera}
+
+
+# --------------------------------------------------------------------------------------------------
+# Loading and saving
+
+
+def shipped_weights(scale: int) -> Path:
+    """Where the package's own weights for ``scale`` live (the file may not exist in this version)."""
+    return WEIGHTS_DIR / f"sschsr_x{scale}.safetensors"
+
+
+def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    # SRModule checkpoints hold only tensors and plain values, so the safe loader reads them
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # pickle errors, truncated zip, not a torch file at all
+        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+        raise InputError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    info = ckpt.get(MODEL_KEY)
+    if not isinstance(info, dict):
+        keys = set(ckpt)
+        stage = (
+            "a stage-2 (WarpNet) checkpoint: pass it as model.warp_ckpt when training the full model"
+            if "warpnet_config" in keys
+            else "a stage-1 (flow) checkpoint: pass it as model.flow_ckpt when training the full model"
+            if "flow_net_config" in keys
+            else "not a checkpoint of the full model (sschsr-train experiment=full)"
+        )
+        raise InputError(f"{path}: {stage}")
+    prefix = "net."
+    state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
+    return state, info
+
+
+def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    sidecar = path.with_suffix(".json")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        state = load_file(str(path))
+    except Exception as e:  # safetensors raises its own error types for corrupt headers
+        raise InputError(f"{path}: not a readable .safetensors file ({type(e).__name__}: {e})") from None
+    try:
+        if sidecar.is_file():
+            info = json.loads(sidecar.read_text())
+        elif MODEL_KEY in meta:
+            info = json.loads(meta[MODEL_KEY])
+        else:
+            raise InputError(f"{path}: no model description: expected {sidecar.name} beside it")
+    except (OSError, json.JSONDecodeError) as e:
+        raise InputError(f"{sidecar}: cannot read the model description ({e})") from None
+    if not isinstance(info, dict) or "net" not in info:
+        raise InputError(f"{sidecar}: not a sschsr model description (no 'net')")
+    return state, info
+
+
+def trained_scales(info: dict[str, Any]) -> list[int] | None:
+    """The scales a model was trained for (None: any, e.g. bicubic)."""
+    scales = info.get("scales", info.get("scale"))
+    if scales is None:
+        return None
+    return [int(s) for s in (scales if isinstance(scales, list) else [scales])]
+
+
+def check_scale(scale: int, info: dict[str, Any] | None = None, source: str = "the model") -> None:
+    """InputError unless ``scale`` is one of 4, 8, 16 and one the model was trained for."""
+    if scale not in SUPPORTED_SCALES:
+        raise InputError(f"unsupported scale x{scale}: expected one of {', '.join(map(str, SUPPORTED_SCALES))}")
+    scales = trained_scales(info or {})
+    if scales is not None and scale not in scales:
+        trained = ", ".join(f"x{s}" for s in scales)
+        raise InputError(f"{source} was trained for {trained}, not x{scale}: pass --scale {scales[0]} or a model trained for x{scale}")
+
+
+def load_model(
+    ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None
+) -> nn.Module:
+    """A trained network in eval mode on the CPU, checked against the scale and band count asked for.
+
+    Args:
+        ckpt: a Lightning ``.ckpt`` of the full model (:class:`sschsr.lit.sr.SRModule`), a ``.safetensors``
+            with its JSON sidecar, or None for the shipped weights of ``scale``.
+        scale: the super-resolution factor the caller needs.
+        n_bands: the band count of the caller's data (None: no check).
+
+    Returns:
+        the network (``forward(lr_up, ref, rgb_hsi) -> dict(sr=...)``), with the model info as its
+        ``info`` attribute (``net``, ``scale``, ``n_bands``, ``camera``).
+
+    Raises:
+        InputError: no such file, not a model file, no shipped weights for ``scale``, a scale or band count
+            the model does not take, weights that do not fit the description.
+    """
+    if ckpt is None:
+        check_scale(scale)
+        path = shipped_weights(scale)
+        if not path.is_file():
+            raise InputError(f"no shipped weights for x{scale} in this version: pass --ckpt")
+    else:
+        path = Path(ckpt)
+        if not path.exists():
+            raise InputError(f"{path}: checkpoint not found")
+        if not path.is_file():
+            raise InputError(f"{path}: is not a file (expected a .ckpt or .safetensors)")
+    suffix = path.suffix.lower()
+    if suffix in (".ckpt", ".pt", ".pth"):
+        state, info = _read_lightning(path)
+    elif suffix == ".safetensors":
+        state, info = _read_safetensors(path)
+    else:
+        raise InputError(f"{path}: unsupported model file {path.suffix!r}: expected a Lightning .ckpt or a .safetensors")
+
+    check_scale(scale, info, source=str(path))
+    model_bands = info.get("n_bands")
+    if n_bands is not None and model_bands is not None and int(model_bands) != int(n_bands):
+        raise InputError(
+            f"the data has {n_bands} bands but the model {path.name} takes {model_bands} "
+            f"(trained on {model_bands}-band scenes): pass a model trained for {n_bands} bands"
+        )
+    net = build_module(info["net"])
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
+    net.info = dict(info)  # type: ignore[assignment]
+    return net.eval()
+
+
+def save_model(net: nn.Module, path: str | os.PathLike, scale: int, camera: str = DEFAULT_CAMERA) -> Path:
+    """Write ``net``'s weights to ``path`` (``.safetensors``) and its model info to the JSON sidecar.
+
+    Returns:
+        the ``.safetensors`` path; the sidecar is ``path.with_suffix(".json")``.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_model writes .safetensors files, got {path}")
+    info = model_info(net, scale, camera)
+    if not spec_matches(net, info["net"]):
+        raise ValueError(f"{type(net).__name__}: its recorded constructor arguments do not rebuild it")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # tensors that share memory (tied weights) must be saved once: clone them apart
+    state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
+    save_file(state, str(path), metadata={MODEL_KEY: json.dumps(info)})
+    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return path
+
+
+def export_weights(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Turn a training checkpoint of the full model into ``.safetensors`` + JSON (e.g. shipped weights).
+
+    Example:
+        >>> export_weights("outputs/full/runs/<run>/checkpoints/best.ckpt",
+        ...                "src/sschsr/weights/sschsr_x4.safetensors")  # doctest: +SKIP
+    """
+    state, info = _read_lightning(Path(ckpt))
+    net = build_module(info["net"])
+    net.load_state_dict(state)
+    return save_model(net, out, scale=trained_scales(info)[0], camera=info.get("camera", DEFAULT_CAMERA))
+
+
+# --------------------------------------------------------------------------------------------------
+# Inputs
+
+
+def check_reference(ref_hw: tuple[int, int], lr_hw: tuple[int, int], name: str = "the reference") -> None:
+    """InputError when the reference is smaller than the LR grid or of another aspect ratio (2 %)."""
+    (rh, rw), (h, w) = ref_hw, lr_hw
+    if rh < h or rw < w:
+        raise InputError(
+            f"{name} is {rh}x{rw} pixels, smaller than the LR HSI ({h}x{w}): it must be at least as large"
+        )
+    ratio_ref, ratio_hsi = rh / rw, h / w
+    if abs(ratio_ref / ratio_hsi - 1) > ASPECT_TOLERANCE:
+        raise InputError(
+            f"{name} has aspect ratio {rh}x{rw} ({rw / rh:.3f}:1) but the LR HSI {h}x{w} ({w / h:.3f}:1): "
+            "crop the reference to the HSI's field of view"
+        )
+
+
+def resample(img: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(C, H', W')`` to ``(C, *size)``: antialiased bilinear when shrinking, bicubic when enlarging,
+    clamped to [0, 1]; returned as is when the size already fits."""
+    if tuple(img.shape[-2:]) == tuple(size):
+        return img.float()
+    shrink = img.shape[-2] > size[0] or img.shape[-1] > size[1]
+    mode = "bilinear" if shrink else "bicubic"
+    out = F.interpolate(img[None].float(), size=size, mode=mode, align_corners=False, antialias=shrink)
+    return out[0].clamp(0, 1)
+
+
+def prepare_inputs(
+    lr: Tensor,
+    ref: Tensor,
+    scale: int,
+    wavelengths: np.ndarray | None = None,
+    camera: str = DEFAULT_CAMERA,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """The network's three inputs from an LR HSI and a photo, as the data pipeline made them in training.
+
+    ``lr_up`` = bicubic(``lr``); ``ref`` resampled to the HR grid ``(s*h, s*w)``; ``rgb_hsi`` = ``lr_up``
+    rendered through the camera response of ``wavelengths``, histogram-matched to ``ref`` per channel.
+
+    Args:
+        lr: ``(C, h, w)`` float32, normalised (nominally [0, 1]).
+        ref: ``(3, H', W')`` float32 in [0, 1], at least ``h x w`` with the HSI's aspect ratio (2 %).
+        scale: the factor ``s``.
+        wavelengths: ``(C,)`` band centres in nm; None: evenly over 400-700 nm.
+        camera: the camera response the model was trained with (``info["camera"]``).
+
+    Returns:
+        ``lr_up (C, H, W)``, ``ref (3, H, W)``, ``rgb_hsi (3, H, W)``, float32 on the CPU.
+
+    Raises:
+        InputError: reference too small or of another aspect ratio; wavelengths that do not fit.
+    """
+    from sschsr.data.datasets import fast_match_histograms
+    from sschsr.data.spectral import default_wavelengths
+
+    if lr.ndim != 3 or ref.ndim != 3 or ref.shape[0] != 3:
+        raise ValueError(f"prepare_inputs expects lr (C, h, w) and ref (3, H, W); got {tuple(lr.shape)}, {tuple(ref.shape)}")
+    c, h, w = lr.shape
+    check_reference(tuple(ref.shape[-2:]), (h, w))
+    wl = default_wavelengths(c) if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)
+    if wl.shape != (c,):
+        raise InputError(f"{len(wl)} wavelengths for an HSI of {c} bands")
+    size = (h * scale, w * scale)
+    lr_up = upsample(lr[None].float(), scale)[0]
+    ref_hr = resample(ref, size)
+    rgb = render(lr_up, camera_srf(wl, camera))
+    rgb_hsi = fast_match_histograms(rgb, ref_hr).clamp(0, 1)
+    return lr_up.contiguous(), ref_hr.contiguous(), rgb_hsi.contiguous()
+
+
+# --------------------------------------------------------------------------------------------------
+# Running
+
+
+def _starts(length: int, tile: int, overlap: int) -> list[int]:
+    """Tile origins along one axis: every ``tile - overlap`` pixels, the last one flush with the end."""
+    if length <= tile:
+        return [0]
+    stride = tile - overlap
+    starts = list(range(0, length - tile, stride))
+    return [*starts, length - tile]
+
+
+def _ramp(n: int, start: int, end: int, length: int, overlap: int) -> Tensor:
+    """Blending weights of a tile along one axis: a raised-cosine rise over ``overlap`` pixels at each side
+    that touches another tile, 1 elsewhere (and at the scene's own borders). Always > 0."""
+    w = torch.ones(n)
+    k = min(overlap, n)
+    if k > 0:
+        rise = 0.5 - 0.5 * torch.cos(math.pi * (torch.arange(k) + 0.5) / k)
+        if start > 0:
+            w[:k] = torch.minimum(w[:k], rise)
+        if end < length:
+            w[-k:] = torch.minimum(w[-k:], rise.flip(0))
+    return w
+
+
+def default_overlap(tile: int) -> int:
+    """Overlap between tiles: a quarter of the tile, at most 32 HR pixels (wider than the fusion's 3x3
+    convolutions and attention windows reach at the finest level, and than typical residual flows)."""
+    return max(0, min(32, tile // 4))
+
+
+def predict_tiled(
+    model: nn.Module,
+    lr_up: Tensor,
+    ref: Tensor,
+    rgb_hsi: Tensor,
+    tile: int | None = None,
+    overlap: int | None = None,
+    device: str | torch.device = "cpu",
+    keys: Iterable[str] = ("sr",),
+) -> dict[str, Tensor]:
+    """Run ``model`` on a whole scene, in one pass or in overlapping tiles blended smoothly.
+
+    Tiles of ``tile x tile`` HR pixels, ``overlap`` pixels shared with each neighbour, are sent to
+    ``device`` one at a time; their outputs are weighted by a raised-cosine window (1 inside, falling to 0
+    across the overlap, 1 at the scene's borders) and averaged on the CPU. Device memory is bounded by the
+    tile; the CPU holds the inputs and the outputs of the whole scene. A tile sees only its own part of the
+    reference: motion larger than the overlap is matched less well near tile borders.
+
+    Args:
+        model: ``model(lr_up, ref, rgb_hsi) -> dict`` with at least ``sr``.
+        lr_up: ``(C, H, W)``; ref, rgb_hsi: ``(3, H, W)`` (a leading batch dimension of 1 is accepted).
+        tile: tile side in HR pixels; None: the whole scene at once.
+        overlap: pixels shared by neighbouring tiles (default :func:`default_overlap`).
+        device: where the model runs (it is moved there).
+        keys: the outputs to return, those the model produces (``sr``, ``flow``, ``ref_warp0``, ``ref_warp``).
+
+    Returns:
+        ``{key: (K, H, W) float32 CPU tensor}`` for each requested key the model returned.
+    """
+    lr_up, ref, rgb_hsi = (t[0] if t.ndim == 4 else t for t in (lr_up, ref, rgb_hsi))
+    _, h, w = lr_up.shape
+    device = torch.device(device)
+    model = model.to(device).eval()
+    keys = tuple(keys)
+    if tile is not None and tile < 1:
+        raise ValueError(f"tile must be positive, got {tile}")
+    if tile is None or (tile >= h and tile >= w):
+        with torch.inference_mode():
+            out = model(lr_up[None].to(device), ref[None].to(device), rgb_hsi[None].to(device))
+        return {k: out[k][0].float().cpu() for k in keys if k in out}
+
+    overlap = default_overlap(tile) if overlap is None else overlap
+    if not 0 <= overlap < tile:
+        raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
+    acc: dict[str, Tensor] = {}
+    weight = torch.zeros(1, h, w)
+    for y0 in _starts(h, tile, overlap):
+        for x0 in _starts(w, tile, overlap):
+            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+            crop = (slice(None), slice(y0, y1), slice(x0, x1))
+            with torch.inference_mode():
+                out = model(*(t[crop][None].to(device) for t in (lr_up, ref, rgb_hsi)))
+            win = _ramp(y1 - y0, y0, y1, h, overlap)[:, None] * _ramp(x1 - x0, x0, x1, w, overlap)[None, :]
+            for k in keys:
+                if k not in out:
+                    continue
+                pred = out[k][0].float().cpu()
+                if k not in acc:
+                    acc[k] = torch.zeros(pred.shape[0], h, w)
+                acc[k][crop] += pred * win
+            weight[0, y0:y1, x0:x1] += win
+    return {k: v / weight for k, v in acc.items()}
+
+
+def resolve_device(device: str) -> torch.device:
+    """``"auto"``: CUDA when available, else the CPU; ``"cuda"`` when none is available: InputError."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise InputError("--device cuda: no CUDA device is available here (use --device cpu or auto)")
+    return torch.device(device)
