@@ -251,9 +251,12 @@ def _inputs(bands, h, w, batch=1, seed=0):
 
 
 def _randomise_offset_heads(net: nn.Module, seed: int = 0) -> None:
-    """The IDFA heads start at zero (offsets = C); give them weights so that their inputs matter."""
+    """The IDFA heads start at zero (offsets = C), and so does the last conv (sr = lr_up): give them
+    weights, as training would, so that their inputs matter."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
+        last = net.fusion[-1].out.weight
+        last.copy_(torch.randn(last.shape, generator=g) * 0.02)
         for idfa in net.aggregation:
             idfa.offset_head.weight.copy_(torch.randn(idfa.offset_head.weight.shape, generator=g) * 0.05)
 
@@ -299,6 +302,8 @@ class TestSSCHSR:
 
     def test_gradients_reach_every_trainable_part(self):
         net = SSCHSR(5, "lite")
+        # the last conv starts at zero (the untrained net is bicubic): after one step it is not
+        nn.init.normal_(net.fusion[-1].out.weight, std=0.02)
         lr_up, ref, rgb = _inputs(5, 32, 32)
         out = net(lr_up, ref, rgb)
         (out["sr"].square().mean()).backward()
@@ -315,9 +320,8 @@ class TestSSCHSR:
         net(lr_up, ref, rgb)["sr"].square().mean().backward()
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in net.match_encoder.parameters())
 
-    def test_global_residual(self):
-        net = SSCHSR(5, "lite")
-        nn.init.zeros_(net.fusion[-1].out.weight)
+    def test_untrained_network_is_bicubic(self):
+        net = SSCHSR(5, "lite")  # the last conv starts at zero; the global residual passes lr_up through
         lr_up, ref, rgb = _inputs(5, 28, 36)
         torch.testing.assert_close(net(lr_up, ref, rgb)["sr"], lr_up)
 
@@ -378,6 +382,7 @@ class TestSSCHSR:
             warpnet.tail.weight.normal_(0, 0.01)  # leave the identity it starts from
         lr_up, ref, rgb = _inputs(5, 24, 24)
         net = SSCHSR(5, "lite", flow_net=ConstantFlow(1.0, 1.0), warpnet=warpnet)
+        _randomise_offset_heads(net)
         out = net(lr_up, ref, rgb)
         assert out["ref_warp"].shape == (1, 3, 24, 24) and not torch.allclose(out["ref_warp"], out["ref_warp0"])
         off = SSCHSR(5, "lite", flow_net=ConstantFlow(1.0, 1.0), warpnet=warpnet, use_warpnet=False)

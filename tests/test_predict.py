@@ -1,9 +1,12 @@
-"""``sschsr-predict`` and the inference helpers: a real run on small inputs, GeoTIFF georeferencing, tiling,
-intermediates, --overwrite, and every bad input of CONTRACTS.md (one ``error:`` line, exit 2, nothing
-written)."""
+"""``sschsr-predict`` and the inference helpers: a real run on small inputs, every input format of
+CONTRACTS.md, GeoTIFF georeferencing, tiling, intermediates, --overwrite, atomic writes, every bad input (one
+``error:`` line, exit 2, nothing written), and the shipped-weights mechanism (float16 export of a training
+checkpoint, loading in float32, the default weights of sschsr-predict)."""
 
 from __future__ import annotations
 
+import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -15,17 +18,18 @@ import torch
 from torch import nn
 
 from sschsr.cli.predict import main
-from sschsr.data.io import GeoInfo, write_geotiff, write_png
+from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_npy, write_png
 from sschsr.errors import InputError
 from sschsr.inference import (
     MODEL_KEY,
     build_module,
     check_reference,
+    export_weights,
     load_model,
-    model_info,
     module_spec,
     predict_tiled,
     prepare_inputs,
+    resample,
     save_model,
     shipped_weights,
 )
@@ -35,6 +39,7 @@ from sschsr.models.sschsr import SSCHSR
 from sschsr.models.warpnet import WarpNet
 
 BIN = Path(sys.executable).parent
+ROOT = Path(__file__).resolve().parents[1]
 BANDS, LR_SIZE, SCALE = 31, 16, 4
 HR_SIZE = LR_SIZE * SCALE
 
@@ -47,16 +52,28 @@ def tiny_sschsr() -> SSCHSR:
     return SSCHSR(BANDS, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
 
 
+def lightning_checkpoint(net: nn.Module, path: Path, scale: int = SCALE) -> Path:
+    """What ``sschsr-train experiment=full`` saves, for ``net``: the SRModule's state dict (``net.*``) and
+    the model info its ``on_save_checkpoint`` hook adds."""
+    from sschsr.lit.sr import SRModule
+
+    module = SRModule(net, scale=scale)
+    ckpt = {"state_dict": module.state_dict(), "global_step": 3, "epoch": 0}
+    module.on_save_checkpoint(ckpt)
+    torch.save(ckpt, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def models(tmp_path_factory) -> dict[str, Path]:
-    """Model files: a tiny random SSCHSR (.safetensors + .json, and a Lightning-style .ckpt), and bicubic."""
+    """Model files of a tiny random SSCHSR: float32 .safetensors, a training .ckpt, its float16 export;
+    and bicubic."""
     root = tmp_path_factory.mktemp("models")
     net = tiny_sschsr()
     files = {"sschsr": save_model(net, root / "sschsr_x4.safetensors", scale=SCALE)}
     files["bicubic"] = save_model(Bicubic(BANDS), root / "bicubic_x4.safetensors", scale=SCALE)
-    ckpt = root / "sschsr.ckpt"
-    torch.save({"state_dict": {f"net.{k}": v for k, v in net.state_dict().items()}, MODEL_KEY: model_info(net, SCALE)}, ckpt)
-    files["ckpt"] = ckpt
+    files["ckpt"] = lightning_checkpoint(net, root / "sschsr.ckpt")
+    files["fp16"] = export_weights(files["ckpt"], root / "fp16" / "sschsr_x4.safetensors", scale=SCALE)
     return files
 
 

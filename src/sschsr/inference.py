@@ -14,10 +14,14 @@ trained for, its band count and the camera response ``rgb_hsi`` was rendered wit
 
 - in a Lightning ``.ckpt`` of :class:`sschsr.lit.sr.SRModule`, under :data:`MODEL_KEY` (written by the
   module at every save), with the weights under ``net.``;
-- beside a ``.safetensors`` file as a JSON sidecar of the same stem (``sschsr_x4.safetensors`` +
-  ``sschsr_x4.json``), written by :func:`save_model` / :func:`export_weights`.
+- in a ``.safetensors`` file's own metadata, under :data:`MODEL_KEY` as JSON (written by
+  :func:`save_model` / :func:`export_weights`): one self-contained file, rebuilt without Hydra. A JSON
+  sidecar of the same stem (``m.safetensors`` + ``m.json``) is read for files whose metadata lacks it.
 
-The weights the package ships live in ``src/sschsr/weights/sschsr_x{s}.safetensors`` (+ ``.json``).
+Weights may be stored in float16 (:func:`export_weights` does: half the size); :func:`load_model` always
+returns a float32 network on the CPU. The weights the package ships live in
+``src/sschsr/weights/sschsr_x{s}.safetensors`` (31 bands, x4 and x8), made from trained checkpoints by
+``experiments/export_weights.py``.
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ SUPPORTED_SCALES = (4, 8, 16)  # the paper's factors; the degradation model is o
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ASPECT_TOLERANCE = 0.02  # relative difference of height/width ratios between reference and HSI
 DEFAULT_CAMERA = "cie1931"  # conf/data/*.yaml: camera
+FP16_MAX = 65504.0  # the largest finite float16: tensors beyond it are stored in float32
 
 
 # --------------------------------------------------------------------------------------------------
@@ -174,6 +179,22 @@ def shipped_weights(scale: int) -> Path:
     return WEIGHTS_DIR / f"sschsr_x{scale}.safetensors"
 
 
+def missing_weights_message(scale: int, option: str = "--ckpt MODEL") -> str:
+    """The one-line explanation when the shipped weights for ``scale`` are not there (``option``: how the
+    command at hand takes a model file instead)."""
+    path = shipped_weights(scale)
+    return (
+        f"no shipped weights for x{scale}: {path} does not exist; pass {option} (a .ckpt of "
+        f"'sschsr-train experiment=full scale={scale}' or a .safetensors), or export one with "
+        f"'python experiments/export_weights.py --ckpt CKPT --scale {scale} --out {path}'"
+    )
+
+
+def _to_float32(state: dict[str, Tensor]) -> dict[str, Tensor]:
+    """Floating-point tensors (float16 / bfloat16 storage) as float32; others unchanged."""
+    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+
+
 def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     # SRModule checkpoints hold only tensors and plain values, so the safe loader reads them
     try:
@@ -202,24 +223,32 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     from safetensors import safe_open
     from safetensors.torch import load_file
 
-    sidecar = path.with_suffix(".json")
     try:
         with safe_open(str(path), framework="pt") as f:
             meta = f.metadata() or {}
-        state = load_file(str(path))
+        state = load_file(str(path), device="cpu")
     except Exception as e:  # safetensors raises its own error types for corrupt headers
         raise InputError(f"{path}: not a readable .safetensors file ({type(e).__name__}: {e})") from None
-    try:
-        if sidecar.is_file():
-            info = json.loads(sidecar.read_text())
-        elif MODEL_KEY in meta:
+    sidecar = path.with_suffix(".json")
+    if MODEL_KEY in meta:
+        source = f"{path} (metadata)"
+        try:
             info = json.loads(meta[MODEL_KEY])
-        else:
-            raise InputError(f"{path}: no model description: expected {sidecar.name} beside it")
-    except (OSError, json.JSONDecodeError) as e:
-        raise InputError(f"{sidecar}: cannot read the model description ({e})") from None
+        except json.JSONDecodeError as e:
+            raise InputError(f"{source}: cannot read the model description ({e})") from None
+    elif sidecar.is_file():
+        source = str(sidecar)
+        try:
+            info = json.loads(sidecar.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise InputError(f"{sidecar}: cannot read the model description ({e})") from None
+    else:
+        raise InputError(
+            f"{path}: no model description (no {MODEL_KEY!r} metadata, no {sidecar.name} beside it): "
+            "not a sschsr model file"
+        )
     if not isinstance(info, dict) or "net" not in info:
-        raise InputError(f"{sidecar}: not a sschsr model description (no 'net')")
+        raise InputError(f"{source}: not a sschsr model description (no 'net')")
     return state, info
 
 
@@ -248,13 +277,15 @@ def load_model(
 
     Args:
         ckpt: a Lightning ``.ckpt`` of the full model (:class:`sschsr.lit.sr.SRModule`), a ``.safetensors``
-            with its JSON sidecar, or None for the shipped weights of ``scale``.
+            of :func:`save_model` / :func:`export_weights` (float32 or float16), or None for the shipped
+            weights of ``scale``.
         scale: the super-resolution factor the caller needs.
         n_bands: the band count of the caller's data (None: no check).
 
     Returns:
-        the network (``forward(lr_up, ref, rgb_hsi) -> dict(sr=...)``), with the model info as its
-        ``info`` attribute (``net``, ``scale``, ``n_bands``, ``camera``).
+        the float32 network (``forward(lr_up, ref, rgb_hsi) -> dict(sr=...)``) on the CPU in eval mode,
+        with the model info as its ``info`` attribute (``net``, ``scale``, ``n_bands``, ``camera``) and
+        the file it came from as ``info["path"]``.
 
     Raises:
         InputError: no such file, not a model file, no shipped weights for ``scale``, a scale or band count
@@ -264,7 +295,7 @@ def load_model(
         check_scale(scale)
         path = shipped_weights(scale)
         if not path.is_file():
-            raise InputError(f"no shipped weights for x{scale} in this version: pass --ckpt")
+            raise InputError(missing_weights_message(scale))
     else:
         path = Path(ckpt)
         if not path.exists():
@@ -288,46 +319,145 @@ def load_model(
         )
     net = build_module(info["net"])
     try:
-        net.load_state_dict(state)
+        net.load_state_dict(_to_float32(state))
     except RuntimeError as e:
         raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
-    net.info = dict(info)  # type: ignore[assignment]
-    return net.eval()
+    net.info = {**info, "path": str(path)}  # type: ignore[assignment]
+    return net.float().eval()
 
 
-def save_model(net: nn.Module, path: str | os.PathLike, scale: int, camera: str = DEFAULT_CAMERA) -> Path:
-    """Write ``net``'s weights to ``path`` (``.safetensors``) and its model info to the JSON sidecar.
+def _storage_state(net: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
+    """``net``'s state dict on the CPU, floating-point tensors cast to ``dtype`` unless that would overflow
+    (those stay float32). Each tensor is its own copy: safetensors refuses tensors that share memory."""
+    state = {}
+    for k, v in net.state_dict().items():
+        v = v.detach().cpu()
+        if v.is_floating_point() and dtype != v.dtype:
+            if dtype == torch.float16 and v.numel() and float(v.abs().max()) > FP16_MAX:
+                log.warning("%s: values beyond the float16 range, stored in float32", k)
+                v = v.float()
+            else:
+                v = v.to(dtype)
+        state[k] = v.clone().contiguous()
+    return state
+
+
+def save_model(
+    net: nn.Module,
+    path: str | os.PathLike,
+    scale: int | list[int],
+    camera: str = DEFAULT_CAMERA,
+    *,
+    dtype: torch.dtype = torch.float32,
+    sidecar: bool = False,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Write ``net``'s weights to ``path`` (``.safetensors``) with its model info in the file's metadata.
+
+    Args:
+        net: a network of this package whose constructor arguments :func:`module_spec` records.
+        path: the ``.safetensors`` file to write (atomically: a temporary file renamed into place).
+        scale: the scale it was trained for (or a list of scales).
+        camera: the camera response ``rgb_hsi`` was rendered with in training.
+        dtype: storage type of floating-point tensors: ``torch.float32`` or ``torch.float16`` (half the
+            size; :func:`load_model` upcasts to float32).
+        sidecar: also write the model info to ``path.with_suffix(".json")`` (for people and tools that do
+            not read safetensors metadata; the loader does not need it).
+        metadata: more string entries for the file's metadata (e.g. the source checkpoint).
 
     Returns:
-        the ``.safetensors`` path; the sidecar is ``path.with_suffix(".json")``.
+        the ``.safetensors`` path.
     """
     from safetensors.torch import save_file
 
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path}")
-    info = model_info(net, scale, camera)
+    if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+        raise ValueError(f"save_model stores float32, float16 or bfloat16 weights, not {dtype}")
+    info = model_info(net, scale if isinstance(scale, int) else scale[0], camera)
+    if not isinstance(scale, int):
+        info["scales"] = [int(s) for s in scale]
     if not spec_matches(net, info["net"]):
         raise ValueError(f"{type(net).__name__}: its recorded constructor arguments do not rebuild it")
+    from sschsr import __version__
+
+    meta = {
+        **(metadata or {}),
+        MODEL_KEY: json.dumps(info),
+        "format": "pt",
+        "dtype": str(dtype).removeprefix("torch."),
+        "sschsr_version": __version__,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
-    # tensors that share memory (tied weights) must be saved once: clone them apart
-    state = {k: v.detach().cpu().clone().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={MODEL_KEY: json.dumps(info)})
-    path.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(_storage_state(net, dtype), str(tmp), metadata=meta)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a plain data file (safetensors creates it owner-only)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    if sidecar:
+        side = path.with_suffix(".json")
+        tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(info, indent=2) + "\n")
+        os.replace(tmp, side)
     return path
 
 
-def export_weights(ckpt: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Turn a training checkpoint of the full model into ``.safetensors`` + JSON (e.g. shipped weights).
+def read_training_checkpoint(ckpt: str | os.PathLike) -> tuple[nn.Module, dict[str, Any]]:
+    """The float32 network of a full-model training checkpoint (:class:`sschsr.lit.sr.SRModule` ``.ckpt``:
+    flow network, WarpNet and SR branch) and its model info, built from the file alone.
+
+    Raises:
+        InputError: missing or unreadable file, a checkpoint of another stage, weights that do not fit.
+    """
+    path = Path(ckpt)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    state, info = _read_lightning(path)
+    net = build_module(info["net"])
+    try:
+        net.load_state_dict(_to_float32(state))
+    except RuntimeError as e:
+        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
+    return net.float().eval(), info
+
+
+def export_weights(
+    ckpt: str | os.PathLike,
+    out: str | os.PathLike,
+    scale: int | None = None,
+    dtype: torch.dtype = torch.float16,
+    metadata: dict[str, str] | None = None,
+) -> Path:
+    """Turn a training checkpoint of the full model into one self-contained ``.safetensors`` file (float16
+    by default), e.g. the shipped weights: the whole network (flow network, WarpNet, SR branch) with its
+    spec, scale, band count and camera in the file's metadata, so :func:`load_model` rebuilds it without
+    Hydra.
+
+    Args:
+        ckpt: an :class:`sschsr.lit.sr.SRModule` ``.ckpt`` (``sschsr-train experiment=full``).
+        out: the ``.safetensors`` file to write.
+        scale: the scale the export is for; it must be one the checkpoint was trained for (default: its own).
+        dtype: storage type (float16: half the size of float32, within float16 rounding of its outputs).
+        metadata: more string entries for the file's metadata.
+
+    Raises:
+        InputError: the checkpoint is missing, not a full-model checkpoint, or trained for another scale.
 
     Example:
-        >>> export_weights("outputs/full/runs/<run>/checkpoints/best.ckpt",
-        ...                "src/sschsr/weights/sschsr_x4.safetensors")  # doctest: +SKIP
+        >>> export_weights("outputs/full/runs/<run>/checkpoints/last.ckpt",
+        ...                "src/sschsr/weights/sschsr_x4.safetensors", scale=4)  # doctest: +SKIP
     """
-    state, info = _read_lightning(Path(ckpt))
-    net = build_module(info["net"])
-    net.load_state_dict(state)
-    return save_model(net, out, scale=trained_scales(info)[0], camera=info.get("camera", DEFAULT_CAMERA))
+    net, info = read_training_checkpoint(ckpt)
+    scales = trained_scales(info) or [scale or 4]
+    scale = scales[0] if scale is None else int(scale)
+    check_scale(scale, info, source=str(ckpt))
+    meta = {"source_checkpoint": Path(ckpt).name, **(metadata or {})}
+    return save_model(net, out, scale=scale, camera=info.get("camera", DEFAULT_CAMERA), dtype=dtype, metadata=meta)
 
 
 # --------------------------------------------------------------------------------------------------

@@ -1,6 +1,8 @@
 """``sschsr-eval ckpt_path=... data=... scale=...``: per-scene and mean PSNR, SSIM, SAM, ERGAS on the test split.
 
     sschsr-eval ckpt_path=outputs/full/runs/<run>/checkpoints/last.ckpt scale=4
+    sschsr-eval ckpt_path=model.safetensors scale=4              # exported weights (export_weights.py)
+    sschsr-eval ckpt_path=shipped data=cave scale=8              # the package's shipped weights for x8
     sschsr-eval ckpt_path=bicubic data=cave                      # the bicubic baseline only
     sschsr-eval ckpt_path=model.ckpt baselines.single_image=single.ckpt tile=256
 
@@ -18,9 +20,13 @@ Outputs are clamped to [0, 1] before scoring; means are over scenes.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import os
+import shlex
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +41,7 @@ from sschsr.metrics import SR_METRICS, sr_metrics
 log = logging.getLogger("sschsr.eval")
 
 BICUBIC_NAMES = ("bicubic", "none", "null", "")
+SHIPPED_NAMES = ("shipped", "default")  # the package's own weights for the scale
 CONVENTIONS = (
     "PSNR per band (data range 1) averaged over bands; SSIM per band (data_range=1); SAM in degrees, "
     "mean over pixels; ERGAS = 100/s sqrt(mean_b RMSE_b^2 / mean_b^2); outputs clamped to [0, 1]; "
@@ -45,9 +52,22 @@ CONVENTIONS = (
 def _ckpt_path(cfg: DictConfig) -> str | None:
     """``cfg.ckpt_path``: None (and for ``bicubic``) means the bicubic baseline only."""
     if OmegaConf.is_missing(cfg, "ckpt_path"):
-        raise InputError("pass ckpt_path=PATH (a checkpoint of the full model) or ckpt_path=bicubic")
+        raise InputError(
+            "pass ckpt_path=PATH (a .ckpt of the full model or a .safetensors), ckpt_path=shipped or ckpt_path=bicubic"
+        )
     ckpt = cfg.get("ckpt_path")
     return None if ckpt is None or str(ckpt).strip().lower() in BICUBIC_NAMES else str(ckpt)
+
+
+def _load(ckpt: str, scale: int, n_bands: int | None) -> torch.nn.Module:
+    from sschsr.inference import check_scale, load_model, missing_weights_message, shipped_weights
+
+    if ckpt.strip().lower() in SHIPPED_NAMES:
+        check_scale(scale)
+        if not shipped_weights(scale).is_file():
+            raise InputError(missing_weights_message(scale, option="ckpt_path=MODEL"))
+        return load_model(None, scale, n_bands)
+    return load_model(ckpt, scale, n_bands)
 
 
 def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
@@ -56,16 +76,34 @@ def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     Raises:
         InputError: a missing or unreadable checkpoint, or one for another scale or band count.
     """
-    from sschsr.inference import check_scale, load_model
+    from sschsr.inference import check_scale
 
     scale, n_bands = int(cfg.scale), cfg.get("n_bands")
     check_scale(scale)
     ckpt = _ckpt_path(cfg)
-    models: dict[str, torch.nn.Module | None] = {"model": None if ckpt is None else load_model(ckpt, scale, n_bands)}
+    models: dict[str, torch.nn.Module | None] = {"model": None if ckpt is None else _load(ckpt, scale, n_bands)}
     single = OmegaConf.select(cfg, "baselines.single_image")
     if single:
-        models["single_image"] = load_model(single, scale, n_bands)
+        models["single_image"] = _load(str(single), scale, n_bands)
+    camera = OmegaConf.select(cfg, "data.camera")
+    for key, net in models.items():
+        trained = getattr(net, "info", {}).get("camera")
+        if net is not None and camera and trained and trained != camera:
+            log.warning("%s was trained with camera %r, the data renders rgb_hsi with %r", key, trained, camera)
     return models
+
+
+def _commit() -> str | None:
+    """The repository's commit (with ``-dirty`` for local changes), when run from a git checkout."""
+    root = Path(__file__).resolve().parents[3]
+    if not (root / ".git").exists():  # an installed copy, not the repository
+        return None
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
 def _run(net: torch.nn.Module, batch: dict[str, Any], tile: int | None, device: torch.device) -> torch.Tensor:
@@ -93,6 +131,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     scale = int(cfg.scale)
     models = load_models(cfg)  # every model file is checked before the data is made
+    torch.manual_seed(int(cfg.get("seed") or 0))
     device = resolve_device(str(cfg.get("device") or "auto"))
     tile = cfg.get("tile")
     for net in models.values():
@@ -129,6 +168,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "meta": {
             "model": "bicubic" if ckpt is None else type(models["model"]).__name__,
             "ckpt_path": ckpt,
+            "weights": None if ckpt is None else models["model"].info.get("path"),
             "baselines": {k: OmegaConf.select(cfg, f"baselines.{k}") for k in baselines if k != "bicubic"},
             "scale": scale,
             "n_bands": cfg.get("n_bands"),
@@ -138,6 +178,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "device": device.type,
             "tile": tile,
             "conventions": CONVENTIONS,
+            "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
+            "commit": _commit(),
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }
 

@@ -4,7 +4,9 @@
                    [--tile 512] [--device auto] [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
-status 2, writing nothing. Outputs are written to a temporary file and renamed.
+status 2, writing nothing. Outputs are written to a temporary file and renamed; should writing fail
+part-way (a full disk), the files this run already wrote are removed again. Without ``--ckpt`` the
+shipped weights for ``--scale`` are used (``src/sschsr/weights/sschsr_x{s}.safetensors``).
 """
 
 from __future__ import annotations
@@ -85,6 +87,27 @@ def fill_nodata(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:
     return out
 
 
+def _first_missing(folder: Path) -> Path | None:
+    """The outermost folder of ``folder``'s path that does not exist yet (what ``mkdir -p`` creates)."""
+    missing = None
+    while not folder.exists():
+        missing, folder = folder, folder.parent
+        if folder == missing:  # the root
+            break
+    return missing
+
+
+def _remove(paths: list[Path], folder: Path | None) -> None:
+    """Undo a partial write: the files written, then ``folder`` and what is below it if it was made here."""
+    for path in paths:
+        path.unlink(missing_ok=True)
+    if folder is not None and folder.is_dir():
+        for sub in sorted(folder.rglob("*"), key=lambda q: len(q.parts), reverse=True):
+            if sub.is_dir():
+                sub.rmdir()
+        folder.rmdir()
+
+
 def run(args: argparse.Namespace) -> str:
     """Check everything, run the model, write the outputs. Returns the summary line.
 
@@ -143,19 +166,27 @@ def run(args: argparse.Namespace) -> str:
         hr_valid = cube.valid.repeat(args.scale, axis=0).repeat(args.scale, axis=1)
         sr[~hr_valid] = fill
 
-    # 5. write: intermediates, then OUT (each atomically)
-    if inter is not None:
-        inter.mkdir(parents=True, exist_ok=True)
-        if "flow" in outputs:
-            write_npy(inter / INTERMEDIATES["flow"], outputs["flow"].numpy().astype(np.float32))
-        for key in ("ref_warp0", "ref_warp"):
-            if key in outputs:
-                write_png(inter / INTERMEDIATES[key], outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0))
-    if out.suffix.lower() == ".npy":
-        write_npy(out, sr)
-    else:
-        geo = cube.geo.scaled(args.scale) if cube.geo is not None else None
-        write_geotiff(out, sr, geo, wavelengths=cube.wavelengths)
+    # 5. write: intermediates, then OUT, each atomically; a failure part-way removes what was written
+    written: list[Path] = []
+    made = _first_missing(inter) if inter is not None else None
+    try:
+        if inter is not None:
+            inter.mkdir(parents=True, exist_ok=True)
+            if "flow" in outputs:
+                write_npy(inter / INTERMEDIATES["flow"], outputs["flow"].numpy().astype(np.float32))
+                written.append(inter / INTERMEDIATES["flow"])
+            for key in ("ref_warp0", "ref_warp"):
+                if key in outputs:
+                    write_png(inter / INTERMEDIATES[key], outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0))
+                    written.append(inter / INTERMEDIATES[key])
+        if out.suffix.lower() == ".npy":
+            write_npy(out, sr)
+        else:
+            geo = cube.geo.scaled(args.scale) if cube.geo is not None else None
+            write_geotiff(out, sr, geo, wavelengths=cube.wavelengths)
+    except BaseException:
+        _remove(written, made)
+        raise
     tiles = f"tiles of {args.tile}" if args.tile else "one pass"
     return f"wrote {out}: {sr.shape[0]}x{sr.shape[1]}x{sr.shape[2]} float32 (x{args.scale}, {tiles}, {device.type})"
 
@@ -171,6 +202,12 @@ def main(argv: list[str] | None = None) -> int:
         return fail(str(e))
     except OSError as e:  # writing failed (permissions, disk full): the atomic writers left nothing behind
         return fail(f"cannot write the output: {e}")
+    except (MemoryError, torch.cuda.OutOfMemoryError) as e:
+        return fail(f"out of memory ({type(e).__name__}): pass --tile N (e.g. --tile 256) to bound memory")
+    except RuntimeError as e:
+        if "out of memory" in str(e) or "can't allocate memory" in str(e):
+            return fail("out of memory: pass --tile N (e.g. --tile 256) to bound memory")
+        raise
     print(summary, file=sys.stdout)
     return 0
 

@@ -10,6 +10,7 @@ named by ``optimized_metric`` (default: the checkpoint monitor) so that sweeps c
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -64,6 +65,31 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
 
     objects = dict(cfg=cfg, datamodule=datamodule, model=model, callbacks=callbacks, loggers=loggers, trainer=trainer)
     return metrics, objects
+
+
+def compose(overrides: list[str], output_dir: str | Path | None = None, config_name: str = "train") -> DictConfig:
+    """Compose a run's config from ``conf/`` as the command line would, outside a Hydra app.
+
+    With ``output_dir`` the run's ``${hydra:runtime.output_dir}`` (checkpoints, logs) is that folder, so
+    :func:`train` can be called from Python (the demo, notebooks, tests).
+    """
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+    from hydra.core.hydra_config import HydraConfig
+    from omegaconf import open_dict
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=output_dir is not None)
+    if output_dir is not None:
+        out = str(Path(output_dir).resolve())
+        with open_dict(cfg):
+            cfg.paths.output_dir = out
+            cfg.hydra.runtime.output_dir = out
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+    return cfg
 
 
 def optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

@@ -6,7 +6,9 @@ Three layers:
   wavelengths, a real reference photo where the dataset has one, a nodata mask). Sources:
   :class:`ProceduralScenes` (the embedded default), :class:`CubeFolder` (CAVE folders, .mat, .npy, ...),
   :class:`HSIRefSRFolder` (real captured pairs), :class:`GeoTIFFTiles` (a remote-sensing scene cut into
-  tiles). Each keeps what it loaded in an in-process cache (every DataLoader worker has its own).
+  tiles), and :class:`MixedScenes` (several sources under one name space, e.g. CAVE plus procedural
+  scenes for training only). Each keeps what it loaded in an in-process cache (every DataLoader worker
+  has its own).
 - :func:`split_names` splits scene names into train / val / test by scene, with a fixed seed or lists.
 - :class:`PairDataset` turns scenes into the dict batches every model here trains on.
 
@@ -21,6 +23,9 @@ key         shape          dtype    content
 ``ref``     (3, H, W)      float32  the unaligned RGB reference in [0, 1]
 ``rgb_hsi`` (3, H, W)      float32  ``lr_up`` rendered through the camera response, colour-matched
                                     to ``ref`` (histogram or moments), clamped to [0, 1]
+``rgb_hr``  (3, H, W)      float32  ``hr`` rendered and colour-matched the same way (same response,
+                                    same match to the same ``ref``): stage 2's and the full network's
+                                    target for ``ref_warp``
 ``flow``    (2, H, W)      float32  x then y, HR pixels: hr pixel p appears in ``ref`` at p + flow[p]
 ``valid``   (H, W)         bool     p + flow inside ``ref``, not occluded, on valid data
 ``mask``    (H, W)         bool     False at the source's nodata pixels (all True without nodata)
@@ -33,8 +38,9 @@ key         shape          dtype    content
 H and W are multiples of the scale s, and h = H / s, w = W / s.
 
 Reproducibility. Synthetic reference views are generated on the whole scene from a generator seeded by
-``(view_seed, scene name, variant)`` (a stable hash, the same on every machine), so evaluation pairs are
-identical everywhere; evaluation crops are central and evaluation noise is seeded the same way. Training
+``(view_seed, scene name, variant)`` (a stable hash, the same on every machine; the scene's own name,
+:meth:`SceneSource.seed_name`, also inside a :class:`MixedScenes`), so evaluation pairs are identical
+everywhere; evaluation crops are central and evaluation noise is seeded the same way. Training
 crops, dihedral augmentation and noise come from a generator seeded by ``(seed, index, stream, count)``:
 ``stream`` is the DataLoader worker's seed (itself drawn from the loader's generator, so runs with the
 same seed repeat) or a constant without workers, and ``count`` the number of items this process has made,
@@ -59,7 +65,7 @@ from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from sschsr.data.augment import center_crop, random_crop, random_flip_rot
-from sschsr.data.spectral import camera_srf, default_wavelengths, match_histograms, match_moments, render
+from sschsr.data.spectral import camera_srf, default_wavelengths, match_histograms, match_moments
 from sschsr.errors import InputError
 
 Split = Literal["train", "val", "test"]
@@ -206,6 +212,18 @@ class SceneSource:
 
     def split_lists(self) -> dict[str, list[str]] | None:
         return None
+
+    def train_only_names(self) -> list[str]:
+        """Scenes that only ever train: never drawn or listed for validation or test (none here)."""
+        return []
+
+    def repeats(self, name: str) -> int:
+        """How many times the training scene ``name`` stands in an epoch's list of scenes (1 here)."""
+        return 1
+
+    def seed_name(self, name: str) -> str:
+        """The name that seeds the synthetic views and evaluation noise of scene ``name`` (itself here)."""
+        return name
 
     def __getstate__(self):
         # workers started by spawn get the settings, not the loaded scenes
@@ -538,6 +556,106 @@ def _reproject_rgb(rgb: np.ndarray, src_geo, dst_geo, size: tuple[int, int]) -> 
     return out
 
 
+class MixedScenes(SceneSource):
+    """Several sources as one: scene ``<key>/<name>`` is scene ``name`` of ``sources[key]``.
+
+    For training on more than one dataset, e.g. the CAVE training scenes plus procedural scenes, with
+    validation and test on the listed CAVE scenes only (``conf/data/cave_procedural.yaml``):
+
+    - ``train_only`` names sources whose scenes only ever train: :class:`~sschsr.data.datamodules.HSIDataModule`
+      adds them to the training split and keeps them out of the validation and test draws and lists;
+    - ``repeat`` maps a source to the whole number of times each of its training scenes stands in an
+      epoch's list of scenes (default 1), to balance a source of few scenes against one of many;
+    - a scene is seeded by its own name (:meth:`seed_name`), so its synthetic views and evaluation noise
+      are those it has in its own dataset: ``cave/balloons`` is evaluated on the very pair that
+      ``data=cave`` evaluates ``balloons`` on.
+
+    The sources' own split lists (:meth:`SceneSource.split_lists`, e.g. HSI-RefSR's ``train.txt``) come
+    through with the prefix, for the sources that are not train-only. Each source keeps its own cache.
+    A source with real references next to synthetic ones gets the dataset's ``pairs_per_scene`` identical
+    items per scene.
+
+    Args:
+        sources: ``{key: SceneSource}`` (from Hydra: a mapping of ``_target_`` configs); keys without '/'.
+        train_only: keys of the training-only sources.
+        repeat: ``{key: int >= 1}``.
+
+    Example:
+        >>> mix = MixedScenes({"a": ProceduralScenes(num=2, size=32), "b": ProceduralScenes(num=1, size=32)},
+        ...                   train_only=["b"])
+        >>> mix.names(), mix.train_only_names()
+        (['a/procedural_0000', 'a/procedural_0001', 'b/procedural_0000'], ['b/procedural_0000'])
+    """
+
+    SEP = "/"
+
+    def __init__(
+        self,
+        sources: Mapping[str, SceneSource],
+        train_only: Sequence[str] = (),
+        repeat: Mapping[str, int] | None = None,
+    ):
+        super().__init__(cache=False)  # the sources cache their own scenes
+        if not sources:
+            raise InputError("MixedScenes needs at least one source")
+        self.sources: dict[str, SceneSource] = {}
+        for key, src in dict(sources).items():
+            if not isinstance(src, SceneSource):
+                raise InputError(f"MixedScenes source {key!r} must be a SceneSource, got {type(src).__name__}")
+            if not key or self.SEP in key:
+                raise InputError(f"MixedScenes source keys must be non-empty and without {self.SEP!r}, got {key!r}")
+            self.sources[str(key)] = src
+        self.train_only = [str(k) for k in train_only or ()]
+        self.repeat = {str(k): int(v) for k, v in dict(repeat or {}).items()}
+        for what, keys in (("train_only", self.train_only), ("repeat", list(self.repeat))):
+            unknown = sorted(set(keys) - set(self.sources))
+            if unknown:
+                raise InputError(f"MixedScenes {what} names unknown sources {unknown} (sources: {sorted(self.sources)})")
+        if set(self.train_only) == set(self.sources):
+            raise InputError("MixedScenes: every source is train_only, nothing is left to validate or test on")
+        bad = {k: v for k, v in self.repeat.items() if v < 1}
+        if bad:
+            raise InputError(f"MixedScenes repeat counts must be whole numbers >= 1, got {bad}")
+
+    @property
+    def has_real_ref(self) -> bool:  # type: ignore[override]
+        return all(src.has_real_ref for src in self.sources.values())
+
+    def _parts(self, name: str) -> tuple[str, str]:
+        key, sep, sub = name.partition(self.SEP)
+        if not sep or key not in self.sources:
+            raise InputError(
+                f"MixedScenes: no scene named {name!r}: names are <source>{self.SEP}<scene>, sources {sorted(self.sources)}"
+            )
+        return key, sub
+
+    def names(self) -> list[str]:
+        return sorted(f"{key}{self.SEP}{n}" for key, src in self.sources.items() for n in src.names())
+
+    def load(self, name: str) -> Scene:
+        key, sub = self._parts(name)
+        return self.sources[key].load(sub)
+
+    def split_lists(self) -> dict[str, list[str]] | None:
+        out: dict[str, list[str]] = {}
+        for key, src in self.sources.items():
+            if key in self.train_only:
+                continue
+            for split, names in (src.split_lists() or {}).items():
+                out.setdefault(split, []).extend(f"{key}{self.SEP}{n}" for n in names)
+        return out or None
+
+    def train_only_names(self) -> list[str]:
+        return sorted(f"{key}{self.SEP}{n}" for key in self.train_only for n in self.sources[key].names())
+
+    def repeats(self, name: str) -> int:
+        return self.repeat.get(self._parts(name)[0], 1)
+
+    def seed_name(self, name: str) -> str:
+        key, sub = self._parts(name)
+        return self.sources[key].seed_name(sub)
+
+
 # --------------------------------------------------------------------------------------------- splits
 
 
@@ -761,7 +879,7 @@ class PairDataset(Dataset):
         def make():
             from sschsr.data.synth.pairs import make_pair
 
-            g = seeded_generator(self.view_seed, name, view, "view")
+            g = seeded_generator(self.view_seed, self.source.seed_name(name), view, "view")
             p = make_pair(scene.hsi, scene.wavelengths, g, self.synth)
             valid = p["valid"].bool() & mask & _lands_on(mask, p["flow"])
             return dict(ref=p["ref"].float().contiguous(), flow=p["flow"].float().contiguous(), valid=valid)
@@ -805,7 +923,7 @@ class PairDataset(Dataset):
                 raise InputError(f"scene {name} is {h}x{w}, smaller than the training crop {self.crop_size}")
             sample = random_flip_rot(random_crop(sample, self.crop_size, g, multiple_of=self.scale), g)
         else:
-            g = seeded_generator(self.view_seed, name, view, "noise")
+            g = seeded_generator(self.view_seed, self.source.seed_name(name), view, "noise")
             try:
                 sample = center_crop(sample, self.crop_size, multiple_of=self.scale)
             except ValueError as e:
@@ -818,18 +936,20 @@ class PairDataset(Dataset):
         lr = fast_degrade(hr, self.scale, self.kernel_size, self.sigma, self.noise_std, generator)
         lr_up = fast_upsample(lr, self.scale)
         ref = sample["ref"].float().contiguous()
-        rgb = render(lr_up, self.srf(sample["wavelengths"]))
-        rgb = fast_match_histograms(rgb, ref) if self.match == "histogram" else match_moments(rgb, ref)
+        srf = self.srf(sample["wavelengths"])
+        # lr_up and hr through the same response and the same match to ref, in one pass
+        rgb_hsi, rgb_hr = render_rgb(torch.stack((lr_up, hr)), srf, ref, self.match).unbind(0)
         return dict(
             lr=lr.contiguous(),
             lr_up=lr_up.contiguous(),
             hr=hr,
             ref=ref,
-            rgb_hsi=rgb.clamp(0, 1).contiguous(),
+            rgb_hsi=rgb_hsi.contiguous(),
+            rgb_hr=rgb_hr.contiguous(),
             flow=sample["flow"].float().contiguous(),
             valid=sample["valid"].bool().contiguous(),
             mask=sample["mask"].bool().contiguous(),
-            srf=self.srf(sample["wavelengths"]),
+            srf=srf,
             has_flow=bool(sample["has_flow"]),
             name=name,
         )
@@ -929,20 +1049,68 @@ def fast_match_histograms(src: Tensor, ref: Tensor) -> Tensor:
     """:func:`sschsr.data.spectral.match_histograms` for images of equal size, through numpy's sorts
     (several times faster than torch's on CPU). Ties in ``src`` may be broken in another order.
 
+    ``ref`` is sorted once for every image of ``src`` it serves: ``(C, H, W)`` for all of them, or one per
+    image. Tensors that need a gradient, live off the CPU or differ in size take the torch path.
+
     Args:
-        src, ref: ``(C, H, W)`` of the same shape.
+        src: ``(..., C, H, W)``.
+        ref: ``(C, H, W)`` or ``(..., C, H, W)`` with the leading dimensions of ``src``.
 
     Returns:
-        ``(C, H, W)``: each value of ``src`` replaced by the ``ref`` value of the same rank, per channel.
+        the shape of ``src``: each value replaced by the ``ref`` value of the same rank, per image and channel.
     """
-    if src.shape != ref.shape:
-        return match_histograms(src, ref)
-    c = src.shape[0]
-    s = src.detach().reshape(c, -1).float().numpy()
-    r = ref.detach().reshape(c, -1).float().numpy()
+    if src.ndim < 3 or ref.ndim < 3:
+        raise ValueError(f"expected (..., C, H, W) images, got {tuple(src.shape)} and {tuple(ref.shape)}")
+    if ref.shape[-3:] != src.shape[-3:] or src.requires_grad or src.device.type != "cpu" or ref.device.type != "cpu":
+        return match_histograms(src, ref.expand(*src.shape[:-3], *ref.shape[-3:]))
+    c, n = src.shape[-3], src.shape[-2] * src.shape[-1]
+    s = src.detach().reshape(-1, c, n).float().numpy()
+    r = np.sort(ref.detach().reshape(-1, c, n).float().numpy(), axis=-1)
+    if r.shape[0] not in (1, s.shape[0]):
+        raise ValueError(f"ref {tuple(ref.shape)} does not match the images of src {tuple(src.shape)}")
     out = np.empty_like(s)
-    np.put_along_axis(out, np.argsort(s, axis=1), np.sort(r, axis=1), axis=1)
+    np.put_along_axis(out, np.argsort(s, axis=-1), np.broadcast_to(r, s.shape), axis=-1)
     return torch.from_numpy(out).reshape(src.shape).to(src.dtype)
+
+
+def colour_match(src: Tensor, ref: Tensor, match: Literal["histogram", "moments"] = "histogram") -> Tensor:
+    """Give each image of ``src`` the colours of ``ref``, per channel: ``"histogram"`` (each value takes the
+    ``ref`` value of the same rank, :func:`fast_match_histograms`) or ``"moments"`` (mean and standard
+    deviation, :func:`sschsr.data.spectral.match_moments`).
+
+    Args:
+        src: ``(..., 3, H, W)``; ref: ``(3, H, W)`` (for every image) or ``(..., 3, H, W)``.
+    """
+    if match == "histogram":
+        return fast_match_histograms(src, ref)
+    if match == "moments":
+        return match_moments(src, ref)
+    raise InputError(f"match must be 'histogram' or 'moments', got {match!r}")
+
+
+def render_rgb(
+    cube: Tensor, srf: Tensor | np.ndarray, ref: Tensor, match: Literal["histogram", "moments"] = "histogram"
+) -> Tensor:
+    """An HSI seen as ``rgb_hsi`` and ``rgb_hr`` are: through the camera response, colour-matched to the
+    reference (:func:`colour_match`), clamped to [0, 1].
+
+    :class:`PairDataset` makes ``rgb_hsi`` from ``lr_up`` and ``rgb_hr`` from ``hr`` with it, and
+    :func:`sschsr.lit.warp.render_target` makes ``rgb_hr`` for batches that lack it.
+
+    Args:
+        cube: ``(..., C, H, W)``.
+        srf: ``(3, C)``, or ``(..., 3, C)`` one per image.
+        ref: ``(3, H, W)`` or ``(..., 3, H, W)``.
+        match: ``"histogram"`` or ``"moments"``.
+
+    Returns:
+        ``(..., 3, H, W)`` in [0, 1], the dtype of ``cube``.
+    """
+    srf = torch.as_tensor(srf).to(device=cube.device, dtype=cube.dtype)
+    if srf.shape[-2:] != (3, cube.shape[-3]):
+        raise ValueError(f"srf must be (3, {cube.shape[-3]}) for an HSI with {cube.shape[-3]} bands, got {tuple(srf.shape)}")
+    rgb = torch.einsum("...rc,...chw->...rhw", srf, cube)
+    return colour_match(rgb, ref.to(rgb.dtype), match).clamp(0, 1)
 
 
 def _lands_on(mask: Tensor, flow: Tensor) -> Tensor:

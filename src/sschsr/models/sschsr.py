@@ -83,6 +83,9 @@ def build_fusion_levels(n_bands: int, cfg: SSCHSRConfig, use_rmca: bool, concat_
         levels.append(
             FusionLevel(in_channels, dim, out_channels, cfg.blocks[i], cfg.heads[i], not last, use_rmca, cfg.expansion)
         )
+    # the last conv starts at zero: with the global residual the untrained network is bicubic, and
+    # training adds detail from there instead of first unlearning noise
+    nn.init.zeros_(levels[-1].out.weight)
     return nn.ModuleList(levels)
 
 
