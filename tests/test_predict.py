@@ -10,6 +10,7 @@ import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ import torch
 from torch import nn
 
 from sschsr.cli.predict import main
-from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_npy, write_png
+from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_png
 from sschsr.errors import InputError
 from sschsr.inference import (
     MODEL_KEY,
@@ -48,8 +49,16 @@ HR_SIZE = LR_SIZE * SCALE
 
 
 def tiny_sschsr() -> SSCHSR:
+    """A small random SSCHSR whose every weight matters: the parameters initialised to zero (the output
+    layers, so that an untrained network returns ``lr_up`` and ``ref_warp0``) are drawn at random too,
+    as after training."""
     torch.manual_seed(0)
-    return SSCHSR(BANDS, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
+    net = SSCHSR(BANDS, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
+    with torch.no_grad():
+        for p in net.parameters():
+            if not p.any():
+                p.normal_(0.0, 0.05)
+    return net
 
 
 def lightning_checkpoint(net: nn.Module, path: Path, scale: int = SCALE) -> Path:
@@ -236,8 +245,66 @@ def _inf_cube() -> np.ndarray:
     return cube
 
 
+def _nan_ref_tiff(path: Path) -> Path:
+    import rasterio
+
+    rgb = np.full((3, HR_SIZE, HR_SIZE), 0.5, np.float32)
+    rgb[1, 2, 3] = np.nan
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=HR_SIZE, height=HR_SIZE, count=3, dtype="float32") as dst:
+            dst.write(rgb)
+    return path
+
+
+def _no_description(path: Path) -> Path:
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, str(path))
+    return path
+
+
+def _stage1_ckpt(path: Path) -> Path:
+    torch.save({"state_dict": {}, "flow_net_config": {"preset": "small"}}, path)
+    return path
+
+
+def _folder(path: Path) -> Path:
+    path.mkdir()
+    return path
+
+
 # name -> (how to make the arguments from (inputs, models, tmp_path), a word the message must contain)
 BAD_INPUTS = {
+    "empty LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "empty.npy", b"")), "empty"),
+    "corrupt npz": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npz", b"PK\x03\x04garbage")), "cannot read"),
+    "corrupt mat": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.mat", b"MATLAB 5.0 garbage")), "cannot read"),
+    "corrupt GeoTIFF": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.tif", b"II*\x00garbage")), "cannot read"),
+    "LR folder without a cube": (lambda i, m, t: argv(i, m["sschsr"], lr=_folder(t / "scene")), "CAVE"),
+    "NaN in npz": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=(np.savez(t / "nan.npz", cube=_nan_cube()), t / "nan.npz")[1]),
+        "NaN",
+    ),
+    "corrupt JPEG REF": (lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "bad.jpg", b"\xff\xd8\xffgarbage")), "cannot read"),
+    "NaN in REF": (lambda i, m, t: argv(i, m["sschsr"], ref=_nan_ref_tiff(t / "nan.tif")), "NaN"),
+    "REF too small, intermediates": (
+        lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(t / "inter"), ref=_png(t / "small.png", 8, 8)),
+        "smaller",
+    ),
+    "REF taller": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "tall.png", 96, 64)), "aspect ratio"),
+    "scale 2": (lambda i, m, t: argv(i, m["sschsr"], scale=2), "unsupported scale"),
+    "scale 16 not trained": (lambda i, m, t: argv(i, m["fp16"], scale=16), "trained for x4"),
+    "stage-1 ckpt": (lambda i, m, t: argv(i, _stage1_ckpt(t / "flow.ckpt")), "stage-1"),
+    "safetensors without description": (lambda i, m, t: argv(i, _no_description(t / "w.safetensors")), "no model description"),
+    "intermediates path is a file": (
+        lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(_write(t / "file", b"x"))),
+        "not a folder",
+    ),
+    "intermediates exist": (
+        lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(_write(_folder(t / "inter") / "flow.npy", b"x").parent)),
+        "--overwrite",
+    ),
+    "OUT is a folder": (lambda i, m, t: argv(i, m["sschsr"], out=_folder(t / "sr.npy")), "is a folder"),
     "missing LR": (lambda i, m, t: argv(i, m["sschsr"], lr=t / "nope.npy"), "no such file"),
     "corrupt LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npy", b"\x93NUMPY garbage")), "cannot read"),
     "unsupported LR format": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "lr.txt", b"1 2 3")), "unsupported"),
@@ -277,23 +344,29 @@ def test_bad_input(case, inputs, models, tmp_path, capsys):
     args = make(inputs, models, tmp_path)
     out = Path(args[args.index("--out") + 1])
     before = listing(tmp_path)
-    existed = out.read_bytes() if out.exists() else None
+    existed = out.read_bytes() if out.is_file() else None
     assert main(args) == 2
     err = capsys.readouterr().err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: "), err
     assert word in lines[0]
     assert listing(tmp_path) == before  # nothing written: no OUT, no temporary file, no intermediates folder
-    assert (out.read_bytes() if out.exists() else None) == existed
+    assert (out.read_bytes() if out.is_file() else None) == existed
 
 
 def test_no_shipped_weights(inputs, capsys, monkeypatch):
     import sschsr.inference as inference
 
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", inputs["dir"] / "no_weights")
+    folder = inputs["dir"] / "no_weights"
+    monkeypatch.setattr(inference, "WEIGHTS_DIR", folder)
+    before = listing(inputs["dir"])
     assert main(argv(inputs, None)) == 2
-    assert capsys.readouterr().err.strip() == "error: no shipped weights for x4 in this version: pass --ckpt"
-    assert not inputs["out"].exists()
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: no shipped weights for x4: ")
+    # names the file, and how to make one
+    for word in (str(folder / "sschsr_x4.safetensors"), "--ckpt", "sschsr-train experiment=full scale=4", "experiments/export_weights.py"):
+        assert word in lines[0]
+    assert listing(inputs["dir"]) == before
     assert shipped_weights(8).name == "sschsr_x8.safetensors"
 
 
@@ -370,3 +443,289 @@ def test_model_specs_rebuild_only_sschsr_networks(tmp_path):
         build_module({"_target_": "sschsr.inference.load_model"})
     loaded = load_model(save_model(net, tmp_path / "m.safetensors", scale=8), scale=8, n_bands=BANDS)
     assert loaded.info["scale"] == 8 and loaded.info["n_bands"] == BANDS
+
+
+# ------------------------------------------------------------------------------------------ input formats
+
+
+def _write_envi(path: Path, cube: np.ndarray) -> Path:
+    """An ENVI raster (binary data + .hdr), bands first on disk; returns the header."""
+    import rasterio
+
+    h, w, c = cube.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="ENVI", width=w, height=h, count=c, dtype="float32") as dst:
+            dst.write(cube.transpose(2, 0, 1))
+    hdr = path.with_suffix(".hdr")
+    assert hdr.is_file()
+    return hdr
+
+
+LR_FORMATS = {
+    "npz": lambda t, cube: (np.savez(t / "lr.npz", mask=np.ones((2, 2), bool), cube=cube), t / "lr.npz")[1],
+    "npz chw": lambda t, cube: (np.savez(t / "lr.npz", cube=cube.transpose(2, 0, 1)), t / "lr.npz")[1],
+    "mat": lambda t, cube: (__import__("scipy.io").io.savemat(t / "lr.mat", {"cube": cube}), t / "lr.mat")[1],
+    "mat chw": lambda t, cube: (__import__("scipy.io").io.savemat(t / "lr.mat", {"cube": cube.transpose(2, 0, 1)}), t / "lr.mat")[1],
+    "npy chw": lambda t, cube: (np.save(t / "lr_chw.npy", cube.transpose(2, 0, 1)), t / "lr_chw.npy")[1],
+    "geotiff": lambda t, cube: (write_geotiff(t / "lr.tif", cube), t / "lr.tif")[1],
+    "envi": lambda t, cube: _write_envi(t / "lr.img", cube),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(LR_FORMATS))
+def test_lr_formats_give_the_same_result(fmt, inputs, models):
+    """Every LR format of CONTRACTS.md reads to the same cube: the output equals the .npy run's."""
+    assert main(argv(inputs, models["bicubic"])) == 0
+    expected = np.load(inputs["out"])
+    cube = np.load(inputs["lr"])
+    lr = LR_FORMATS[fmt](inputs["dir"], cube)
+    layout = ["--layout", "chw"] if fmt.endswith("chw") else []
+    assert main(argv(inputs, models["bicubic"], "--overwrite", *layout, lr=lr)) == 0
+    np.testing.assert_allclose(np.load(inputs["out"]), expected, rtol=0, atol=1e-6)
+
+
+def _ref_codes(h: int, w: int, bits: int, alpha: bool, seed: int = 1) -> np.ndarray:
+    rgb = smooth_cube(h, w, 3, seed=seed)
+    if alpha:
+        rgb = np.concatenate([rgb, np.full((h, w, 1), 0.5, np.float32)], axis=2)
+    return np.round(rgb * (2**bits - 1)).astype(np.uint8 if bits == 8 else np.uint16)
+
+
+def _tiff(path: Path, codes: np.ndarray) -> Path:
+    import rasterio
+
+    h, w, c = codes.shape
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype=codes.dtype.name) as dst:
+            dst.write(codes.transpose(2, 0, 1))
+    return path
+
+
+def _jpeg(path: Path, codes: np.ndarray) -> Path:
+    from PIL import Image
+
+    Image.fromarray(codes).save(path, quality=95)
+    return path
+
+
+def _png_codes(path: Path, codes: np.ndarray) -> Path:
+    write_png(path, codes)
+    return path
+
+
+REF_FORMATS = {
+    "png 8-bit RGB": lambda t: _png_codes(t / "r.png", _ref_codes(HR_SIZE, HR_SIZE, 8, False)),
+    "png 8-bit RGBA": lambda t: _png_codes(t / "r.png", _ref_codes(HR_SIZE, HR_SIZE, 8, True)),
+    "png 16-bit RGB": lambda t: _png_codes(t / "r.png", _ref_codes(HR_SIZE, HR_SIZE, 16, False)),
+    "png 16-bit RGBA": lambda t: _png_codes(t / "r.png", _ref_codes(HR_SIZE, HR_SIZE, 16, True)),
+    "jpeg": lambda t: _jpeg(t / "r.jpg", _ref_codes(HR_SIZE, HR_SIZE, 8, False)),
+    "tiff 8-bit RGB": lambda t: _tiff(t / "r.tif", _ref_codes(HR_SIZE, HR_SIZE, 8, False)),
+    "tiff 16-bit RGBA": lambda t: _tiff(t / "r.tif", _ref_codes(HR_SIZE, HR_SIZE, 16, True)),
+    "larger, same aspect": lambda t: _png_codes(t / "r.png", _ref_codes(3 * HR_SIZE, 3 * HR_SIZE + 2, 8, False)),
+    "between LR and HR size": lambda t: _png_codes(t / "r.png", _ref_codes(2 * LR_SIZE, 2 * LR_SIZE, 8, False)),
+}
+
+
+@pytest.mark.parametrize("fmt", sorted(REF_FORMATS))
+def test_ref_formats(fmt, inputs, models):
+    ref = REF_FORMATS[fmt](inputs["dir"])
+    rgb = read_rgb(ref)
+    assert rgb.shape[2] == 3 and 0.04 < rgb.min() and rgb.max() < 0.96  # alpha dropped, codes scaled to [0, 1]
+    assert main(argv(inputs, models["bicubic"], ref=ref)) == 0
+    assert np.load(inputs["out"]).shape == (HR_SIZE, HR_SIZE, BANDS)
+
+
+def test_intermediates_follow_the_flow_convention(inputs, models):
+    """A 16-bit RGBA reference of another size is resampled to the HR grid; ``flow.npy`` maps the HSI's grid
+    to it as sschsr-synth's flow does: ``ref_warp.png`` (stage 1) is the reference sampled at p + flow[p]."""
+    from sschsr.ops.warp import flow_warp
+
+    ref = _png_codes(inputs["dir"] / "big.png", _ref_codes(2 * HR_SIZE, 2 * HR_SIZE, 16, True))
+    inter = inputs["dir"] / "inter" / "deeper"
+    assert main(argv(inputs, models["sschsr"], "--save-intermediates", str(inter), ref=ref)) == 0
+    flow = np.load(inter / "flow.npy")
+    assert flow.shape == (2, HR_SIZE, HR_SIZE) and flow.dtype == np.float32 and np.isfinite(flow).all()
+    ref_hr = resample(torch.from_numpy(read_rgb(ref).transpose(2, 0, 1)), (HR_SIZE, HR_SIZE))
+    warped = flow_warp(ref_hr[None], torch.from_numpy(flow)[None], padding_mode="border")[0].numpy().transpose(1, 2, 0)
+    saved = read_rgb(inter / "ref_warp.png")
+    assert np.abs(saved - warped).max() <= 1.5 / 255  # 8-bit rounding
+    refined = read_rgb(inter / "ref_refined.png")
+    assert refined.shape == (HR_SIZE, HR_SIZE, 3)
+
+
+def test_npy_input_to_tiff_output(inputs, models):
+    import rasterio
+
+    out = inputs["dir"] / "out" / "sr.tiff"
+    assert main(argv(inputs, models["bicubic"], out=out)) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
+        src = rasterio.open(out)
+    with src:
+        assert (src.count, src.height, src.width, src.dtypes[0]) == (BANDS, HR_SIZE, HR_SIZE, "float32")
+        sr = src.read().transpose(1, 2, 0)
+    assert main(argv(inputs, models["bicubic"])) == 0
+    np.testing.assert_array_equal(sr, np.load(inputs["out"]))
+
+
+# ------------------------------------------------------------------------------------------ atomic writes
+
+
+def test_a_failed_write_leaves_nothing(inputs, models, capsys, monkeypatch):
+    """OUT fails after the intermediates were written (disk full): they are removed again, with the folder."""
+    import sschsr.data.io as io
+
+    def full_disk(path, array):
+        raise OSError(28, "No space left on device")
+
+    real = io.write_npy
+    monkeypatch.setattr(io, "write_npy", lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a))
+    before = listing(inputs["dir"])
+    inter = inputs["dir"] / "new" / "inter"
+    assert main(argv(inputs, models["sschsr"], "--save-intermediates", str(inter))) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: cannot write the output") and "No space" in lines[0]
+    assert listing(inputs["dir"]) == before
+
+
+def test_out_of_memory_is_one_error_line(inputs, models, capsys, monkeypatch):
+    import sschsr.inference as inference
+
+    def oom(*args, **kwargs):
+        raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+    monkeypatch.setattr(inference, "predict_tiled", oom)
+    assert main(argv(inputs, models["bicubic"])) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: out of memory") and "--tile" in lines[0]
+    assert not inputs["out"].exists()
+
+
+# ------------------------------------------------------------------------------------------ shipped weights
+
+
+def scene_input(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Network inputs as prepare_inputs makes them from a smooth scene and a shifted reference."""
+    lr = torch.from_numpy(smooth_cube(LR_SIZE, LR_SIZE, BANDS, seed=seed).transpose(2, 0, 1))
+    lr_up, _, rgb_hsi = prepare_inputs(lr, torch.rand(3, HR_SIZE, HR_SIZE), SCALE)
+    return lr_up[None], torch.roll(rgb_hsi, (2, 3), (1, 2))[None], rgb_hsi[None]
+
+
+class TestShippedWeights:
+    def test_export_is_one_float16_file_with_its_spec(self, models):
+        from safetensors import safe_open
+
+        path = models["fp16"]
+        assert sorted(p.name for p in path.parent.iterdir()) == ["sschsr_x4.safetensors"]  # no sidecar
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata()
+            dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+        assert dtypes == {"F16"} and meta["dtype"] == "float16"
+        info = json.loads(meta[MODEL_KEY])
+        assert info["scale"] == SCALE and info["n_bands"] == BANDS and info["camera"] == "cie1931"
+        assert info["net"] == module_spec(tiny_sschsr())  # the whole network: flow net, WarpNet, SR branch
+        assert {"flow_net", "warpnet"} <= set(info["net"])
+        # about half the float32 file
+        assert 0.45 < path.stat().st_size / models["sschsr"].stat().st_size < 0.55
+
+    def test_reloads_in_float32_and_matches_the_checkpoint(self, models):
+        from sschsr.inference import read_training_checkpoint
+
+        net32, _ = read_training_checkpoint(models["ckpt"])
+        net16 = load_model(models["fp16"], scale=SCALE, n_bands=BANDS)
+        assert isinstance(net16, SSCHSR) and not net16.training
+        assert {t.dtype for t in net16.state_dict().values()} == {torch.float32}
+        assert {t.device.type for t in net16.state_dict().values()} == {"cpu"}
+        for name, t in net32.state_dict().items():  # the weights, rounded to float16
+            torch.testing.assert_close(net16.state_dict()[name], t.half().float(), rtol=0, atol=0)
+        x = scene_input()
+        with torch.inference_mode():
+            a, b = net32(*x), net16(*x)
+        assert (a["sr"] - x[0]).abs().mean() > 1e-2  # the SR branch's weights shape the output
+        for key in ("sr", "ref_warp", "flow"):
+            d = (a[key] - b[key]).abs()
+            assert d.mean() < 1e-3 and d.max() < 2e-2, (key, float(d.mean()), float(d.max()))
+
+    def test_predict_with_the_exported_file(self, inputs, models):
+        assert main(argv(inputs, models["ckpt"])) == 0
+        from_ckpt = np.load(inputs["out"])
+        assert main(argv(inputs, models["fp16"], "--overwrite")) == 0
+        from_fp16 = np.load(inputs["out"])
+        assert from_fp16.shape == (HR_SIZE, HR_SIZE, BANDS) and from_fp16.dtype == np.float32
+        assert np.abs(from_fp16 - from_ckpt).mean() < 1e-3
+
+    def test_predict_without_ckpt_uses_the_shipped_file(self, inputs, models, monkeypatch):
+        import sschsr.inference as inference
+
+        monkeypatch.setattr(inference, "WEIGHTS_DIR", models["fp16"].parent)
+        assert main(argv(inputs, models["fp16"])) == 0
+        expected = np.load(inputs["out"])
+        assert main(argv(inputs, None, "--overwrite")) == 0
+        np.testing.assert_array_equal(np.load(inputs["out"]), expected)
+        with pytest.raises(InputError, match=r"no shipped weights for x8: .*sschsr_x8\.safetensors does not exist"):
+            load_model(None, scale=8)
+
+    def test_sidecar_only_files_still_load(self, models, tmp_path):
+        """A .safetensors without the description in its metadata reads it from the JSON beside it."""
+        from safetensors.torch import load_file, save_file
+
+        state = load_file(str(models["fp16"]))
+        plain = tmp_path / "plain.safetensors"
+        save_file(state, str(plain))
+        with pytest.raises(InputError, match="no model description"):
+            load_model(plain, scale=SCALE)
+        net = tiny_sschsr()
+        from sschsr.inference import model_info
+
+        plain.with_suffix(".json").write_text(json.dumps(model_info(net, SCALE)))
+        assert isinstance(load_model(plain, scale=SCALE, n_bands=BANDS), SSCHSR)
+        fp32 = save_model(net, tmp_path / "side.safetensors", scale=SCALE, sidecar=True)
+        assert json.loads(fp32.with_suffix(".json").read_text())["n_bands"] == BANDS
+
+    def test_export_refuses_other_scales_and_stages(self, models, tmp_path):
+        with pytest.raises(InputError, match="trained for x4, not x8"):
+            export_weights(models["ckpt"], tmp_path / "x8.safetensors", scale=8)
+        stage1 = tmp_path / "stage1.ckpt"
+        torch.save({"state_dict": {}, "flow_net_config": {}}, stage1)
+        with pytest.raises(InputError, match="stage-1"):
+            export_weights(stage1, tmp_path / "s1.safetensors")
+        with pytest.raises(InputError, match="not found"):
+            export_weights(tmp_path / "nope.ckpt", tmp_path / "n.safetensors")
+        assert not list(tmp_path.glob("*.safetensors"))
+
+
+def _export_script():
+    spec = importlib.util.spec_from_file_location("export_weights", ROOT / "experiments" / "export_weights.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_export_script(models, tmp_path, capsys, monkeypatch):
+    import sschsr.inference as inference
+
+    script = _export_script()
+    out, record = tmp_path / "sschsr_x4.safetensors", tmp_path / "results" / "weights_x4.json"
+    args = ["--ckpt", str(models["ckpt"]), "--scale", "4", "--out", str(out), "--record", str(record)]
+    assert script.main(args) == 0
+    assert "wrote" in capsys.readouterr().out
+    rec = json.loads(record.read_text())
+    for key in ("source_ckpt", "command", "commit", "date", "device", "size_bytes", "sha256", "check", "training"):
+        assert key in rec, key
+    assert rec["source_ckpt"] == str(models["ckpt"]) and rec["size_bytes"] == out.stat().st_size
+    assert rec["dtype"] == "float16" and rec["scale"] == 4 and rec["n_bands"] == BANDS
+    assert rec["training"]["global_step"] == 3 and rec["check"]["mean_abs_diff"] < 1e-3
+    assert "--ckpt" in rec["command"]
+    assert isinstance(load_model(out, scale=4, n_bands=BANDS), SSCHSR)
+
+    # into the package's weights folder: the name must say the scale; nothing is written on error
+    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path / "weights")
+    (tmp_path / "weights").mkdir()
+    bad = ["--ckpt", str(models["ckpt"]), "--scale", "4", "--out", str(tmp_path / "weights" / "model.safetensors"), "--record", str(record)]
+    assert script.main(bad) == 2
+    assert "sschsr_x4.safetensors" in capsys.readouterr().err
+    assert script.main([*args[:3], "8", *args[4:]]) == 2  # trained for x4
+    assert "trained for x4" in capsys.readouterr().err
+    assert not list((tmp_path / "weights").iterdir())
