@@ -13,16 +13,19 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from sschsr.data.augment import flip_rot, random_crop
 from sschsr.data.datamodules import HSIDataModule
 from sschsr.data.datasets import (
     CubeFolder,
     GeoTIFFTiles,
     HSIRefSRFolder,
+    MixedScenes,
     PairDataset,
     ProceduralScenes,
     fast_degrade,
     fast_match_histograms,
     fast_upsample,
+    render_rgb,
     split_names,
     stable_seed,
 )
@@ -32,7 +35,7 @@ from sschsr.errors import InputError
 from sschsr.ops.warp import flow_warp
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
-KEYS = {"lr", "lr_up", "hr", "ref", "rgb_hsi", "flow", "valid", "mask", "srf", "has_flow", "name"}
+KEYS = {"lr", "lr_up", "hr", "ref", "rgb_hsi", "rgb_hr", "flow", "valid", "mask", "srf", "has_flow", "name"}
 NAMES = [f"s{i:02d}" for i in range(10)]
 
 
@@ -51,6 +54,7 @@ def check_item(item: dict, c: int, size: tuple[int, int], scale: int, has_flow: 
         "hr": (c, h, w),
         "ref": (3, h, w),
         "rgb_hsi": (3, h, w),
+        "rgb_hr": (3, h, w),
         "flow": (2, h, w),
         "valid": (h, w),
         "mask": (h, w),
@@ -61,7 +65,7 @@ def check_item(item: dict, c: int, size: tuple[int, int], scale: int, has_flow: 
         assert item[k].dtype == (torch.bool if k in ("valid", "mask") else torch.float32), k
         if item[k].dtype == torch.float32:
             assert torch.isfinite(item[k]).all(), k
-    for k in ("ref", "rgb_hsi"):
+    for k in ("ref", "rgb_hsi", "rgb_hr"):
         assert item[k].min() >= 0 and item[k].max() <= 1, k
     assert item["hr"].min() >= 0 and item["hr"].max() <= 1.0 + 1e-6
     torch.testing.assert_close(item["srf"].sum(1), torch.ones(3))
@@ -316,12 +320,80 @@ def test_flow_aligns_reference(tiny_source):
         v = item["valid"]
         warped = flow_warp(item["ref"][None], item["flow"][None])[0]
         target = fast_match_histograms(render(item["hr"], item["srf"]), item["ref"])
+        torch.testing.assert_close(item["rgb_hr"], target.clamp(0, 1))  # rgb_hr: the aligned target
         err_warp = (warped - target).abs()[:, v].mean()
         err_none = (item["ref"] - target).abs()[:, v].mean()
         err_rgb = ((warped - item["rgb_hsi"]).abs()[:, v].mean(), (item["ref"] - item["rgb_hsi"]).abs()[:, v].mean())
         assert err_rgb[0] < err_rgb[1]
         gains.append(float(err_none / err_warp))
     assert min(gains) > 1.2 and np.median(gains) > 1.5, gains
+
+
+# -------------------------------------------------------------------------------------------- rgb_hr
+
+
+def plain_pairs(source, **kwargs) -> PairDataset:
+    """Pairs without any change of camera or viewpoint: ``ref`` is the HR HSI's own CIE rendering."""
+    synth = {"identity": True, "photometric": {"enabled": False}}
+    return PairDataset(source, source.names(), scale=4, synth=synth, camera="cie1931", **kwargs)
+
+
+@pytest.mark.parametrize("match", ["histogram", "moments"])
+def test_rgb_hr_is_the_rendered_hr_without_photometric_change(tiny_source, match):
+    for train, crop_size in ((True, 32), (False, None)):
+        ds = plain_pairs(tiny_source, crop_size=crop_size, train=train, pairs_per_scene=1, match=match)
+        for i in range(2):
+            item = ds[i]
+            rendered = render(item["hr"], item["srf"]).clamp(0, 1)
+            assert not item["flow"].any() and item["valid"].all()
+            torch.testing.assert_close(item["ref"], rendered, atol=1e-6, rtol=0)
+            # matched to itself: unchanged (histogram exactly, moments up to its eps)
+            torch.testing.assert_close(item["rgb_hr"], rendered, atol=1e-4 if match == "moments" else 1e-6, rtol=0)
+            # rgb_hsi is the same rendering of the blurrier lr_up
+            torch.testing.assert_close(item["rgb_hsi"], render_rgb(item["lr_up"], item["srf"], item["ref"], match))
+            assert (item["rgb_hsi"] - item["rgb_hr"]).abs().mean() > 1e-3
+
+
+def test_rgb_hr_same_response_and_match_as_rgb_hsi(tiny_source):
+    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=2, seed=3)
+    item = ds[1]
+    # the photo's colours: the same sorted values per channel as ref, for both renderings
+    for k in ("rgb_hsi", "rgb_hr"):
+        torch.testing.assert_close(item[k].flatten(1).sort().values, item["ref"].flatten(1).sort().values)
+    # the same function of hr as rgb_hsi is of lr_up
+    torch.testing.assert_close(item["rgb_hr"], render_rgb(item["hr"], item["srf"], item["ref"]))
+    torch.testing.assert_close(item["rgb_hsi"], render_rgb(item["lr_up"], item["srf"], item["ref"]))
+
+
+@pytest.mark.parametrize("hflip,k", [(False, 1), (True, 0), (True, 3), (False, 2)])
+def test_rgb_hr_follows_augmentation(tiny_source, hflip, k):
+    """Cropping and turning the pair then rendering = rendering then the same transform: rgb_hr moves with
+    hr and ref (the histogram match only permutes values) and stays aligned with flow."""
+    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=48, train=True, pairs_per_scene=1)
+    name, view = ds.key(2)
+    sample = random_crop(ds.pair(name, view), (48, 32), torch.Generator().manual_seed(0), multiple_of=4)
+    g = torch.Generator()
+    plain = ds.finish(sample, name, g)
+    turned = ds.finish(flip_rot(sample, hflip=hflip, k=k), name, g)
+    # (not lr, lr_up, rgb_hsi: decimation keeps every s-th pixel from the first, which a turn moves)
+    for key in ("hr", "ref", "rgb_hr", "flow", "valid"):
+        torch.testing.assert_close(turned[key], flip_rot({key: plain[key]}, hflip=hflip, k=k)[key], atol=1e-6, rtol=0, msg=key)
+    assert tuple(turned["rgb_hr"].shape) == ((3, 32, 48) if k % 2 else (3, 48, 32))
+
+
+def test_render_target_fallback_matches_the_data(tiny_source):
+    """Stage 2's fallback for batches without rgb_hr renders what the data layer provides."""
+    from torch.utils.data import default_collate
+
+    from sschsr.lit.warp import render_target
+
+    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=2)
+    batch = default_collate([ds[i] for i in range(3)])
+    assert render_target(batch) is batch["rgb_hr"]
+    made = render_target({k: v for k, v in batch.items() if k != "rgb_hr"})
+    torch.testing.assert_close(made, batch["rgb_hr"], atol=1e-6, rtol=0)
+    # the torch path (GPU tensors, gradients) gives the same target
+    torch.testing.assert_close(render_rgb(batch["hr"].requires_grad_(), batch["srf"], batch["ref"]).detach(), made)
 
 
 def test_worker_shards(tiny_source, monkeypatch):
@@ -352,6 +424,82 @@ def test_bad_settings(tiny_source):
         PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=None, train=True)
     with pytest.raises(InputError, match="smaller"):
         PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=128, train=True)[0]
+
+
+# ------------------------------------------------------------------------------------------ MixedScenes
+
+
+@pytest.fixture(scope="module")
+def mixed() -> MixedScenes:
+    return MixedScenes(
+        {"nat": ProceduralScenes(num=5, size=48, n_bands=8, seed=0), "gen": ProceduralScenes(num=3, size=48, n_bands=8, seed=50)},
+        train_only=["gen"],
+        repeat={"nat": 2},
+    )
+
+
+def test_mixed_source(mixed):
+    assert mixed.names() == [f"gen/procedural_000{i}" for i in range(3)] + [f"nat/procedural_000{i}" for i in range(5)]
+    assert mixed.train_only_names() == [f"gen/procedural_000{i}" for i in range(3)]
+    assert torch.equal(mixed.load("gen/procedural_0001").hsi, ProceduralScenes(num=3, size=48, n_bands=8, seed=50).load("procedural_0001").hsi)
+    assert mixed.seed_name("nat/procedural_0002") == "procedural_0002" and not mixed.has_real_ref
+    with pytest.raises(InputError, match="no scene"):
+        mixed.load("procedural_0001")
+    with pytest.raises(InputError, match="no scene"):
+        mixed.load("nat/procedural_0009")
+    # repeats stay adjacent (one worker loads the scene), sources interleave (every worker block mixes them)
+    order = mixed.train_list(["gen/procedural_0000", "gen/procedural_0001", "nat/procedural_0000", "nat/procedural_0003"])
+    assert order == ["gen/procedural_0000", "nat/procedural_0000", "nat/procedural_0000",
+                     "gen/procedural_0001", "nat/procedural_0003", "nat/procedural_0003"]
+    for kwargs, match in (
+        (dict(train_only=["x"]), "unknown sources"),
+        (dict(train_only=["a"]), "nothing is left"),
+        (dict(repeat={"a": 0}), ">= 1"),
+    ):
+        with pytest.raises(InputError, match=match):
+            MixedScenes({"a": ProceduralScenes(num=1, size=16)}, **kwargs)
+    with pytest.raises(InputError, match="without"):
+        MixedScenes({"a/b": ProceduralScenes(num=1, size=16)})
+
+
+def test_mixed_splits_and_batches(mixed):
+    lists = {"val": ["nat/procedural_0001"], "test": ["nat/procedural_0003", "nat/procedural_0004"]}
+    dm = HSIDataModule(mixed, scale=4, n_bands=8, crop_size=32, batch_size=4, num_workers=0, lists=lists,
+                       pairs_per_scene=2, samples_per_epoch=8)
+    s = dm.split()
+    assert s["val"] == lists["val"] and s["test"] == lists["test"]
+    assert s["train"] == ["gen/procedural_0000", "gen/procedural_0001", "gen/procedural_0002",
+                          "nat/procedural_0000", "nat/procedural_0002"]
+    assert not (set(s["train"]) & set(s["val"]) or set(s["train"]) & set(s["test"]) or set(s["val"]) & set(s["test"]))
+    dm.setup("fit")
+    assert len(dm.dataset("train").names) == 3 + 2 * 2  # natural training scenes twice
+    batches = list(dm.train_dataloader())
+    assert len(batches) == 2
+    for b in batches:
+        assert set(b) == KEYS
+        assert b["hr"].shape == (4, 8, 32, 32) and b["lr"].shape == (4, 8, 8, 8)
+        assert b["rgb_hr"].shape == b["rgb_hsi"].shape == b["ref"].shape == (4, 3, 32, 32)
+        assert {n.split("#")[0] for n in b["name"]} <= set(s["train"])
+    v = next(iter(dm.val_dataloader()))
+    assert v["name"] == ["nat/procedural_0001"] and v["hr"].shape == (1, 8, 48, 48)
+    # drawn (not listed) validation and test scenes come from the natural source only
+    for seed in range(5):
+        drawn = HSIDataModule(mixed, scale=4, crop_size=32, num_workers=0, val=1, test=2, split_seed=seed).split()
+        assert all(n.startswith("nat/") for n in drawn["val"] + drawn["test"])
+        assert set(mixed.train_only_names()) <= set(drawn["train"])
+    with pytest.raises(InputError, match="training-only"):
+        HSIDataModule(mixed, scale=4, crop_size=32, num_workers=0, lists={"test": ["gen/procedural_0000"]}).split()
+
+
+def test_mixed_eval_pairs_equal_the_sources_own(mixed):
+    """A scene is evaluated on the same pair inside the mix as in its own dataset."""
+    own = ProceduralScenes(num=5, size=48, n_bands=8, seed=0)
+    kwargs = dict(scale=4, crop_size=None, train=False, noise_std=0.01, pairs_per_scene=1)
+    a = PairDataset(mixed, ["nat/procedural_0003"], **kwargs)[0]
+    b = PairDataset(own, ["procedural_0003"], **kwargs)[0]
+    assert a["name"] == "nat/procedural_0003" and b["name"] == "procedural_0003"
+    for k in KEYS - {"name", "has_flow"}:
+        assert torch.equal(a[k], b[k]), k
 
 
 # ---------------------------------------------------------------------------------------- datamodule
@@ -397,7 +545,15 @@ def compose_data(overrides: list[str]):
         return compose(config_name="train", overrides=overrides)
 
 
-@pytest.mark.parametrize("name", ["procedural", "cave", "hsirefsr", "geotiff"])
+def data_configs() -> list[str]:
+    return sorted(p.stem for p in (CONF / "data").glob("*.yaml"))
+
+
+def test_every_data_config_is_tested():
+    assert {"procedural", "cave", "cave_procedural", "hsirefsr", "geotiff"} <= set(data_configs())
+
+
+@pytest.mark.parametrize("name", data_configs())
 def test_configs_compose(name, shared_data, refsr_root, tmp_path):
     write_raster(tmp_path / "scene.tif", np.random.default_rng(0).random((31, 64, 64)))
     extra = {
@@ -414,6 +570,13 @@ def test_configs_compose(name, shared_data, refsr_root, tmp_path):
         assert splits["test"] == ["balloons", "cloth", "feathers"] and len(splits["val"]) == 2
     if name == "procedural":
         assert [len(splits[s]) for s in ("train", "val", "test")] == [64, 4, 4]
+    if name == "cave_procedural":  # the CAVE lists; procedural scenes only train
+        cave = compose_data(["data=cave", f"paths.shared_data={shared_data}"]).data.lists
+        assert splits["test"] == [f"cave/{n}" for n in cave.test] and splits["val"] == [f"cave/{n}" for n in cave.val]
+        n_proc = cfg.data.source.sources.procedural.num
+        assert len(splits["train"]) == 12 - 5 + n_proc
+        assert sum(n.startswith("procedural/") for n in splits["train"]) == n_proc
+        assert isinstance(dm.source, MixedScenes) and dm.source.train_only == ["procedural"]
 
 
 def test_required_roots_are_missing_values():

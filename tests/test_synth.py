@@ -5,12 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sschsr.data.spectral import camera_srf, default_wavelengths, render
 from sschsr.data.synth import GeometryConfig, PhotometricConfig, SynthConfig, make_pair, procedural_scene
 from sschsr.data.synth.geometry import (
     Motion,
+    _argmax0,
+    _box,
     apply_homography,
+    guided_filter,
     homography_from_corners,
     intrinsics,
     invert_displacement,
@@ -121,6 +125,22 @@ class TestGroundTruthFlow:
         assert err_after < 0.2 * err_before
         # most valid pixels are reproduced exactly, up to the bilinear resampling of sharp edges and textures
         assert ((warped - src).abs().amax(0)[v] < 0.02).float().mean() > 0.75
+
+    @pytest.mark.parametrize("seed", [3, 4])
+    def test_exact_with_depth_made_up_from_the_image(self, seed):
+        # real cubes have no depth: make_pair makes one up (procedural_depth, guided filter); the flow it
+        # returns must still be the one the reference was rendered with
+        wl = default_wavelengths(31)
+        g = gen(seed)
+        hsi = procedural_scene((80, 112), 31, g)
+        out = make_pair(hsi, wl, g, SynthConfig(photometric=OFF))
+        src = render(hsi, torch.from_numpy(camera_srf(wl)))
+        v = out["valid"]
+        assert v.float().mean() >= 0.5 and torch.hypot(*out["flow"]).mean() >= 2
+        warped = flow_warp(out["ref"][None], out["flow"][None])[0]
+        err_after = (warped - src).abs().mean(0)[v].mean()
+        err_before = (out["ref"] - src).abs().mean(0)[v].mean()
+        assert err_after < 0.012 and err_after < 0.2 * err_before
 
     def test_forward_and_backward_maps_agree(self):
         # B(F(p)) = p for visible p: the rendering uses the same geometry as the flow
@@ -356,3 +376,44 @@ class TestConfig:
         for k in ("ref", "flow", "valid"):
             assert torch.equal(a[k], b[k])
         assert a["ref"].dtype == torch.float32 and a["flow"].dtype == torch.float32 and a["valid"].dtype == torch.bool
+
+
+class TestFastFilters:
+    """The O(1)-per-pixel box filter and the running argmax compute what the direct versions do."""
+
+    @staticmethod
+    def box_direct(x: torch.Tensor, r: int) -> torch.Tensor:
+        return F.avg_pool2d(x[None], 2 * r + 1, stride=1, padding=r, count_include_pad=False)[0]
+
+    @pytest.mark.parametrize(("shape", "r"), [((1, 5, 7), 1), ((3, 40, 33), 5), ((2, 64, 64), 13),
+                                              ((1, 9, 6), 4), ((2, 17, 23), 30), ((1, 1, 9), 2)])
+    def test_box_matches_average_pooling(self, shape, r):
+        x = torch.rand(*shape, generator=gen(0))
+        y = _box(x, r)
+        assert y.shape == x.shape and y.dtype == x.dtype
+        assert torch.allclose(y, self.box_direct(x, r), atol=2e-6)
+        # windows cut at the border: a corner is the mean of its (r+1) x (r+1) neighbourhood
+        h, w = shape[1:]
+        assert torch.allclose(y[:, 0, 0], x[:, : r + 1, : r + 1].mean((1, 2)), atol=2e-6)
+        assert torch.allclose(y[:, h // 2, w // 2], x[:, max(0, h // 2 - r) : h // 2 + r + 1,
+                                                     max(0, w // 2 - r) : w // 2 + r + 1].mean((1, 2)), atol=2e-6)
+
+    def test_guided_filter_matches_the_direct_formula(self):
+        g = gen(1)
+        guide = procedural_scene(72, 3, g).mean(0)
+        labels = (guide > guide.median()).long() + (guide > guide.quantile(0.8)).long()
+        src = F.one_hot(labels, 3).permute(2, 0, 1).float()
+        r, eps = 3, 2e-3
+        box = self.box_direct
+        mi, mp = box(guide[None], r), box(src, r)
+        a = (box(guide[None] * src, r) - mi * mp) / (box(guide[None] ** 2, r) - mi * mi + eps)
+        b = mp - a * mi
+        expected = box(a, r) * guide[None] + box(b, r)
+        assert torch.allclose(guided_filter(guide, src, r, eps), expected, atol=2e-5)
+
+    @pytest.mark.parametrize("n", [1, 2, 4])
+    def test_argmax0(self, n):
+        x = torch.rand(n, 30, 40, generator=gen(n))
+        x[:, :5] = 0.5  # ties: the first maximum wins, as in torch.argmax
+        x[0, 5:8] = x[-1, 5:8]
+        assert torch.equal(_argmax0(x), x.argmax(0))

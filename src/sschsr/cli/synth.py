@@ -8,6 +8,11 @@ One folder per sample, ``OUT/<index>_<source name>/`` (see CONTRACTS.md):
 ``--source procedural`` draws scenes from the embedded generator; ``--source DIR`` cycles through the
 cubes in DIR (any format ``sschsr.data.io`` reads, CAVE folders included) and takes a random S x S crop
 of each. Sample ``i`` depends only on ``--seed`` and ``i`` (and the source), not on ``--num``.
+
+OUT is written all at once: the samples go to a hidden folder beside it, renamed to OUT when every one
+is done, so a failed or interrupted run leaves nothing behind. An existing OUT that is not empty is kept
+(exit status 2) unless ``--overwrite`` is given, and then only if it is an earlier output of this tool
+(it holds ``index.json``); the old folder is removed once the new one is in place.
 """
 
 from __future__ import annotations
@@ -16,6 +21,8 @@ import argparse
 import json
 import os
 import re
+import secrets
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -41,9 +48,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")
     p.add_argument("--size", type=int, default=256, help="HR size S in pixels, square (default: 256)")
     p.add_argument("--scale", type=int, default=4, help="scale factor s, S must be divisible by it (default: 4)")
-    p.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
     p.add_argument("--bands", type=int, default=None,
                    help="bands of procedural scenes (default: 31, 400-700 nm); with DIR: the count every cube must have")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing OUT that holds an earlier sschsr-synth output (index.json)")
     return p
 
 
@@ -58,9 +67,20 @@ def _check_args(args: argparse.Namespace) -> None:
         raise InputError(f"--size {args.size} is not divisible by --scale {args.scale}")
     if args.bands is not None and args.bands < 1:
         raise InputError(f"--bands must be at least 1, got {args.bands}")
+    if args.seed < 0:
+        raise InputError(f"--seed must be at least 0, got {args.seed}")
+    if args.source != "procedural" and not Path(args.source).exists():
+        raise InputError(f"--source {args.source}: neither 'procedural' nor an existing folder of cubes")
     out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise InputError(f"--out {out}: exists and is not a folder")
+    if out.exists() or out.is_symlink():
+        if not out.is_dir():
+            raise InputError(f"--out {out}: exists and is not a folder")
+        if any(out.iterdir()):
+            if not args.overwrite:
+                raise InputError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
+            if not (out / "index.json").is_file():
+                raise InputError(f"--out {out}: not an earlier sschsr-synth output (no index.json); "
+                                 "not replacing it, choose another folder")
 
 
 def _sample_generator(seed: int, index: int) -> torch.Generator:
@@ -125,20 +145,16 @@ def _write_sample(folder: Path, hr: np.ndarray, lr: np.ndarray, pair: dict) -> N
     write_npy(folder / "valid.npy", pair["valid"].numpy().astype(bool))
 
 
-def generate(args: argparse.Namespace) -> list[dict]:
-    """Write the samples; returns their index entries."""
+def generate(args: argparse.Namespace, out: Path) -> list[dict]:
+    """Write the samples into ``out`` (an existing folder); returns their index entries."""
     from sschsr.data.degrade import degrade
     from sschsr.data.spectral import default_wavelengths
     from sschsr.data.synth import SynthConfig, make_pair, procedural_scene
 
-    out = Path(args.out)
     procedural = args.source == "procedural"
     cubes = None
     if not procedural:
-        source = Path(args.source)
-        if not source.exists():
-            raise InputError(f"--source {args.source}: neither 'procedural' nor an existing folder of cubes")
-        cubes = _Cubes(source, args.bands)
+        cubes = _Cubes(Path(args.source), args.bands)
     cfg = SynthConfig()
     entries = []
     for i in range(args.num):
@@ -173,21 +189,57 @@ def generate(args: argparse.Namespace) -> list[dict]:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    """Atomically: a temporary file beside the target, then a rename."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(json.dumps(obj, indent=1) + "\n")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    path.write_text(json.dumps(obj, indent=1) + "\n")
+
+
+def _missing_ancestor(path: Path) -> Path | None:
+    """The outermost of ``path`` and its parents that does not exist yet (None if ``path`` exists)."""
+    first = None
+    for p in (path, *path.parents):
+        if p.exists():
+            break
+        first = p
+    return first
+
+
+def _hidden_sibling(out: Path, tag: str) -> Path:
+    """A new empty hidden folder beside ``out`` (same file system, so renames are atomic)."""
+    while True:
+        path = out.with_name(f".{out.name}.{tag}-{secrets.token_hex(4)}")
+        try:
+            path.mkdir()
+            return path
+        except FileExistsError:
+            continue
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    """Put the finished folder ``tmp`` at ``out``: a rename, replacing an empty or an earlier output."""
+    if out.is_dir() and any(out.iterdir()):  # an earlier output, --overwrite checked in _check_args
+        old = _hidden_sibling(out, "old")
+        os.replace(out, old / out.name)
+        try:
+            os.replace(tmp, out)
+        except OSError:
+            os.replace(old / out.name, out)  # put the earlier output back
+            old.rmdir()
+            raise
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, out)  # onto a missing or an empty folder
 
 
 def main(argv: list[str] | None = None) -> int:
+    created = tmp = None
     try:
         args = build_parser().parse_args(argv)
         _check_args(args)
+        out = Path(os.path.abspath(args.out))
+        created = _missing_ancestor(out.parent)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        tmp = _hidden_sibling(out, "tmp")
         with torch.no_grad():
-            entries = generate(args)
+            entries = generate(args, tmp)
         index = {
             "source": args.source,
             "size": args.size,
@@ -200,11 +252,18 @@ def main(argv: list[str] | None = None) -> int:
                       "valid.npy": "(S, S) bool"},
             "samples": entries,
         }
-        _write_json(Path(args.out) / "index.json", index)
+        _write_json(tmp / "index.json", index)
+        _publish(tmp, out)
+        tmp = created = None
     except InputError as e:
         return fail(str(e))
     except OSError as e:  # an unwritable --out, a full disk
         return fail(f"cannot write the samples: {e}")
+    finally:  # on any failure or interruption: nothing left behind
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        if created is not None:
+            shutil.rmtree(created, ignore_errors=True)
     print(f"wrote {args.num} samples to {args.out}")
     return 0
 

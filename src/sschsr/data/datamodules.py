@@ -9,7 +9,7 @@ instantiates first, everything else is plain values, scale and band count interp
     n_bands: ${n_bands}
 
 Batches are dicts, see :mod:`sschsr.data.datasets` for the keys; with the batch dimension added: ``lr``
-``(B, C, h, w)``, ``lr_up`` / ``hr`` ``(B, C, H, W)``, ``ref`` / ``rgb_hsi`` ``(B, 3, H, W)``, ``flow``
+``(B, C, h, w)``, ``lr_up`` / ``hr`` ``(B, C, H, W)``, ``ref`` / ``rgb_hsi`` / ``rgb_hr`` ``(B, 3, H, W)``, ``flow``
 ``(B, 2, H, W)``, ``valid`` / ``mask`` ``(B, H, W)`` bool, ``srf`` ``(B, 3, C)``, ``has_flow`` ``(B,)`` bool,
 ``name`` a list of B strings.
 """
@@ -24,7 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from sschsr.data.datasets import PairDataset, SceneSource, split_names
+from sschsr.data.datasets import PairDataset, SceneSource, read_list, split_names
 from sschsr.errors import InputError
 
 
@@ -129,10 +129,30 @@ class HSIDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------------------------ setup
 
     def split(self) -> dict[str, list[str]]:
-        """The scene names of each split (computed once)."""
+        """The scene names of each split (computed once).
+
+        The source's training-only scenes (:meth:`~sschsr.data.datasets.SceneSource.train_only_names`,
+        e.g. the procedural scenes of a :class:`~sschsr.data.datasets.MixedScenes`) all train: validation
+        and test are listed or drawn from the other scenes (fractions are of those), and a list that puts
+        a training-only scene in validation or test is refused.
+        """
         if self.splits is None:
             lists = self.lists if self.lists else self.source.split_lists()
-            self.splits = split_names(self.source.names(), self.val, self.test, self.split_seed, lists)
+            names = self.source.names()
+            train_only = self.source.train_only_names()
+            if train_only:
+                extra = set(train_only)
+                lists = {k: (read_list(v) if isinstance(v, str | Path) else list(v)) for k, v in (lists or {}).items() if v is not None}
+                for split in ("val", "test"):
+                    wrong = sorted(extra & set(lists.get(split, ())))
+                    if wrong:
+                        raise InputError(f"the {split} list names training-only scenes {wrong[:10]}")
+                if "train" in lists:  # they train anyway
+                    lists["train"] = [n for n in lists["train"] if n not in extra]
+                names = [n for n in names if n not in extra]
+            splits = split_names(names, self.val, self.test, self.split_seed, lists or None)
+            splits["train"] = sorted(splits["train"] + train_only)
+            self.splits = splits
         return self.splits
 
     def check_bands(self, name: str) -> None:
@@ -154,6 +174,8 @@ class HSIDataModule(L.LightningDataModule):
                 raise InputError(f"the {split} split has no scenes (splits: { {k: len(v) for k, v in self.split().items()} })")
             self.check_bands(names[0])
             train = split == "train"
+            if train:  # the source's order and repeats (MixedScenes: sources interleaved, some repeated)
+                names = self.source.train_list(names)
             ds = self.datasets[split] = PairDataset(
                 self.source,
                 names,

@@ -32,7 +32,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from sschsr.data.spectral import match_histograms
+from sschsr.data.datasets import render_rgb
 from sschsr.errors import InputError
 from sschsr.losses import warp_loss
 from sschsr.models.flow import CONFIG_KEY as FLOW_CONFIG_KEY
@@ -69,8 +69,10 @@ def image_psnr(pred: Tensor, target: Tensor) -> Tensor:
 def render_target(batch: dict[str, Any]) -> Tensor:
     """Stage 2's target ``rgb_hr`` ``(B, 3, H, W)`` in [0, 1]: the batch's own, or made from ``hr`` and ``srf``.
 
-    Made: ``hr`` rendered through the response ``rgb_hsi`` was rendered with, then histogram-matched to
-    ``ref`` per image (the data layer's default colour match for ``rgb_hsi``).
+    The data layer (:class:`sschsr.data.datasets.PairDataset`) provides ``rgb_hr``. Made here, for batches
+    from elsewhere, the way it makes it (:func:`sschsr.data.datasets.render_rgb`): ``hr`` rendered
+    through the response ``rgb_hsi`` was rendered with, histogram-matched to ``ref`` per image (the
+    data's default colour match; data made with ``match="moments"`` carries its own ``rgb_hr``), clamped.
     """
     if "rgb_hr" in batch:
         return batch["rgb_hr"]
@@ -78,9 +80,7 @@ def render_target(batch: dict[str, Any]) -> Tensor:
         raise KeyError(
             f"stage 2 needs rgb_hr (or hr and srf to render it) in the batch; it has {sorted(batch)}"
         )
-    hr, srf = batch["hr"], batch["srf"].to(batch["hr"].dtype)
-    rgb = torch.einsum("brc,bchw->brhw", srf, hr) if srf.ndim == 3 else torch.einsum("rc,bchw->brhw", srf, hr)
-    return match_histograms(rgb, batch["ref"]).clamp(0, 1)
+    return render_rgb(batch["hr"], batch["srf"], batch["ref"], "histogram")
 
 
 def load_flow_weights(flow_net: nn.Module, path: str | Path) -> nn.Module:

@@ -1,0 +1,323 @@
+"""What the evaluation scripts of ``experiments/`` share: provenance of a result, the CAVE evaluation data
+(made by the datamodule, exactly as training and ``sschsr-eval`` make it), loading the alignment stages of
+any checkpoint, pooled means per scene, and rich tables.
+
+Not a script: ``eval_flow.py``, ``eval_warp.py`` and ``eval_sr.py`` import it (they put ``experiments/``
+on ``sys.path`` by being run from it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shlex
+import sys
+from collections import defaultdict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from sschsr.errors import InputError
+from sschsr.inference import resolve_device
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+SHARED_DATA = ROOT.parent / "shared" / "data"  # conf/paths: ../shared/data, relative to the repository
+
+
+# ------------------------------------------------------------------------------------------ provenance
+
+
+def device_name(device: torch.device) -> str:
+    """The GPU's name, or the CPU model (with the number of logical cores)."""
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    model = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                model = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"CPU: {model} ({os.cpu_count()} logical cores)"
+
+
+def provenance(device: torch.device) -> dict[str, Any]:
+    """``command``, ``commit`` (``-dirty`` with local changes), ``device``, ``date``, ``torch`` of this run."""
+    from sschsr.cli.eval import _commit
+
+    return {
+        "command": shlex.join(["python", *sys.argv]),
+        "commit": _commit(),
+        "device": device_name(device),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        "torch": torch.__version__,
+    }
+
+
+def write_result(path: str | Path, data: dict[str, Any]) -> Path:
+    """Write ``data`` as JSON (atomically, folders made); returns the path."""
+    from sschsr.cli.eval import write_json
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_json(path, data)
+    return path
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def data_config(scale: int, data: str = "cave", overrides: Sequence[str] = ()):
+    """The composed ``sschsr-eval`` config for ``data`` at ``scale``: ``cfg.data`` builds the datamodule.
+
+    Loading stays in this process (no DataLoader workers); the shared data folder is the repository's
+    ``../shared/data`` unless ``SSCHSR_SHARED_DATA`` says otherwise.
+    """
+    from sschsr.cli.train import compose
+
+    base = [f"data={data}", f"scale={scale}", "data.num_workers=0"]
+    if "SSCHSR_SHARED_DATA" not in os.environ:
+        base.append(f"paths.shared_data={SHARED_DATA}")
+    return compose([*base, *overrides], config_name="eval")
+
+
+def test_batches(scale: int, data: str = "cave", overrides: Sequence[str] = ()) -> Iterator[dict[str, Any]]:
+    """The batches of the test split of ``data`` at ``scale`` (``HSIDataModule.test_dataloader``)."""
+    import hydra
+
+    datamodule = hydra.utils.instantiate(data_config(scale, data, overrides).data)
+    datamodule.setup("test")
+    yield from datamodule.test_dataloader()
+
+
+def held_out_scenes(data: str = "cave") -> list[str]:
+    """The data config's validation and test scenes (``data.lists``), validation first."""
+    lists = data_config(4, data).data.lists
+    return [*lists.val, *lists.test]
+
+
+def pair_overrides(args: argparse.Namespace) -> list[str]:
+    """Datamodule overrides that make the alignment pairs of :func:`alignment_parser`'s arguments: every
+    scene of ``--scenes`` in the test split, ``--pairs`` synthetic views each (seeded by the data's
+    ``view_seed``, scene and view: the same on every machine), central ``--size`` crops."""
+    out = [
+        "data.lists.val=null",
+        f"data.lists.test=[{','.join(args.scenes)}]",
+        f"data.eval_pairs_per_scene={args.pairs}",
+        f"data.eval_crop_size={args.size}",
+        f"data.eval_batch_size={args.batch_size}",
+    ]
+    if args.flow_range:
+        lo, hi = args.flow_range
+        out.append(f"+data.synth.geometry.flow_range=[{lo},{hi}]")
+    return out
+
+
+def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
+    """The options of ``eval_flow.py`` and ``eval_warp.py``."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="FlowModule / WarpModule / SRModule .ckpt, or a .safetensors")
+    p.add_argument("--scales", type=int, nargs="+", default=[4, 8], help="LR degradations to evaluate")
+    p.add_argument("--scenes", nargs="+", default=None, help="default: the data's validation + test scenes")
+    p.add_argument("--pairs", type=int, default=4, help="synthetic views per scene")
+    p.add_argument("--size", type=int, default=512, help="central crop in HR pixels (a multiple of each scale)")
+    p.add_argument("--flow-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
+                   help="target mean |flow| in px of the views (default: the data config's, 5-12)")
+    p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
+    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--data", default="cave", help="data config (conf/data)")
+    p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument("--out", default=str(RESULTS / default_out))
+    return p
+
+
+def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, Any]:
+    """What a result of ``eval_flow.py`` / ``eval_warp.py`` was measured on, for its JSON."""
+    return {
+        "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters, "data": args.data,
+        "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
+        "flow_range": args.flow_range or "data config",
+        "view_seed": int(data_config(4, args.data).data.view_seed),
+    }  # fmt: skip
+
+
+def scene_of(label: str) -> str:
+    """``balloons#2`` (scene, view) -> ``balloons``."""
+    return label.split("#", 1)[0]
+
+
+# ----------------------------------------------------------------------------------- alignment stages
+
+
+@dataclass
+class Alignment:
+    """The alignment stages of a checkpoint: the flow network, WarpNet (None for stage 1) and the
+    number of flow updates; ``kind`` is ``stage1``, ``stage2`` or ``full``."""
+
+    flow_net: nn.Module
+    warpnet: nn.Module | None
+    iters: int
+    kind: str
+
+    def to(self, device: torch.device) -> Alignment:
+        for net in (self.flow_net, self.warpnet):
+            if net is not None:
+                net.to(device).eval()
+        return self
+
+    @torch.inference_mode()
+    def flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
+        """``(B, 2, H, W)`` flow from the HSI's grid to ``ref`` (stage 1)."""
+        return self.flow_net(rgb_hsi, ref, iters=self.iters, test_mode=True)
+
+    @torch.inference_mode()
+    def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:
+        """Both stages as stage 2 trains and validates them (:meth:`sschsr.lit.warp.WarpModule.align`):
+        ``flow``, ``ref_warp0`` (plain backward warp), ``ref_warp`` (WarpNet's repair)."""
+        from sschsr.lit.warp import WarpModule
+
+        if self.warpnet is None:
+            raise InputError(f"a {self.kind} checkpoint holds no WarpNet: pass a stage-2 or full checkpoint")
+        return WarpModule(self.warpnet, self.flow_net, flow_iters=self.iters).eval().align(rgb_hsi, ref)
+
+
+def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
+    """The flow network and WarpNet of any checkpoint that holds them, through the package's loaders.
+
+    ``.ckpt``: an :class:`~sschsr.lit.sr.SRModule` (full model: its ``net.flow_net`` / ``net.warpnet``),
+    a :class:`~sschsr.lit.warp.WarpModule` (:func:`~sschsr.lit.warp.load_stage2`) or a
+    :class:`~sschsr.lit.flow.FlowModule` (:func:`~sschsr.models.flow.load_flow_net`). ``.safetensors``:
+    a flow network (:func:`~sschsr.models.flow.save_flow_net`) or a full model
+    (:func:`~sschsr.inference.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
+    the full model's ``flow_iters``, else the flow network's own default, i.e. what its stage trained with).
+    """
+    from sschsr.inference import MODEL_KEY, load_model, read_training_checkpoint, trained_scales
+    from sschsr.lit.warp import load_stage2
+    from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
+    from sschsr.models.flow import load_flow_net
+    from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    net = None
+    if path.suffix == ".safetensors":
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if FLOW_KEY in meta:
+            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
+        else:  # a full model; its description in the metadata or a JSON sidecar
+            info = json.loads(meta[MODEL_KEY]) if MODEL_KEY in meta else json.loads(path.with_suffix(".json").read_text())
+            net = load_model(path, scale=(trained_scales(info) or [4])[0])
+    else:
+        keys = torch.load(path, map_location="cpu", weights_only=True).keys()
+        if MODEL_KEY in keys:
+            net, _ = read_training_checkpoint(path)
+        elif WARPNET_KEY in keys:
+            (flow_net, warpnet), kind = load_stage2(path), "stage2"
+        else:
+            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
+    if net is not None:
+        flow_net, warpnet, kind = getattr(net, "flow_net", None), getattr(net, "warpnet", None), "full"
+        if flow_net is None:
+            raise InputError(f"{path}: {type(net).__name__} has no flow network")
+        iters = iters or net.flow_iters
+    return Alignment(flow_net.float(), None if warpnet is None else warpnet.float(), int(iters or flow_net.iters), kind)
+
+
+# ---------------------------------------------------------------------------------------- aggregation
+
+
+class Pooled:
+    """Means of values pooled per scene and over everything: each element added counts once (a valid
+    pixel for flow errors, a pair for PSNRs)."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+        self.counts: dict[str, int] = defaultdict(int)
+
+    def add(self, scene: str, values: dict[str, Tensor]) -> None:
+        """``values``: tensors of one shape (the elements of this scene to pool)."""
+        n = next(iter(values.values())).numel()
+        for group in (scene, "all"):
+            self.counts[group] += n
+            for k, v in values.items():
+                self.sums[group][k] += float(v.double().sum())
+
+    def summary(self) -> dict[str, Any]:
+        """``{"all": {key: mean, ..., "count": n}, "scenes": {scene: {...}}}``."""
+
+        def means(group: str) -> dict[str, float]:
+            n = self.counts[group]
+            return {**{k: s / n if n else float("nan") for k, s in self.sums[group].items()}, "count": n}
+
+        return {"all": means("all"), "scenes": {s: means(s) for s in sorted(self.counts) if s != "all"}}
+
+
+def run_pair_eval(
+    doc: str,
+    default_out: str,
+    measure: Callable[[Alignment, dict[str, Any], torch.device], list[dict[str, Tensor]]],
+    columns: dict[str, tuple[str, str]],
+    title: str,
+    argv: Sequence[str] | None = None,
+    needs_warpnet: bool = False,
+) -> dict[str, Any]:
+    """The main of ``eval_flow.py`` / ``eval_warp.py``: parse :func:`alignment_parser`'s options, load the
+    checkpoint, make the pairs of each scale, pool ``measure``'s values per scene (one dict per item of a
+    batch), write the JSON record and print the table."""
+    args = alignment_parser(doc, default_out).parse_args(argv)
+    args.scenes = args.scenes or held_out_scenes(args.data)
+    device = resolve_device(args.device)
+    alignment = load_alignment(args.ckpt, args.iters).to(device)
+    if needs_warpnet and alignment.warpnet is None:
+        raise InputError(f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one")
+    results = {}
+    for scale in args.scales:
+        pooled = Pooled()
+        for batch in test_batches(scale, args.data, pair_overrides(args)):
+            for label, values in zip(batch["name"], measure(alignment, batch, device), strict=True):
+                pooled.add(scene_of(label), values)
+        results[str(scale)] = pooled.summary()
+    record = {**provenance(device), "settings": pair_settings(args, alignment), "scales": results}
+    out = write_result(args.out, record)
+    print_by_scale(f"{title}: {args.ckpt} ({alignment.kind}, {alignment.iters} flow updates)", results, columns)
+    print(f"wrote {out}")
+    return record
+
+
+def print_table(title: str, columns: dict[str, tuple[str, str]], rows: list[tuple[list[str], dict[str, float]]],
+                labels: Sequence[str]) -> None:
+    """A rich table: ``labels`` columns of text, then ``columns`` ``{key: (heading, format)}`` of each row's
+    values (``rows``: ``(label values, {key: value})``)."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for label in labels:
+        table.add_column(label)
+    for heading, _ in columns.values():
+        table.add_column(heading, justify="right")
+    for texts, values in rows:
+        table.add_row(*texts, *(fmt.format(values[k]) for k, (_, fmt) in columns.items()))
+    Console().print(table)
+
+
+def print_by_scale(title: str, results: dict[str, dict[str, Any]], columns: dict[str, tuple[str, str]]) -> None:
+    """One table of :meth:`Pooled.summary` results keyed by scale: per scene, then the pooled mean."""
+    rows = []
+    for scale, summary in results.items():
+        rows += [([f"x{scale}", name], v) for name, v in summary["scenes"].items()]
+        rows.append(([f"x{scale}", "[bold]all[/bold]"], summary["all"]))
+    print_table(title, columns, rows, labels=("scale", "scene"))

@@ -1,0 +1,60 @@
+"""Stage-1 flow accuracy on synthetic pairs of held-out CAVE scenes, per scale and per scene.
+
+    .venv/bin/python experiments/eval_flow.py --ckpt outputs/stage1/runs/<run>/checkpoints/last.ckpt \
+        --scales 4 8 --pairs 4 --size 512 --out experiments/results/flow_eval.json
+
+The pairs are the datamodule's (``conf/data/cave.yaml``, :class:`sschsr.data.datasets.PairDataset`): for
+each scene (default: the validation and test scenes) ``--pairs`` synthetic reference views made on the
+whole scene, seeded by the data's ``view_seed``, the scene and the view (identical on every machine), with
+the data config's motion (mean |flow| drawn in 5-12 px; ``--flow-range`` changes it) and exact flow;
+central ``--size`` crops; the LR side degraded at each scale, upsampled and rendered to ``rgb_hsi``,
+colour-matched to the reference, as in training. The flow is predicted from ``rgb_hsi`` to ``ref`` by the
+checkpoint's flow network (FlowModule, WarpModule or SRModule ``.ckpt``, flow or full-model
+``.safetensors``) with the updates it was trained with (``--iters`` to change).
+
+Measures over valid pixels (in the reference, not occluded, |flow| <= 400 px, as ``FlowModule``
+validates): end-point error (px), the fractions with EPE < 1, 3, 5 px, and the EPE of a zero flow (the mean
+true motion) for reference; pooled over all valid pixels of a scene, and of all scenes (``all``).
+Written to ``--out`` with the command, commit, device and date; a table is printed.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import torch
+from _common import Alignment, run_pair_eval
+from torch import Tensor
+
+from sschsr.cli._common import exit_on_input_error
+from sschsr.losses import endpoint_error, flow_valid_mask
+
+THRESHOLDS = (1, 3, 5)  # px: RAFT's accuracy measures
+COLUMNS = {
+    "epe": ("EPE ↓", "{:.3f}"),
+    **{f"{t}px": (f"<{t}px ↑", "{:.3f}") for t in THRESHOLDS},
+    "zero_epe": ("EPE of 0", "{:.2f}"),
+    "count": ("pixels", "{:d}"),
+}
+
+
+def flow_errors(flow: Tensor, flow_gt: Tensor, valid: Tensor) -> dict[str, Tensor]:
+    """Per valid pixel of one pair: ``epe``, ``<t>px`` (0/1), ``zero_epe`` (``|flow_gt|``); ``(2, H, W)`` flows."""
+    mask = flow_valid_mask(flow_gt[None], valid[None])[0]
+    epe = endpoint_error(flow[None], flow_gt[None])[0][mask]
+    return {"epe": epe, **{f"{t}px": (epe < t).float() for t in THRESHOLDS}, "zero_epe": flow_gt.norm(dim=0)[mask]}
+
+
+def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
+    flow = alignment.flow(batch["rgb_hsi"].to(device), batch["ref"].to(device)).float().cpu()
+    return [flow_errors(f, gt, v) for f, gt, v in zip(flow, batch["flow"], batch["valid"], strict=True)]
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    return run_pair_eval(__doc__, "flow_eval.json", measure, COLUMNS, "flow", argv)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
