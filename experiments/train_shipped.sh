@@ -1,0 +1,54 @@
+#!/usr/bin/env bash
+# The training chain of the shipped models on CPU: stage 1 (flow, small preset, trained at x8 and used at
+# every scale), stage 2 (WarpNet on the frozen flow), then the full network (lite preset) at x8 and x4,
+# all on data=cave_procedural (7 CAVE training scenes + 32 procedural ones; CAVE validation and test
+# scenes held out). Each run writes its Hydra folder under $RUNS; export_weights.py then writes the fp16
+# safetensors and their records.
+#
+#   bash experiments/train_shipped.sh [stage1|stage2|full8|full4|all]
+#
+# Step counts come from the environment (defaults: what fits a 2-core CPU in about two hours):
+#   STAGE1_STEPS=3000 STAGE2_STEPS=600 FULL_STEPS=2000 THREADS=1 bash experiments/train_shipped.sh all
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+RUNS=${RUNS:-outputs/shipped}
+THREADS=${THREADS:-1}
+STAGE1_STEPS=${STAGE1_STEPS:-3000}
+STAGE2_STEPS=${STAGE2_STEPS:-600}
+FULL_STEPS=${FULL_STEPS:-2000}
+TRAIN=(env OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" .venv/bin/sschsr-train)
+COMMON=(data=cave_procedural data.num_workers=1 data.eval_crop_size=256 logger=csv
+        trainer.enable_progress_bar=false)
+
+stage1() {
+  "${TRAIN[@]}" experiment=stage1 scale=8 "${COMMON[@]}" \
+    data.crop_size=96 data.batch_size=4 model.iters=8 model.val_iters=12 \
+    trainer.max_steps="$STAGE1_STEPS" trainer.val_check_interval=500 \
+    hydra.run.dir="$RUNS/stage1_x8"
+}
+
+stage2() {
+  "${TRAIN[@]}" experiment=stage2 scale=8 "${COMMON[@]}" \
+    data.crop_size=128 data.batch_size=4 model.flow_iters=12 \
+    model.flow_ckpt="$RUNS/stage1_x8/checkpoints/last.ckpt" \
+    trainer.max_steps="$STAGE2_STEPS" trainer.val_check_interval=200 \
+    hydra.run.dir="$RUNS/stage2_x8"
+}
+
+full() {  # $1: scale
+  "${TRAIN[@]}" experiment=full scale="$1" "${COMMON[@]}" \
+    data.crop_size=96 data.batch_size=4 model.flow_iters=12 \
+    model.warp_ckpt="$RUNS/stage2_x8/checkpoints/last.ckpt" \
+    trainer.max_steps="$FULL_STEPS" trainer.val_check_interval=250 \
+    hydra.run.dir="$RUNS/full_x$1"
+}
+
+case "${1:-all}" in
+  stage1) stage1 ;;
+  stage2) stage2 ;;
+  full8) full 8 ;;
+  full4) full 4 ;;
+  all) stage1 && stage2 && full 8 && full 4 ;;
+  *) echo "usage: $0 [stage1|stage2|full8|full4|all]" >&2; exit 2 ;;
+esac
