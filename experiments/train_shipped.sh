@@ -38,7 +38,7 @@ stage2() {
 
 full() {  # $1: scale
   "${TRAIN[@]}" experiment=full scale="$1" "${COMMON[@]}" \
-    data.crop_size=96 data.batch_size=4 model.flow_iters=12 \
+    data.crop_size=96 data.batch_size=4 model.net.flow_iters=12 \
     model.warp_ckpt="$RUNS/stage2_x8/checkpoints/last.ckpt" \
     trainer.max_steps="$FULL_STEPS" trainer.val_check_interval=250 \
     hydra.run.dir="$RUNS/full_x$1"
