@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 	touch $(STAMP)
 
 demo: install
-	$(PY) -m sschsr.demo --out outputs/demo
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m sschsr.demo --out outputs/demo
 
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow"
