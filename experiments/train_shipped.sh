@@ -9,6 +9,7 @@
 #
 # Step counts come from the environment (defaults: what fits a 2-core CPU in about two hours):
 #   STAGE1_STEPS=3000 STAGE2_STEPS=600 FULL_STEPS=2000 THREADS=1 bash experiments/train_shipped.sh all
+# What the shipped weights were trained with is recorded in experiments/results/training_shipped.json.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +18,10 @@ THREADS=${THREADS:-1}
 STAGE1_STEPS=${STAGE1_STEPS:-3000}
 STAGE2_STEPS=${STAGE2_STEPS:-600}
 FULL_STEPS=${FULL_STEPS:-2000}
+# the stage-1 checkpoint stages 2 and 3 start from, and the stage-2 one the full network starts from
+# (empty: WarpNet starts untrained and learns in the full stage, from the warp term of its loss)
+FLOW_CKPT=${FLOW_CKPT:-$RUNS/stage1_x8/checkpoints/last.ckpt}
+WARP_CKPT=${WARP_CKPT-$RUNS/stage2_x8/checkpoints/last.ckpt}
 TRAIN=(env OMP_NUM_THREADS="$THREADS" MKL_NUM_THREADS="$THREADS" .venv/bin/sschsr-train)
 COMMON=(data=cave_procedural data.num_workers=1 data.eval_crop_size=256 logger=csv
         trainer.enable_progress_bar=false)
@@ -31,7 +36,7 @@ stage1() {
 stage2() {
   "${TRAIN[@]}" experiment=stage2 scale=8 "${COMMON[@]}" \
     data.crop_size=128 data.batch_size=4 model.flow_iters=12 \
-    model.flow_ckpt="$RUNS/stage1_x8/checkpoints/last.ckpt" \
+    model.flow_ckpt="$FLOW_CKPT" \
     trainer.max_steps="$STAGE2_STEPS" trainer.val_check_interval=200 \
     hydra.run.dir="$RUNS/stage2_x8"
 }
@@ -39,7 +44,7 @@ stage2() {
 full() {  # $1: scale
   "${TRAIN[@]}" experiment=full scale="$1" "${COMMON[@]}" \
     data.crop_size=96 data.batch_size=4 model.net.flow_iters=12 \
-    model.warp_ckpt="$RUNS/stage2_x8/checkpoints/last.ckpt" \
+    model.flow_ckpt="$FLOW_CKPT" ${WARP_CKPT:+model.warp_ckpt="$WARP_CKPT"} \
     trainer.max_steps="$FULL_STEPS" trainer.val_check_interval=250 \
     hydra.run.dir="$RUNS/full_x$1"
 }
