@@ -12,9 +12,7 @@ without a true flow, e.g. real captured pairs, supervise nothing).
 
 from __future__ import annotations
 
-import math
 from functools import partial
-from inspect import signature
 from typing import Any
 
 import lightning as L
@@ -22,6 +20,7 @@ import numpy as np
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from sschsr.lit._optim import step_scheduler
 from sschsr.losses import MAX_FLOW, SEQUENCE_GAMMA, endpoint_error, flow_valid_mask, sequence_loss
 from sschsr.models.flow import CONFIG_KEY
 
@@ -185,25 +184,7 @@ class FlowModule(L.LightningModule):
                 "FlowModule was built without an optimizer (inference only): pass optimizer=partial(...)"
             )
         optimizer = self.optimizer_factory(params=self.parameters())
-        scheduler = self.scheduler_factory
-        if scheduler is None:
-            return optimizer
-        kwargs = {}
-        if isinstance(scheduler, partial) and "total_steps" in signature(scheduler.func).parameters:
-            total = scheduler.keywords.get("total_steps")
-            if total is None or total <= 0:
-                estimate = self.trainer.estimated_stepping_batches
-                if not math.isfinite(estimate):
-                    raise ValueError("the scheduler needs total_steps: set trainer.max_steps (or max_epochs)")
-                kwargs["total_steps"] = int(estimate)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler(optimizer=optimizer, **kwargs),
-                "interval": "step",
-                "frequency": 1,
-            },
-        }
+        return step_scheduler(self, optimizer, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the net's constructor arguments, so that load_flow_net(path) rebuilds it without a config

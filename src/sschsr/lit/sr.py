@@ -23,9 +23,7 @@ Batches are dicts (see ``sschsr.data.datasets``): ``lr_up``, ``hr`` ``(B, C, H, 
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
-from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +35,7 @@ from torch import Tensor, nn
 
 from sschsr.errors import InputError
 from sschsr.inference import MODEL_KEY, model_info, spec_matches
+from sschsr.lit._optim import step_scheduler
 from sschsr.metrics import HSIMetrics
 
 log = logging.getLogger(__name__)
@@ -288,21 +287,7 @@ class SRModule(L.LightningModule):
         if self.optimizer_factory is None:
             raise ValueError("SRModule was built without an optimizer (inference only): pass optimizer=partial(...)")
         optimizer = self.optimizer_factory(params=params)
-        scheduler = self.scheduler_factory
-        if scheduler is None:
-            return optimizer
-        kwargs = {}
-        if isinstance(scheduler, partial) and "total_steps" in signature(scheduler.func).parameters:
-            total = scheduler.keywords.get("total_steps")
-            if total is None or total <= 0:
-                estimate = self.trainer.estimated_stepping_batches
-                if not math.isfinite(estimate):
-                    raise ValueError("the scheduler needs total_steps: set trainer.max_steps (or max_epochs)")
-                kwargs["total_steps"] = int(estimate)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer, **kwargs), "interval": "step", "frequency": 1},
-        }
+        return step_scheduler(self, optimizer, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # the network's description, so that sschsr.inference.load_model rebuilds it from the file alone;

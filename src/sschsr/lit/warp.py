@@ -20,9 +20,7 @@ in [0, 1]; other keys are ignored. A batch without ``rgb_hr`` but with ``hr`` ``
 from __future__ import annotations
 
 import logging
-import math
 from functools import partial
-from inspect import signature
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +32,7 @@ from torchmetrics import MeanMetric
 
 from sschsr.data.datasets import render_rgb
 from sschsr.errors import InputError
+from sschsr.lit._optim import step_scheduler
 from sschsr.losses import warp_loss
 from sschsr.models.flow import CONFIG_KEY as FLOW_CONFIG_KEY
 from sschsr.models.flow import RAFT, load_flow_net
@@ -272,25 +271,7 @@ class WarpModule(L.LightningModule):
             )
         # a frozen flow network is left out: it has nothing to learn, and AdamW would keep state for it
         optimizer = self.optimizer_factory(params=[p for p in self.parameters() if p.requires_grad])
-        scheduler = self.scheduler_factory
-        if scheduler is None:
-            return optimizer
-        kwargs = {}
-        if isinstance(scheduler, partial) and "total_steps" in signature(scheduler.func).parameters:
-            total = scheduler.keywords.get("total_steps")
-            if total is None or total <= 0:
-                estimate = self.trainer.estimated_stepping_batches
-                if not math.isfinite(estimate):
-                    raise ValueError("the scheduler needs total_steps: set trainer.max_steps (or max_epochs)")
-                kwargs["total_steps"] = int(estimate)
-        return {
-            "optimizer": optimizer,
-            "lr_scheduler": {
-                "scheduler": scheduler(optimizer=optimizer, **kwargs),
-                "interval": "step",
-                "frequency": 1,
-            },
-        }
+        return step_scheduler(self, optimizer, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         # both networks' constructor arguments, so that the loaders rebuild them without a config
