@@ -17,7 +17,6 @@ textures and colours nearby where the motion is small), and so does WarpNet unle
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.errors import InputError
+from sschsr.models._weights import load_net, save_net
 from sschsr.ops.warp import flow_warp
 
 __all__ = ["CONFIG_KEY", "WarpNet", "load_warpnet", "save_warpnet", "warp_cues"]
@@ -230,35 +229,7 @@ def count_parameters(module: nn.Module) -> int:
 
 def save_warpnet(net: WarpNet, path: str | Path) -> Path:
     """Write a WarpNet's weights and constructor arguments to a ``.safetensors`` file."""
-    from safetensors.torch import save_file
-
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}
-    save_file(state, str(path), metadata={CONFIG_KEY: json.dumps(net.config)})
-    return path
-
-
-def _read(path: Path) -> tuple[dict[str, Tensor], dict | None]:
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-        from safetensors.torch import load_file
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), json.loads(meta[CONFIG_KEY]) if CONFIG_KEY in meta else None
-    if path.suffix not in (".ckpt", ".pt", ".pth"):
-        raise InputError(f"{path}: expected a Lightning .ckpt or a .safetensors file")
-    # WarpModule checkpoints hold only tensors and plain values, so the safe loader reads them
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends: arbitrary objects, or not a checkpoint
-        raise InputError(
-            f"{path}: not a checkpoint of plain tensors and values ({type(e).__name__})"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise InputError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
-    return ckpt["state_dict"], ckpt.get(CONFIG_KEY)
+    return save_net(net, path, CONFIG_KEY)
 
 
 def load_warpnet(path: str | Path, prefix: str | None = None, **overrides: Any) -> WarpNet:
@@ -275,26 +246,5 @@ def load_warpnet(path: str | Path, prefix: str | None = None, **overrides: Any) 
     Raises:
         InputError: the file is missing, of an unknown kind, or its weights do not fit the network.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: WarpNet weights not found")
-    state, stored = _read(path)
-    if prefix is None:
-        prefix = "warpnet." if any(k.startswith("warpnet.") for k in state) else ""
-    state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
-    if not state:
-        raise InputError(f"{path}: no weights under the prefix {prefix!r}")
-    kwargs = {**(stored or {}), **overrides}
-    net = WarpNet(**kwargs)
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        hint = (
-            ""
-            if stored or overrides
-            else " (the file stores no architecture: pass widths=..., extra_channels=...)"
-        )
-        raise InputError(
-            f"{path}: weights do not fit WarpNet({kwargs}){hint}: {str(e).splitlines()[0]}"
-        ) from None
-    return net.eval()
+    return load_net(WarpNet, path, CONFIG_KEY, "warpnet.", prefix, overrides, what="WarpNet",
+                    arch_hint="widths=..., extra_channels=...")
