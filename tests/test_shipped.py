@@ -1,0 +1,65 @@
+"""The weights shipped in the package (``src/sschsr/weights/``): present for x4 and x8, within the size
+budget, small enough a preset, loadable, and usable by ``sschsr-predict`` without ``--ckpt`` on a real
+CAVE crop (shapes, range, and better than bicubic there)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from sschsr.cli.predict import main
+from sschsr.data.degrade import degrade, upsample
+from sschsr.data.io import read_cube
+from sschsr.inference import MODEL_KEY, WEIGHTS_DIR, load_model, shipped_weights
+
+SCALES = (4, 8)
+OFFICIAL_PARAMS = 27.45e6  # the official SSC-HSR (DESIGN.md)
+
+
+def test_every_shipped_file_is_there_and_within_25_mb():
+    files = sorted(WEIGHTS_DIR.glob("*.safetensors"))
+    assert [p.name for p in files] == [f"sschsr_x{s}.safetensors" for s in SCALES]
+    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_shipped_weights_load_as_the_documented_model(scale):
+    from safetensors import safe_open
+
+    with safe_open(str(shipped_weights(scale)), framework="pt") as f:
+        info = json.loads(f.metadata()[MODEL_KEY])
+        dtypes = {f.get_slice(k).get_dtype() for k in f.keys()}
+    assert dtypes == {"F16"}
+    assert info["scale"] == scale and info["n_bands"] == 31
+    net = load_model(None, scale=scale, n_bands=31)
+    assert not net.training
+    assert sum(p.numel() for p in net.parameters()) <= OFFICIAL_PARAMS / 4
+    assert {"flow_net", "warpnet"} <= {name for name, _ in net.named_children()}
+
+
+@pytest.mark.parametrize("scale", SCALES)
+def test_predict_with_the_shipped_weights_on_a_cave_crop(scale, shared_data, tmp_path):
+    """A 128 x 128 crop of a CAVE scene, its reference the HR rendering shifted by 3 px."""
+    hr = torch.from_numpy(np.ascontiguousarray(read_cube(shared_data / "cave" / "balloons_ms").data[128:256, 192:320])).permute(2, 0, 1)
+    hr = hr.float().clamp(0, 1)
+    lr = degrade(hr[None], scale)[0]
+    np.save(tmp_path / "lr.npy", lr.permute(1, 2, 0).numpy())
+    wl = np.linspace(400, 700, 31)
+    rgb = np.stack([np.tensordot(np.exp(-0.5 * ((wl - c) / 40) ** 2), hr.numpy(), 1) for c in (600, 540, 460)], -1)
+    rgb = np.roll(rgb / rgb.max(), (3, -2), (0, 1))
+    Image.fromarray((rgb * 255).round().astype(np.uint8)).save(tmp_path / "ref.png")
+
+    out = tmp_path / "sr.npy"
+    rc = main(["--lr", str(tmp_path / "lr.npy"), "--ref", str(tmp_path / "ref.png"), "--scale", str(scale),
+               "--out", str(out), "--device", "cpu"])
+    assert rc == 0
+    sr = np.load(out)
+    assert sr.shape == (128, 128, 31) and sr.dtype == np.float32 and np.isfinite(sr).all()
+    target = hr.permute(1, 2, 0).numpy()
+    bicubic = upsample(lr[None], scale)[0].permute(1, 2, 0).numpy()
+    mse = lambda x: float(((np.clip(x, 0, 1) - target) ** 2).mean())  # noqa: E731
+    assert mse(sr) < mse(bicubic)
