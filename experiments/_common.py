@@ -125,13 +125,23 @@ def pair_overrides(args: argparse.Namespace) -> list[str]:
 def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     """The options of ``eval_flow.py`` and ``eval_warp.py``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--ckpt", required=True, help="FlowModule / WarpModule / SRModule .ckpt, or a .safetensors")
+    p.add_argument(
+        "--ckpt", required=True, help="FlowModule / WarpModule / SRModule .ckpt, or a .safetensors"
+    )
     p.add_argument("--scales", type=int, nargs="+", default=[4, 8], help="LR degradations to evaluate")
     p.add_argument("--scenes", nargs="+", default=None, help="default: the data's validation + test scenes")
     p.add_argument("--pairs", type=int, default=4, help="synthetic views per scene")
-    p.add_argument("--size", type=int, default=512, help="central crop in HR pixels (a multiple of each scale)")
-    p.add_argument("--flow-range", type=float, nargs=2, default=None, metavar=("LO", "HI"),
-                   help="target mean |flow| in px of the views (default: the data config's, 5-12)")
+    p.add_argument(
+        "--size", type=int, default=512, help="central crop in HR pixels (a multiple of each scale)"
+    )
+    p.add_argument(
+        "--flow-range",
+        type=float,
+        nargs=2,
+        default=None,
+        metavar=("LO", "HI"),
+        help="target mean |flow| in px of the views (default: the data config's, 5-12)",
+    )
     p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
@@ -218,7 +228,11 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
         if FLOW_KEY in meta:
             flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
         else:  # a full model; its description in the metadata or a JSON sidecar
-            info = json.loads(meta[MODEL_KEY]) if MODEL_KEY in meta else json.loads(path.with_suffix(".json").read_text())
+            info = (
+                json.loads(meta[MODEL_KEY])
+                if MODEL_KEY in meta
+                else json.loads(path.with_suffix(".json").read_text())
+            )
             net = load_model(path, scale=(trained_scales(info) or [4])[0])
     else:
         keys = torch.load(path, map_location="cpu", weights_only=True).keys()
@@ -233,7 +247,9 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
         if flow_net is None:
             raise InputError(f"{path}: {type(net).__name__} has no flow network")
         iters = iters or net.flow_iters
-    return Alignment(flow_net.float(), None if warpnet is None else warpnet.float(), int(iters or flow_net.iters), kind)
+    return Alignment(
+        flow_net.float(), None if warpnet is None else warpnet.float(), int(iters or flow_net.iters), kind
+    )
 
 
 # ---------------------------------------------------------------------------------------- aggregation
@@ -282,7 +298,9 @@ def run_pair_eval(
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)
     if needs_warpnet and alignment.warpnet is None:
-        raise InputError(f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one")
+        raise InputError(
+            f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one"
+        )
     results = {}
     for scale in args.scales:
         pooled = Pooled()
@@ -292,13 +310,19 @@ def run_pair_eval(
         results[str(scale)] = pooled.summary()
     record = {**provenance(device), "settings": pair_settings(args, alignment), "scales": results}
     out = write_result(args.out, record)
-    print_by_scale(f"{title}: {args.ckpt} ({alignment.kind}, {alignment.iters} flow updates)", results, columns)
+    print_by_scale(
+        f"{title}: {args.ckpt} ({alignment.kind}, {alignment.iters} flow updates)", results, columns
+    )
     print(f"wrote {out}")
     return record
 
 
-def print_table(title: str, columns: dict[str, tuple[str, str]], rows: list[tuple[list[str], dict[str, float]]],
-                labels: Sequence[str]) -> None:
+def print_table(
+    title: str,
+    columns: dict[str, tuple[str, str]],
+    rows: list[tuple[list[str], dict[str, float]]],
+    labels: Sequence[str],
+) -> None:
     """A rich table: ``labels`` columns of text, then ``columns`` ``{key: (heading, format)}`` of each row's
     values (``rows``: ``(label values, {key: value})``)."""
     from rich.console import Console
@@ -314,7 +338,9 @@ def print_table(title: str, columns: dict[str, tuple[str, str]], rows: list[tupl
     Console().print(table)
 
 
-def print_by_scale(title: str, results: dict[str, dict[str, Any]], columns: dict[str, tuple[str, str]]) -> None:
+def print_by_scale(
+    title: str, results: dict[str, dict[str, Any]], columns: dict[str, tuple[str, str]]
+) -> None:
     """One table of :meth:`Pooled.summary` results keyed by scale: per scene, then the pooled mean."""
     rows = []
     for scale, summary in results.items():

@@ -37,7 +37,9 @@ SHARED = ROOT.parent / "shared" / "data"
 
 def commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
         return out.stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -142,7 +144,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--crop", type=int, default=128)
     ap.add_argument("--epochs", type=int, default=3, help="measured epochs after the warm-up")
     ap.add_argument("--max-warmup", type=int, default=8, help="most warm-up epochs")
-    ap.add_argument("--data", nargs="*", default=None, help="data configs (default: procedural, and cave if present)")
+    ap.add_argument(
+        "--data", nargs="*", default=None, help="data configs (default: procedural, and cave if present)"
+    )
     ap.add_argument("--override", nargs="*", default=[], help="extra Hydra overrides")
     ap.add_argument("--out", type=Path, default=ROOT / "experiments" / "results" / "bench_data.json")
     args = ap.parse_args(argv)

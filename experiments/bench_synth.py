@@ -75,8 +75,11 @@ class Timer:
 
 
 def summary(values: list[float]) -> dict[str, float]:
-    return {"median": round(statistics.median(values), 1), "min": round(min(values), 1),
-            "max": round(max(values), 1)}
+    return {
+        "median": round(statistics.median(values), 1),
+        "min": round(min(values), 1),
+        "max": round(max(values), 1),
+    }
 
 
 def bench_procedural(size: int, bands: int, num: int, warmup: int) -> dict:
@@ -92,8 +95,14 @@ def bench_procedural(size: int, bands: int, num: int, warmup: int) -> dict:
         with Timer() as t_pair:
             pair = make_pair(hsi, wl, g, depth=depth)
         if i >= warmup:
-            rows.append((t_scene, t_pair, float(pair["valid"].float().mean()),
-                         float(torch.hypot(*pair["flow"]).mean())))
+            rows.append(
+                (
+                    t_scene,
+                    t_pair,
+                    float(pair["valid"].float().mean()),
+                    float(torch.hypot(*pair["flow"]).mean()),
+                )
+            )
     out = {"size": size, "bands": bands, "pairs": num, "warmup": warmup}
     for kind in ("wall", "cpu"):
         out[f"scene_ms_{kind}"] = summary([getattr(r[0], kind) for r in rows])
@@ -131,7 +140,9 @@ def bench_cave(scene: Path, num: int, warmup: int) -> dict:
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--label", default="current", help="key under 'runs' in the results file (before, after, ...)")
+    p.add_argument(
+        "--label", default="current", help="key under 'runs' in the results file (before, after, ...)"
+    )
     p.add_argument("--num", type=int, default=10, help="timed procedural pairs (default 10)")
     p.add_argument("--warmup", type=int, default=2, help="untimed pairs first (default 2)")
     p.add_argument("--size", type=int, default=256)
@@ -176,12 +187,16 @@ def main(argv: list[str] | None = None) -> int:
     os.replace(tmp, out)
 
     pr = procedural
-    print(f"[{args.label}] procedural {pr['size']}x{pr['size']}x{pr['bands']}, median of {pr['pairs']}: "
-          f"scene {pr['scene_ms_wall']['median']} ms, make_pair {pr['make_pair_ms_wall']['median']} ms, "
-          f"total {pr['total_ms_wall']['median']} ms wall ({pr['total_ms_cpu']['median']} ms CPU)")
+    print(
+        f"[{args.label}] procedural {pr['size']}x{pr['size']}x{pr['bands']}, median of {pr['pairs']}: "
+        f"scene {pr['scene_ms_wall']['median']} ms, make_pair {pr['make_pair_ms_wall']['median']} ms, "
+        f"total {pr['total_ms_wall']['median']} ms wall ({pr['total_ms_cpu']['median']} ms CPU)"
+    )
     if cave is not None:
-        print(f"[{args.label}] CAVE {cave['scene']} {cave['shape_hwc']}: make_pair "
-              f"{cave['make_pair_ms_wall']['median']} ms wall ({cave['make_pair_ms_cpu']['median']} ms CPU)")
+        print(
+            f"[{args.label}] CAVE {cave['scene']} {cave['shape_hwc']}: make_pair "
+            f"{cave['make_pair_ms_wall']['median']} ms wall ({cave['make_pair_ms_cpu']['median']} ms CPU)"
+        )
     print(f"load average before {load_before}, after {run['loadavg_after']}; written to {out}")
     return 0
 

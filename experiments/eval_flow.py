@@ -43,7 +43,11 @@ def flow_errors(flow: Tensor, flow_gt: Tensor, valid: Tensor) -> dict[str, Tenso
     """Per valid pixel of one pair: ``epe``, ``<t>px`` (0/1), ``zero_epe`` (``|flow_gt|``); ``(2, H, W)`` flows."""
     mask = flow_valid_mask(flow_gt[None], valid[None])[0]
     epe = endpoint_error(flow[None], flow_gt[None])[0][mask]
-    return {"epe": epe, **{f"{t}px": (epe < t).float() for t in THRESHOLDS}, "zero_epe": flow_gt.norm(dim=0)[mask]}
+    return {
+        "epe": epe,
+        **{f"{t}px": (epe < t).float() for t in THRESHOLDS},
+        "zero_epe": flow_gt.norm(dim=0)[mask],
+    }
 
 
 def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:

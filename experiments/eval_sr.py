@@ -85,7 +85,9 @@ def evaluate(models: dict[str, str], scale: int, device: torch.device, tile: int
             row[name] = scores(_run(net, batch, tile, device), hr, scale)
             row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)
         rows.append(row)
-        print(f"{row['name']}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if k != "name"))
+        print(
+            f"{row['name']}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if k != "name")
+        )
     methods = [k for k in rows[0] if k != "name"]
     means = {k: {m: sum(r[k][m] for r in rows) / len(rows) for m in SR_METRICS} for k in methods}
     return {"means": means, "scenes": rows}
@@ -95,16 +97,24 @@ def evaluate(models: dict[str, str], scale: int, device: torch.device, tile: int
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--model", action="append", default=[], help="NAME=PATH (.ckpt, .safetensors or 'shipped')")
+    p.add_argument(
+        "--model", action="append", default=[], help="NAME=PATH (.ckpt, .safetensors or 'shipped')"
+    )
     p.add_argument("--tile", type=int, default=None, help="HR tile size (default: whole scenes)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     result = evaluate(parse_models(args.model), args.scale, device, args.tile)
-    record = {**provenance(device), "scale": args.scale, "models": dict(parse_models(args.model)),
-              "data": "conf/data/cave.yaml test split", "conventions": "PSNR data range 1, mean over bands; "
-              "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes", **result}
+    record = {
+        **provenance(device),
+        "scale": args.scale,
+        "models": dict(parse_models(args.model)),
+        "data": "conf/data/cave.yaml test split",
+        "conventions": "PSNR data range 1, mean over bands; "
+        "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",
+        **result,
+    }
     out = write_result(args.out or RESULTS / f"sr_eval_x{args.scale}.json", record)
     rows = [([name], means) for name, means in result["means"].items()]
     print_table(f"x{args.scale}, CAVE test scenes (means)", COLUMNS, rows, labels=("method",))

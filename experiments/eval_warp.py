@@ -54,7 +54,9 @@ def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -
 
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> dict[str, Any]:
-    return run_pair_eval(__doc__, "warp_eval.json", measure, COLUMNS, "PSNR to rgb_hr", argv, needs_warpnet=True)
+    return run_pair_eval(
+        __doc__, "warp_eval.json", measure, COLUMNS, "PSNR to rgb_hr", argv, needs_warpnet=True
+    )
 
 
 if __name__ == "__main__":

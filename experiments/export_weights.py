@@ -4,9 +4,12 @@
         --scale 4 --out src/sschsr/weights/sschsr_x4.safetensors
 
 The checkpoint is an ``SRModule`` ``.ckpt`` of ``sschsr-train experiment=full`` (flow network, WarpNet and
-SR branch). The whole network goes into one ``.safetensors`` file, floating-point tensors in float16, with
-its architecture spec, scale, band count and camera in the file's metadata (``sschsr_model``): the file
-alone rebuilds it, without Hydra (:func:`sschsr.inference.load_model`, which upcasts to float32).
+SR branch). The network goes into ``--out``, floating-point tensors in float16, with its architecture spec,
+scale, band count and camera in the file's metadata (``sschsr_model``): the file rebuilds it without Hydra
+(:func:`sschsr.inference.load_model`, which upcasts to float32). The children named by ``--parts``
+(default: ``flow_net warpnet``) go into files of their own beside it, named by their content
+(``flow_net-<sha256[:12]>.safetensors``): the x4 and x8 models share one file for the flow network they
+share, every file stays small, and part files no shipped model names any more are removed.
 
 Before writing, the float16 network is checked against the float32 one on a seeded scene-like input (mean
 absolute difference of ``sr`` at most 1e-3; mean and largest difference reported). Files written into the package's weights folder must be named
@@ -34,14 +37,19 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 SHIPPED_BANDS = 31  # the shipped models are trained on natural 31-band scenes (CONTRACTS.md)
 SHIPPED_BUDGET_MB = 25.0  # all shipped weights together
+SHIPPED_FILE_MB = 5.0  # each file in the package's weights folder
 CHECK_SIZE = 64  # HR pixels of the float16 check's random input
 CHECK_TOLERANCE = 1e-3  # largest mean |sr_fp16 - sr_fp32| accepted (data in [0, 1])
 
 
 def commit() -> str | None:
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True).stdout.strip()
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return out.stdout.strip() + ("-dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
@@ -91,10 +99,35 @@ def fp16_check(net32: torch.nn.Module, path: Path, scale: int) -> dict[str, floa
     return {"max_abs_diff": float(d.max()), "mean_abs_diff": float(d.mean())}
 
 
-def shipped_total_mb(weights_dir: Path, replacing: Path, new_size: int) -> float:
-    sizes = {p.resolve(): p.stat().st_size for p in weights_dir.glob("*.safetensors")}
-    sizes[replacing.resolve()] = new_size
-    return sum(sizes.values()) / 1e6
+def referenced_parts(model_file: Path) -> set[str]:
+    """The part files a model file names (see ``sschsr.inference.save_model``'s ``parts``)."""
+    from safetensors import safe_open
+
+    from sschsr.inference import MODEL_KEY
+
+    with safe_open(str(model_file), framework="pt") as f:
+        info = json.loads((f.metadata() or {}).get(MODEL_KEY, "{}"))
+    return {entry["file"] for entry in (info.get("parts") or {}).values()}
+
+
+def shipped_files(weights_dir: Path, replacing: Path, new: Path) -> dict[str, int]:
+    """Name -> size of the files the weights folder will hold once ``new`` replaces ``replacing``: the
+    model files and the parts they name."""
+    models = {p.name: p for p in weights_dir.glob("sschsr_x*.safetensors")}
+    models[replacing.name] = new
+    names = {name: path for name, path in models.items()}
+    for path in models.values():
+        names.update({part: weights_dir / part for part in referenced_parts(path)})
+    return {name: path.stat().st_size for name, path in names.items()}
+
+
+def remove_orphans(weights_dir: Path) -> list[str]:
+    """Delete part files that no model file in ``weights_dir`` names; returns their names."""
+    used = set().union(*(referenced_parts(p) for p in weights_dir.glob("sschsr_x*.safetensors")))
+    orphans = [p for p in weights_dir.glob("*-*.safetensors") if p.name not in used]
+    for p in orphans:
+        p.unlink()
+    return sorted(p.name for p in orphans)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,7 +139,12 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--scale", required=True, type=int, help="the scale it was trained for (4, 8 or 16)")
     p.add_argument("--out", required=True, type=Path, help="e.g. src/sschsr/weights/sschsr_x4.safetensors")
     p.add_argument("--dtype", choices=["float16", "float32"], default="float16")
-    p.add_argument("--record", type=Path, help="record JSON (default: experiments/results/weights_x{scale}.json)")
+    p.add_argument(
+        "--parts", nargs="*", default=["flow_net", "warpnet"], help="children stored in files of their own"
+    )
+    p.add_argument(
+        "--record", type=Path, help="record JSON (default: experiments/results/weights_x{scale}.json)"
+    )
     args = p.parse_args(argv)
 
     out = args.out.resolve()
@@ -115,16 +153,33 @@ def main(argv: list[str] | None = None) -> int:
         if out.suffix != ".safetensors":
             raise InputError(f"--out {args.out}: expected a .safetensors file")
         if shipped and out.name != f"sschsr_x{args.scale}.safetensors":
-            raise InputError(f"--out {args.out}: shipped weights for x{args.scale} must be named sschsr_x{args.scale}.safetensors")
+            raise InputError(
+                f"--out {args.out}: shipped weights for x{args.scale} must be named sschsr_x{args.scale}.safetensors"
+            )
         net32, info = read_training_checkpoint(args.ckpt)
         if shipped and info.get("n_bands") != SHIPPED_BANDS:
-            raise InputError(f"{args.ckpt}: a {info.get('n_bands')}-band model; the shipped weights take {SHIPPED_BANDS} bands")
+            raise InputError(
+                f"{args.ckpt}: a {info.get('n_bands')}-band model; the shipped weights take {SHIPPED_BANDS} bands"
+            )
         tmp = out.with_name(f".{out.name}.export.safetensors")
         try:
-            export_weights(args.ckpt, tmp, scale=args.scale, dtype=getattr(torch, args.dtype))
-            size = tmp.stat().st_size
-            if shipped and (total := shipped_total_mb(out.parent, out, size)) > SHIPPED_BUDGET_MB:
-                raise InputError(f"shipped weights would take {total:.1f} MB, over the {SHIPPED_BUDGET_MB:g} MB budget")
+            parts = [p for p in args.parts if getattr(net32, p, None) is not None]
+            export_weights(args.ckpt, tmp, scale=args.scale, dtype=getattr(torch, args.dtype), parts=parts)
+            files = {
+                tmp.name: tmp.stat().st_size,
+                **{f: (out.parent / f).stat().st_size for f in referenced_parts(tmp)},
+            }
+            size = sum(files.values())
+            if shipped:
+                sizes = shipped_files(out.parent, out, tmp)
+                if (total := sum(sizes.values()) / 1e6) > SHIPPED_BUDGET_MB:
+                    raise InputError(
+                        f"shipped weights would take {total:.1f} MB, over the {SHIPPED_BUDGET_MB:g} MB budget"
+                    )
+                if big := [f"{n} ({b / 1e6:.2f} MB)" for n, b in files.items() if b > SHIPPED_FILE_MB * 1e6]:
+                    raise InputError(
+                        f"over {SHIPPED_FILE_MB:g} MB a file: {', '.join(big)}; pass more --parts"
+                    )
             check = fp16_check(net32, tmp, args.scale)
             if not check["mean_abs_diff"] <= CHECK_TOLERANCE:
                 raise InputError(
@@ -134,6 +189,8 @@ def main(argv: list[str] | None = None) -> int:
             os.replace(tmp, out)
         finally:
             tmp.unlink(missing_ok=True)
+            if shipped:
+                removed = remove_orphans(out.parent)
     except InputError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -144,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         "size_bytes": size,
         "size_mb": round(size / 1e6, 3),
         "sha256": sha256(out),
+        "files": {(out.name if n == tmp.name else n): b for n, b in files.items()},
         "dtype": args.dtype,
         "scale": args.scale,
         "n_bands": info.get("n_bands"),
@@ -153,8 +211,13 @@ def main(argv: list[str] | None = None) -> int:
         "source_ckpt": str(args.ckpt),
         "source_sha256": sha256(args.ckpt),
         "training": training_state(args.ckpt),
-        "check": {"input": f"check_input({info.get('n_bands')}): smooth seeded {CHECK_SIZE}x{CHECK_SIZE} scene", **check},
-        "command": shlex.join([Path(sys.executable).name, *sys.argv]) if argv is None else shlex.join(["export_weights.py", *argv]),
+        "check": {
+            "input": f"check_input({info.get('n_bands')}): smooth seeded {CHECK_SIZE}x{CHECK_SIZE} scene",
+            **check,
+        },
+        "command": shlex.join([Path(sys.executable).name, *sys.argv])
+        if argv is None
+        else shlex.join(["export_weights.py", *argv]),
         "commit": commit(),
         "device": f"cpu ({platform.processor() or platform.machine()})",
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
@@ -165,8 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(record, indent=2) + "\n")
     os.replace(tmp, path)
     print(
-        f"wrote {out} ({size / 1e6:.2f} MB, {args.dtype}; sr vs the checkpoint: mean |diff| "
-        f"{check['mean_abs_diff']:.1e}, max {check['max_abs_diff']:.1e}) and {path}"
+        f"wrote {out} and its parts ({size / 1e6:.2f} MB in {len(files)} files, {args.dtype}; sr vs the "
+        f"checkpoint: mean |diff| {check['mean_abs_diff']:.1e}, max {check['max_abs_diff']:.1e}) and {path}"
+        + (f"; removed the unused {', '.join(removed)}" if shipped and removed else "")
     )
     return 0
 

@@ -58,8 +58,12 @@ def describe(run: Path) -> dict[str, Any]:
         "model": OmegaConf.select(cfg, "model._target_"),
         "data": {
             "source": OmegaConf.select(cfg, "data.source._target_"),
-            "val": OmegaConf.to_container(cfg.data.lists.val) if OmegaConf.select(cfg, "data.lists.val") else None,
-            "test": OmegaConf.to_container(cfg.data.lists.test) if OmegaConf.select(cfg, "data.lists.test") else None,
+            "val": OmegaConf.to_container(cfg.data.lists.val)
+            if OmegaConf.select(cfg, "data.lists.val")
+            else None,
+            "test": OmegaConf.to_container(cfg.data.lists.test)
+            if OmegaConf.select(cfg, "data.lists.test")
+            else None,
             "crop_size": OmegaConf.select(cfg, "data.crop_size"),
             "batch_size": OmegaConf.select(cfg, "data.batch_size"),
             "eval_crop_size": OmegaConf.select(cfg, "data.eval_crop_size"),

@@ -5,8 +5,9 @@
 # scenes held out). Each run writes its Hydra folder under $RUNS; export_weights.py then writes the fp16
 # safetensors and their records.
 #
-#   bash experiments/train_shipped.sh [stage1|stage2|full8|full4|all]
+#   bash experiments/train_shipped.sh [stage1|stage2|full8|full4|all] [HYDRA_OVERRIDE ...]
 #
+# Overrides after the stage go to every run of it (e.g. model.net.head=modulated).
 # Step counts come from the environment (defaults: what fits a 2-core CPU in about two hours):
 #   STAGE1_STEPS=3000 STAGE2_STEPS=600 FULL_STEPS=2000 THREADS=1 bash experiments/train_shipped.sh all
 # What the shipped weights were trained with is recorded in experiments/results/training_shipped.json.
@@ -30,7 +31,7 @@ stage1() {
   "${TRAIN[@]}" experiment=stage1 scale=8 "${COMMON[@]}" \
     data.crop_size=96 data.batch_size=4 model.iters=8 model.val_iters=12 \
     trainer.max_steps="$STAGE1_STEPS" trainer.val_check_interval=500 \
-    hydra.run.dir="$RUNS/stage1_x8"
+    hydra.run.dir="$RUNS/stage1_x8" "${OVERRIDES[@]}"
 }
 
 stage2() {
@@ -38,7 +39,7 @@ stage2() {
     data.crop_size=128 data.batch_size=4 model.flow_iters=12 \
     model.flow_ckpt="$FLOW_CKPT" \
     trainer.max_steps="$STAGE2_STEPS" trainer.val_check_interval=200 \
-    hydra.run.dir="$RUNS/stage2_x8"
+    hydra.run.dir="$RUNS/stage2_x8" "${OVERRIDES[@]}"
 }
 
 full() {  # $1: scale
@@ -46,10 +47,12 @@ full() {  # $1: scale
     data.crop_size=96 data.batch_size=4 model.net.flow_iters=12 \
     model.flow_ckpt="$FLOW_CKPT" ${WARP_CKPT:+model.warp_ckpt="$WARP_CKPT"} \
     trainer.max_steps="$FULL_STEPS" trainer.val_check_interval=250 \
-    hydra.run.dir="$RUNS/full_x$1"
+    hydra.run.dir="$RUNS/full_x$1" "${OVERRIDES[@]}"
 }
 
-case "${1:-all}" in
+STAGE=${1:-all}
+OVERRIDES=("${@:2}")
+case "$STAGE" in
   stage1) stage1 ;;
   stage2) stage2 ;;
   full8) full 8 ;;

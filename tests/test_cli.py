@@ -25,7 +25,10 @@ def test_installed_with_help(script, tmp_path):
 
 
 def test_predict_missing_input_is_one_error_line(tmp_path):
-    res = run([str(BIN / "sschsr-predict"), "--lr", "a.npy", "--ref", "b.png", "--scale", "4", "--out", "o.npy"], tmp_path)
+    res = run(
+        [str(BIN / "sschsr-predict"), "--lr", "a.npy", "--ref", "b.png", "--scale", "4", "--out", "o.npy"],
+        tmp_path,
+    )
     assert res.returncode == 2
     assert res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "o.npy").exists()

@@ -70,8 +70,20 @@ def synth_run(request, tmp_path_factory) -> dict:
         source = str(cave)
     work = tmp_path_factory.mktemp(request.param)
     out = work / "pairs"
-    argv = ["--source", source, "--out", str(out), "--num", str(num), "--size", str(size), "--scale", str(scale),
-            "--seed", str(seed)]
+    argv = [
+        "--source",
+        source,
+        "--out",
+        str(out),
+        "--num",
+        str(num),
+        "--size",
+        str(size),
+        "--scale",
+        str(scale),
+        "--seed",
+        str(seed),
+    ]
     if via_script:
         res = run_script(argv, work)
         rc, stdout, stderr = res.returncode, res.stdout, res.stderr
@@ -79,7 +91,15 @@ def synth_run(request, tmp_path_factory) -> dict:
         rc, stdout, stderr = run_main(argv)
     assert rc == 0, stderr
     assert stderr == ""
-    return {"out": out, "work": work, "size": size, "scale": scale, "num": num, "seed": seed, "stdout": stdout}
+    return {
+        "out": out,
+        "work": work,
+        "size": size,
+        "scale": scale,
+        "num": num,
+        "seed": seed,
+        "stdout": stdout,
+    }
 
 
 def samples(run: dict) -> list[Path]:
@@ -151,8 +171,9 @@ def warp_bilinear(img: np.ndarray, flow: np.ndarray) -> np.ndarray:
     h, w = flow.shape[1:]
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float64)
     coords = np.stack([yy + flow[1], xx + flow[0]])
-    return np.stack([map_coordinates(img[..., c], coords, order=1, mode="nearest") for c in range(img.shape[-1])],
-                    axis=-1)
+    return np.stack(
+        [map_coordinates(img[..., c], coords, order=1, mode="nearest") for c in range(img.shape[-1])], axis=-1
+    )
 
 
 def test_acceptance_warped_reference_matches_source(synth_run):
@@ -178,8 +199,20 @@ def test_a_sample_does_not_depend_on_num(synth_run, tmp_path):
     if synth_run["size"] != 64:
         pytest.skip("checked on the procedural runs")
     out = tmp_path / "one"
-    rc, _, err = run_main(["--out", str(out), "--num", "1", "--size", "64", "--scale", str(synth_run["scale"]),
-                           "--seed", str(synth_run["seed"])])
+    rc, _, err = run_main(
+        [
+            "--out",
+            str(out),
+            "--num",
+            "1",
+            "--size",
+            "64",
+            "--scale",
+            str(synth_run["scale"]),
+            "--seed",
+            str(synth_run["seed"]),
+        ]
+    )
     assert rc == 0, err
     first = samples(synth_run)[0]
     for name in SAMPLE_FILES - {"ref.png"}:
@@ -301,15 +334,18 @@ def test_cave_crop_larger_than_the_scenes(shared_data, tmp_path):
     cave = shared_data / "cave"
     if not cave.is_dir():
         pytest.skip(f"no CAVE scenes at {cave}")
-    rc, _, err = run_main(["--source", str(cave), "--out", str(tmp_path / "pairs"), "--num", "1", "--size", "1024"])
+    rc, _, err = run_main(
+        ["--source", str(cave), "--out", str(tmp_path / "pairs"), "--num", "1", "--size", "1024"]
+    )
     assert_one_error_line(rc, err, "1024")
     assert list(tmp_path.iterdir()) == []
 
 
 def test_empty_source_folder(tmp_path):
     (tmp_path / "empty").mkdir()
-    rc, _, err = run_main(["--source", str(tmp_path / "empty"), "--out", str(tmp_path / "pairs"), "--num", "1",
-                           "--size", "64"])
+    rc, _, err = run_main(
+        ["--source", str(tmp_path / "empty"), "--out", str(tmp_path / "pairs"), "--num", "1", "--size", "64"]
+    )
     assert_one_error_line(rc, err, "no cubes")
     assert [p.name for p in tmp_path.iterdir()] == ["empty"]
 

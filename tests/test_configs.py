@@ -55,7 +55,11 @@ def test_experiment_composes(experiment, tmp_path):
 @pytest.mark.parametrize("trainer", group_names("trainer"))
 def test_trainer_instantiates(trainer, tmp_path):
     # GPU configs are checked on CPU: same keys, only the accelerator swapped
-    cpu = ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=1"] if trainer in ("gpu", "ddp") else []
+    cpu = (
+        ["trainer.accelerator=cpu", "trainer.precision=32-true", "trainer.devices=1"]
+        if trainer in ("gpu", "ddp")
+        else []
+    )
     cfg = compose_cfg(tmp_path, [f"trainer={trainer}", *cpu])
     tr = hydra.utils.instantiate(cfg.trainer)
     assert isinstance(tr, L.Trainer)

@@ -85,7 +85,11 @@ class TestSplitNames:
         assert a == split_names(list(reversed(NAMES)), val=2, test=3, seed=5)
         assert [len(a[s]) for s in ("train", "val", "test")] == [5, 2, 3]
         assert sorted(a["train"] + a["val"] + a["test"]) == NAMES
-        assert not (set(a["train"]) & set(a["val"]) or set(a["val"]) & set(a["test"]) or set(a["train"]) & set(a["test"]))
+        assert not (
+            set(a["train"]) & set(a["val"])
+            or set(a["val"]) & set(a["test"])
+            or set(a["train"]) & set(a["test"])
+        )
         assert split_names(NAMES, val=2, test=3, seed=6) != a
 
     def test_test_set_does_not_depend_on_val(self):
@@ -126,7 +130,12 @@ def test_stable_seed():
 
 
 def test_fast_paths_match_reference(generator):
-    for (h, w, s, k, sigma) in [(32, 40, 4, 8, 3.0), (16, 16, 8, 8, 3.0), (4, 4, 4, 8, 3.0), (30, 21, 3, 5, 1.5)]:
+    for h, w, s, k, sigma in [
+        (32, 40, 4, 8, 3.0),
+        (16, 16, 8, 8, 3.0),
+        (4, 4, 4, 8, 3.0),
+        (30, 21, 3, 5, 1.5),
+    ]:
         hr = torch.rand(3, h, w, generator=generator)
         want = degrade(hr[None], s, k, sigma, 0.01, torch.Generator().manual_seed(0))[0]
         got = fast_degrade(hr, s, k, sigma, 0.01, torch.Generator().manual_seed(0))
@@ -161,7 +170,9 @@ def refsr_root(tmp_path_factory) -> Path:
     rng = np.random.default_rng(0)
     for i in range(4):
         savemat(root / "img1_hsi" / "HR" / f"{i}.mat", {"gt": rng.random((40, 48, 6)) * 3.0})
-        Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(root / "img2_cmatch" / "HR" / f"{i}.png")
+        Image.fromarray((rng.random((80, 96, 3)) * 255).astype(np.uint8)).save(
+            root / "img2_cmatch" / "HR" / f"{i}.png"
+        )
     (root / "train.txt").write_text("0\n1\n2\n")
     (root / "test.txt").write_text("3\n")
     return root
@@ -194,8 +205,16 @@ def write_raster(path: Path, data: np.ndarray, nodata=None, transform=None, dtyp
 
     c, h, w = data.shape
     with rasterio.open(
-        path, "w", driver="GTiff", height=h, width=w, count=c, dtype=dtype, nodata=nodata,
-        crs="EPSG:32615", transform=transform or from_origin(500000.0, 3300000.0, 2.0, 2.0),
+        path,
+        "w",
+        driver="GTiff",
+        height=h,
+        width=w,
+        count=c,
+        dtype=dtype,
+        nodata=nodata,
+        crs="EPSG:32615",
+        transform=transform or from_origin(500000.0, 3300000.0, 2.0, 2.0),
     ) as dst:
         dst.write(data.astype(dtype))
 
@@ -234,14 +253,18 @@ def test_geotiff_real_reference(tmp_path):
     # an RGB photo of the same area at twice the resolution, 8 bit, a constant colour per HSI pixel
     small = rng.integers(0, 256, (3, 32, 32))
     rgb = np.repeat(np.repeat(small, 2, axis=1), 2, axis=2)
-    write_raster(tmp_path / "rgb.tif", rgb, transform=from_origin(500000.0, 3300000.0, 1.0, 1.0), dtype="uint8")
+    write_raster(
+        tmp_path / "rgb.tif", rgb, transform=from_origin(500000.0, 3300000.0, 1.0, 1.0), dtype="uint8"
+    )
     src = GeoTIFFTiles(tmp_path / "hsi.tif", tile=16, ref=tmp_path / "rgb.tif")
     assert src.has_real_ref
     scene = src.load("hsi_r16_c0")
     # resampled by georeferencing: each HSI pixel averages the 2 x 2 photo pixels it covers
     expected = torch.from_numpy(small[:, 16:32, 0:16] / 255.0).float()
     torch.testing.assert_close(scene.ref, expected, atol=1e-5, rtol=0)
-    check_item(PairDataset(src, src.names(), scale=4, crop_size=16, train=True)[1], 4, (16, 16), 4, has_flow=False)
+    check_item(
+        PairDataset(src, src.names(), scale=4, crop_size=16, train=True)[1], 4, (16, 16), 4, has_flow=False
+    )
 
 
 @pytest.fixture(scope="module")
@@ -273,7 +296,9 @@ def test_cave_band_mismatch(shared_data):
 
 @pytest.mark.parametrize("scale", [4, 8])
 def test_procedural_items(tiny_source, scale):
-    train = PairDataset(tiny_source, tiny_source.names()[:3], scale=scale, crop_size=32, train=True, pairs_per_scene=2)
+    train = PairDataset(
+        tiny_source, tiny_source.names()[:3], scale=scale, crop_size=32, train=True, pairs_per_scene=2
+    )
     assert len(train) == 6
     for i in range(2):
         check_item(train[i], 8, (32, 32), scale)
@@ -300,7 +325,9 @@ def test_eval_items_identical_across_instances(tiny_source):
 
 def test_train_items_differ_and_repeat_per_run(tiny_source):
     def run():
-        ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=1, seed=7)
+        ds = PairDataset(
+            tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=1, seed=7
+        )
         return [ds[i] for i in (0, 1, 0)]
 
     first, second = run(), run()
@@ -313,7 +340,9 @@ def test_train_items_differ_and_repeat_per_run(tiny_source):
 
 def test_flow_aligns_reference(tiny_source):
     """Warping ``ref`` by ``flow`` brings it onto the HSI: much closer to the HSI's rendering than ``ref``."""
-    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=48, train=True, pairs_per_scene=2, seed=0)
+    ds = PairDataset(
+        tiny_source, tiny_source.names(), scale=4, crop_size=48, train=True, pairs_per_scene=2, seed=0
+    )
     gains = []
     for i in range(len(ds)):
         item = ds[i]
@@ -323,7 +352,10 @@ def test_flow_aligns_reference(tiny_source):
         torch.testing.assert_close(item["rgb_hr"], target.clamp(0, 1))  # rgb_hr: the aligned target
         err_warp = (warped - target).abs()[:, v].mean()
         err_none = (item["ref"] - target).abs()[:, v].mean()
-        err_rgb = ((warped - item["rgb_hsi"]).abs()[:, v].mean(), (item["ref"] - item["rgb_hsi"]).abs()[:, v].mean())
+        err_rgb = (
+            (warped - item["rgb_hsi"]).abs()[:, v].mean(),
+            (item["ref"] - item["rgb_hsi"]).abs()[:, v].mean(),
+        )
         assert err_rgb[0] < err_rgb[1]
         gains.append(float(err_none / err_warp))
     assert min(gains) > 1.2 and np.median(gains) > 1.5, gains
@@ -348,14 +380,20 @@ def test_rgb_hr_is_the_rendered_hr_without_photometric_change(tiny_source, match
             assert not item["flow"].any() and item["valid"].all()
             torch.testing.assert_close(item["ref"], rendered, atol=1e-6, rtol=0)
             # matched to itself: unchanged (histogram exactly, moments up to its eps)
-            torch.testing.assert_close(item["rgb_hr"], rendered, atol=1e-4 if match == "moments" else 1e-6, rtol=0)
+            torch.testing.assert_close(
+                item["rgb_hr"], rendered, atol=1e-4 if match == "moments" else 1e-6, rtol=0
+            )
             # rgb_hsi is the same rendering of the blurrier lr_up
-            torch.testing.assert_close(item["rgb_hsi"], render_rgb(item["lr_up"], item["srf"], item["ref"], match))
+            torch.testing.assert_close(
+                item["rgb_hsi"], render_rgb(item["lr_up"], item["srf"], item["ref"], match)
+            )
             assert (item["rgb_hsi"] - item["rgb_hr"]).abs().mean() > 1e-3
 
 
 def test_rgb_hr_same_response_and_match_as_rgb_hsi(tiny_source):
-    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=2, seed=3)
+    ds = PairDataset(
+        tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=2, seed=3
+    )
     item = ds[1]
     # the photo's colours: the same sorted values per channel as ref, for both renderings
     for k in ("rgb_hsi", "rgb_hr"):
@@ -377,7 +415,9 @@ def test_rgb_hr_follows_augmentation(tiny_source, hflip, k):
     turned = ds.finish(flip_rot(sample, hflip=hflip, k=k), name, g)
     # (not lr, lr_up, rgb_hsi: decimation keeps every s-th pixel from the first, which a turn moves)
     for key in ("hr", "ref", "rgb_hr", "flow", "valid"):
-        torch.testing.assert_close(turned[key], flip_rot({key: plain[key]}, hflip=hflip, k=k)[key], atol=1e-6, rtol=0, msg=key)
+        torch.testing.assert_close(
+            turned[key], flip_rot({key: plain[key]}, hflip=hflip, k=k)[key], atol=1e-6, rtol=0, msg=key
+        )
     assert tuple(turned["rgb_hr"].shape) == ((3, 32, 48) if k % 2 else (3, 48, 32))
 
 
@@ -393,7 +433,9 @@ def test_render_target_fallback_matches_the_data(tiny_source):
     made = render_target({k: v for k, v in batch.items() if k != "rgb_hr"})
     torch.testing.assert_close(made, batch["rgb_hr"], atol=1e-6, rtol=0)
     # the torch path (GPU tensors, gradients) gives the same target
-    torch.testing.assert_close(render_rgb(batch["hr"].requires_grad_(), batch["srf"], batch["ref"]).detach(), made)
+    torch.testing.assert_close(
+        render_rgb(batch["hr"].requires_grad_(), batch["srf"], batch["ref"]).detach(), made
+    )
 
 
 def test_worker_shards(tiny_source, monkeypatch):
@@ -402,8 +444,16 @@ def test_worker_shards(tiny_source, monkeypatch):
 
     import sschsr.data.datasets as datasets
 
-    ds = PairDataset(tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=2,
-                     samples_per_epoch=40, cache_pairs=1)
+    ds = PairDataset(
+        tiny_source,
+        tiny_source.names(),
+        scale=4,
+        crop_size=32,
+        train=True,
+        pairs_per_scene=2,
+        samples_per_epoch=40,
+        cache_pairs=1,
+    )
     served = {}
     for wid in (0, 1):
         info = SimpleNamespace(id=wid, num_workers=2, seed=100 + wid)
@@ -432,25 +482,41 @@ def test_bad_settings(tiny_source):
 @pytest.fixture(scope="module")
 def mixed() -> MixedScenes:
     return MixedScenes(
-        {"nat": ProceduralScenes(num=5, size=48, n_bands=8, seed=0), "gen": ProceduralScenes(num=3, size=48, n_bands=8, seed=50)},
+        {
+            "nat": ProceduralScenes(num=5, size=48, n_bands=8, seed=0),
+            "gen": ProceduralScenes(num=3, size=48, n_bands=8, seed=50),
+        },
         train_only=["gen"],
         repeat={"nat": 2},
     )
 
 
 def test_mixed_source(mixed):
-    assert mixed.names() == [f"gen/procedural_000{i}" for i in range(3)] + [f"nat/procedural_000{i}" for i in range(5)]
+    assert mixed.names() == [f"gen/procedural_000{i}" for i in range(3)] + [
+        f"nat/procedural_000{i}" for i in range(5)
+    ]
     assert mixed.train_only_names() == [f"gen/procedural_000{i}" for i in range(3)]
-    assert torch.equal(mixed.load("gen/procedural_0001").hsi, ProceduralScenes(num=3, size=48, n_bands=8, seed=50).load("procedural_0001").hsi)
+    assert torch.equal(
+        mixed.load("gen/procedural_0001").hsi,
+        ProceduralScenes(num=3, size=48, n_bands=8, seed=50).load("procedural_0001").hsi,
+    )
     assert mixed.seed_name("nat/procedural_0002") == "procedural_0002" and not mixed.has_real_ref
     with pytest.raises(InputError, match="no scene"):
         mixed.load("procedural_0001")
     with pytest.raises(InputError, match="no scene"):
         mixed.load("nat/procedural_0009")
     # repeats stay adjacent (one worker loads the scene), sources interleave (every worker block mixes them)
-    order = mixed.train_list(["gen/procedural_0000", "gen/procedural_0001", "nat/procedural_0000", "nat/procedural_0003"])
-    assert order == ["gen/procedural_0000", "nat/procedural_0000", "nat/procedural_0000",
-                     "gen/procedural_0001", "nat/procedural_0003", "nat/procedural_0003"]
+    order = mixed.train_list(
+        ["gen/procedural_0000", "gen/procedural_0001", "nat/procedural_0000", "nat/procedural_0003"]
+    )
+    assert order == [
+        "gen/procedural_0000",
+        "nat/procedural_0000",
+        "nat/procedural_0000",
+        "gen/procedural_0001",
+        "nat/procedural_0003",
+        "nat/procedural_0003",
+    ]
     for kwargs, match in (
         (dict(train_only=["x"]), "unknown sources"),
         (dict(train_only=["a"]), "nothing is left"),
@@ -464,13 +530,29 @@ def test_mixed_source(mixed):
 
 def test_mixed_splits_and_batches(mixed):
     lists = {"val": ["nat/procedural_0001"], "test": ["nat/procedural_0003", "nat/procedural_0004"]}
-    dm = HSIDataModule(mixed, scale=4, n_bands=8, crop_size=32, batch_size=4, num_workers=0, lists=lists,
-                       pairs_per_scene=2, samples_per_epoch=8)
+    dm = HSIDataModule(
+        mixed,
+        scale=4,
+        n_bands=8,
+        crop_size=32,
+        batch_size=4,
+        num_workers=0,
+        lists=lists,
+        pairs_per_scene=2,
+        samples_per_epoch=8,
+    )
     s = dm.split()
     assert s["val"] == lists["val"] and s["test"] == lists["test"]
-    assert s["train"] == ["gen/procedural_0000", "gen/procedural_0001", "gen/procedural_0002",
-                          "nat/procedural_0000", "nat/procedural_0002"]
-    assert not (set(s["train"]) & set(s["val"]) or set(s["train"]) & set(s["test"]) or set(s["val"]) & set(s["test"]))
+    assert s["train"] == [
+        "gen/procedural_0000",
+        "gen/procedural_0001",
+        "gen/procedural_0002",
+        "nat/procedural_0000",
+        "nat/procedural_0002",
+    ]
+    assert not (
+        set(s["train"]) & set(s["val"]) or set(s["train"]) & set(s["test"]) or set(s["val"]) & set(s["test"])
+    )
     dm.setup("fit")
     assert len(dm.dataset("train").names) == 3 + 2 * 2  # natural training scenes twice
     batches = list(dm.train_dataloader())
@@ -484,11 +566,15 @@ def test_mixed_splits_and_batches(mixed):
     assert v["name"] == ["nat/procedural_0001"] and v["hr"].shape == (1, 8, 48, 48)
     # drawn (not listed) validation and test scenes come from the natural source only
     for seed in range(5):
-        drawn = HSIDataModule(mixed, scale=4, crop_size=32, num_workers=0, val=1, test=2, split_seed=seed).split()
+        drawn = HSIDataModule(
+            mixed, scale=4, crop_size=32, num_workers=0, val=1, test=2, split_seed=seed
+        ).split()
         assert all(n.startswith("nat/") for n in drawn["val"] + drawn["test"])
         assert set(mixed.train_only_names()) <= set(drawn["train"])
     with pytest.raises(InputError, match="training-only"):
-        HSIDataModule(mixed, scale=4, crop_size=32, num_workers=0, lists={"test": ["gen/procedural_0000"]}).split()
+        HSIDataModule(
+            mixed, scale=4, crop_size=32, num_workers=0, lists={"test": ["gen/procedural_0000"]}
+        ).split()
 
 
 def test_mixed_eval_pairs_equal_the_sources_own(mixed):
@@ -509,8 +595,18 @@ def test_mixed_eval_pairs_equal_the_sources_own(mixed):
 def test_datamodule_batches(workers):
     src = ProceduralScenes(num=6, size=48, n_bands=8, seed=0)
     dm = HSIDataModule(
-        src, scale=4, n_bands=8, crop_size=32, eval_crop_size=48, batch_size=3, num_workers=workers,
-        val=1, test=1, pairs_per_scene=2, samples_per_epoch=6, seed=0,
+        src,
+        scale=4,
+        n_bands=8,
+        crop_size=32,
+        eval_crop_size=48,
+        batch_size=3,
+        num_workers=workers,
+        val=1,
+        test=1,
+        pairs_per_scene=2,
+        samples_per_epoch=6,
+        seed=0,
     )
     dm.setup("fit")
     assert {k: len(v) for k, v in dm.split().items()} == {"train": 4, "val": 1, "test": 1}
@@ -518,8 +614,14 @@ def test_datamodule_batches(workers):
     assert len(batches) == 2
     b = batches[0]
     assert set(b) == KEYS
-    assert b["lr"].shape == (3, 8, 8, 8) and b["hr"].shape == (3, 8, 32, 32) and b["ref"].shape == (3, 3, 32, 32)
-    assert b["flow"].shape == (3, 2, 32, 32) and b["valid"].shape == (3, 32, 32) and b["valid"].dtype == torch.bool
+    assert (
+        b["lr"].shape == (3, 8, 8, 8) and b["hr"].shape == (3, 8, 32, 32) and b["ref"].shape == (3, 3, 32, 32)
+    )
+    assert (
+        b["flow"].shape == (3, 2, 32, 32)
+        and b["valid"].shape == (3, 32, 32)
+        and b["valid"].dtype == torch.bool
+    )
     assert b["has_flow"].dtype == torch.bool and b["has_flow"].all() and len(b["name"]) == 3
     names = {n.split("#")[0] for batch in batches for n in batch["name"]}
     assert names <= set(dm.split()["train"])
@@ -560,7 +662,9 @@ def test_configs_compose(name, shared_data, refsr_root, tmp_path):
         "hsirefsr": [f"data.source.root={refsr_root}", "n_bands=6", "data.val=1"],
         "geotiff": [f"data.source.path={tmp_path / 'scene.tif'}", "data.source.tile=32"],
     }.get(name, [])
-    cfg = compose_data([f"data={name}", "scale=8", f"paths.shared_data={shared_data}", "data.num_workers=0", *extra])
+    cfg = compose_data(
+        [f"data={name}", "scale=8", f"paths.shared_data={shared_data}", "data.num_workers=0", *extra]
+    )
     assert cfg.data.scale == 8 and cfg.data.n_bands == cfg.n_bands
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, L.LightningDataModule) and isinstance(dm, HSIDataModule)
@@ -572,7 +676,9 @@ def test_configs_compose(name, shared_data, refsr_root, tmp_path):
         assert [len(splits[s]) for s in ("train", "val", "test")] == [64, 4, 4]
     if name == "cave_procedural":  # the CAVE lists; procedural scenes only train
         cave = compose_data(["data=cave", f"paths.shared_data={shared_data}"]).data.lists
-        assert splits["test"] == [f"cave/{n}" for n in cave.test] and splits["val"] == [f"cave/{n}" for n in cave.val]
+        assert splits["test"] == [f"cave/{n}" for n in cave.test] and splits["val"] == [
+            f"cave/{n}" for n in cave.val
+        ]
         n_proc = cfg.data.source.sources.procedural.num
         assert len(splits["train"]) == 12 - 5 + n_proc
         assert sum(n.startswith("procedural/") for n in splits["train"]) == n_proc

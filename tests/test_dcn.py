@@ -42,12 +42,16 @@ class TestDeformConv2d:
         ],
     )
     def test_zero_offset_is_conv(self, k, s, p, d, groups, offset_groups):
-        x, offset, weight, bias, mask = _inputs(2, 8, 11, 9, 6 if groups != 4 else 8, k, s, p, d, groups, offset_groups)
+        x, offset, weight, bias, mask = _inputs(
+            2, 8, 11, 9, 6 if groups != 4 else 8, k, s, p, d, groups, offset_groups
+        )
         expected = F.conv2d(x, weight, bias, stride=s, padding=p, dilation=d, groups=groups)
         zero = torch.zeros_like(offset)
         out = deform_conv2d(x, zero, weight, bias, stride=s, padding=p, dilation=d)
         torch.testing.assert_close(out, expected)
-        out = deform_conv2d(x, zero, weight, bias, stride=s, padding=p, dilation=d, mask=torch.ones_like(mask))
+        out = deform_conv2d(
+            x, zero, weight, bias, stride=s, padding=p, dilation=d, mask=torch.ones_like(mask)
+        )
         torch.testing.assert_close(out, expected)
 
     @pytest.mark.parametrize("dy, dx", [(1, -2), (-3, 0), (2, 2)])
@@ -117,7 +121,9 @@ class TestDeformConv2d:
     def test_float32(self):
         x, offset, weight, bias, mask = _inputs(1, 4, 6, 6, 4, 3, 1, 1, 1, 1, 1, dtype=torch.float32)
         out = deform_conv2d(x, offset, weight, bias, padding=1, mask=mask)
-        ref = deform_conv2d(x.double(), offset.double(), weight.double(), bias.double(), padding=1, mask=mask.double())
+        ref = deform_conv2d(
+            x.double(), offset.double(), weight.double(), bias.double(), padding=1, mask=mask.double()
+        )
         assert out.dtype == torch.float32
         torch.testing.assert_close(out.double(), ref, atol=1e-4, rtol=1e-4)
 

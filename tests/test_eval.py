@@ -81,7 +81,9 @@ def check_structure(result: dict, n_scenes: int = 1) -> None:
     assert len(result["scenes"]) == n_scenes
     for scene in result["scenes"]:
         assert isinstance(scene["name"], str) and scene["name"]
-        assert set(scene["model"]) == set(SR_METRICS) and set(scene["baselines"]["bicubic"]) == set(SR_METRICS)
+        assert set(scene["model"]) == set(SR_METRICS) and set(scene["baselines"]["bicubic"]) == set(
+            SR_METRICS
+        )
         for values in (scene["model"], scene["baselines"]["bicubic"]):
             assert all(math.isfinite(v) for v in values.values())
             assert 0 < values["ssim"] <= 1 and values["sam"] >= 0 and values["ergas"] >= 0
@@ -130,7 +132,10 @@ def test_shipped_weights(models, monkeypatch):
     check_structure(result)
     assert result["meta"]["weights"] == str(models["fp16"])
     monkeypatch.setattr(inference, "WEIGHTS_DIR", models["fp16"].parent / "none")
-    with pytest.raises(InputError, match=r"no shipped weights for x4: .*sschsr_x4\.safetensors does not exist; pass ckpt_path="):
+    with pytest.raises(
+        InputError,
+        match=r"no shipped weights for x4: .*sschsr_x4\.safetensors does not exist; pass ckpt_path=",
+    ):
         load_models(eval_cfg("ckpt_path=shipped"))
 
 
@@ -149,17 +154,34 @@ def test_model_that_does_not_fit(models, overrides, message):
 
 def _run(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "HYDRA_FULL_ERROR": "0", "PYTHONWARNINGS": "ignore", "COLUMNS": "120"}
-    return subprocess.run([str(BIN / "sschsr-eval"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+    return subprocess.run(
+        [str(BIN / "sschsr-eval"), *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300
+    )
 
 
 def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
     run_dir = tmp_path / "run"
-    res = _run([f"ckpt_path={models['fp16']}", f"hydra.run.dir={run_dir}", *SMOKE_DATA, "device=cpu"], tmp_path)
+    res = _run(
+        [f"ckpt_path={models['fp16']}", f"hydra.run.dir={run_dir}", *SMOKE_DATA, "device=cpu"], tmp_path
+    )
     assert res.returncode == 0, res.stderr
     result = json.loads((run_dir / "metrics.json").read_text())
     check_structure(result)
-    assert "sschsr-eval" in result["meta"]["command"] and f"ckpt_path={models['fp16']}" in result["meta"]["command"]
-    for word in ("per scene", "mean over 1 scenes", "PSNR", "SSIM", "SAM", "ERGAS", "SSCHSR", "bicubic", result["scenes"][0]["name"]):
+    assert (
+        "sschsr-eval" in result["meta"]["command"]
+        and f"ckpt_path={models['fp16']}" in result["meta"]["command"]
+    )
+    for word in (
+        "per scene",
+        "mean over 1 scenes",
+        "PSNR",
+        "SSIM",
+        "SAM",
+        "ERGAS",
+        "SSCHSR",
+        "bicubic",
+        result["scenes"][0]["name"],
+    ):
         assert word in res.stdout, word
     assert not list(run_dir.glob(".*.tmp"))
 

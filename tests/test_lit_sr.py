@@ -34,7 +34,9 @@ BANDS, SIZE = 8, 32
 
 def fake_sample(i: int) -> dict:
     g = torch.Generator().manual_seed(i)
-    hr = F.interpolate(torch.rand(1, BANDS, SIZE // 4, SIZE // 4, generator=g), size=(SIZE, SIZE), mode="bilinear")[0]
+    hr = F.interpolate(
+        torch.rand(1, BANDS, SIZE // 4, SIZE // 4, generator=g), size=(SIZE, SIZE), mode="bilinear"
+    )[0]
     lr_up = F.avg_pool2d(hr[None], 5, 1, 2, count_include_pad=False)[0]  # blurrier, as bicubic of the LR
     srf = torch.from_numpy(camera_srf(default_wavelengths(BANDS)))
     rgb = torch.einsum("rc,chw->rhw", srf, hr)
@@ -106,7 +108,9 @@ class TestLossAndSchedule:
         assert np.all(np.diff(lrs[:21]) > 0) and max(lrs) == pytest.approx(2e-4) and np.argmax(lrs) == 20
         assert np.all(np.diff(lrs[20:]) <= 1e-12)
         assert lrs[-1] == pytest.approx(2e-6, rel=1e-3)
-        assert lrs[110] == pytest.approx(2e-6 + (2e-4 - 2e-6) * 0.5 * (1 + math.cos(math.pi * 90 / 179)), rel=1e-3)
+        assert lrs[110] == pytest.approx(
+            2e-6 + (2e-4 - 2e-6) * 0.5 * (1 + math.cos(math.pi * 90 / 179)), rel=1e-3
+        )
 
 
 class TestSRModule:
@@ -115,7 +119,16 @@ class TestSRModule:
         trainer = quiet_trainer(tmp_path, max_steps=2, val_check_interval=2, check_val_every_n_epoch=None)
         trainer.fit(module, fake_loader(), fake_loader(2))
         metrics = trainer.callback_metrics
-        for name in ("train/loss", "train/loss_sr", "train/loss_warp", "val/loss", "val/psnr", "val/ssim", "val/sam", "val/ergas"):
+        for name in (
+            "train/loss",
+            "train/loss_sr",
+            "train/loss_warp",
+            "val/loss",
+            "val/psnr",
+            "val/ssim",
+            "val/sam",
+            "val/ergas",
+        ):
             assert name in metrics and torch.isfinite(metrics[name]), name
         assert 0 < metrics["val/ssim"] <= 1 and metrics["val/sam"] >= 0
 
@@ -153,12 +166,16 @@ class TestSRModule:
         module = make_module(SingleImageSR(BANDS), warp_weight=0.0)
         trainer = quiet_trainer(tmp_path, max_steps=1, limit_val_batches=0)
         trainer.fit(module, fake_loader())
-        assert "train/loss_sr" in trainer.callback_metrics and "train/loss_warp" not in trainer.callback_metrics
+        assert (
+            "train/loss_sr" in trainer.callback_metrics and "train/loss_warp" not in trainer.callback_metrics
+        )
 
     def test_metrics_in_full_precision_under_bf16(self, tmp_path):
         module = SRModule(Bicubic(BANDS), scale=4)
         (fp32,) = quiet_trainer(tmp_path).validate(module, fake_loader(), verbose=False)
-        (bf16,) = quiet_trainer(tmp_path, precision="bf16-mixed").validate(module, fake_loader(), verbose=False)
+        (bf16,) = quiet_trainer(tmp_path, precision="bf16-mixed").validate(
+            module, fake_loader(), verbose=False
+        )
         for name in ("val/psnr", "val/ssim", "val/sam", "val/ergas"):
             assert bf16[name] == pytest.approx(fp32[name], rel=1e-5), name
 
@@ -200,7 +217,9 @@ def test_figures_go_to_loggers_that_take_images(tmp_path):
     assert spectra.ndim == 3 and spectra.shape[2] == 3 and spectra.dtype == np.uint8 and spectra.std() > 0
     # log_images=False, or a logger without images: nothing, no error
     logger = ImageLogger()
-    quiet_trainer(tmp_path, logger=logger).validate(SRModule(Bicubic(BANDS), scale=4, log_images=False), fake_loader(2), verbose=False)
+    quiet_trainer(tmp_path, logger=logger).validate(
+        SRModule(Bicubic(BANDS), scale=4, log_images=False), fake_loader(2), verbose=False
+    )
     assert not logger.images
 
 
@@ -219,9 +238,14 @@ class TestEarlierStages:
         warp, flow2 = WarpNet(), RAFT("small", iters=2)
         for p in warp.parameters():
             torch.nn.init.normal_(p)
-        state = {**{f"warpnet.{k}": v for k, v in warp.state_dict().items()}, **{f"flow_net.{k}": v for k, v in flow2.state_dict().items()}}
+        state = {
+            **{f"warpnet.{k}": v for k, v in warp.state_dict().items()},
+            **{f"flow_net.{k}": v for k, v in flow2.state_dict().items()},
+        }
         ckpt = tmp_path / "stage2.ckpt"
-        torch.save({"state_dict": state, "warpnet_config": warp.config, "flow_net_config": flow2.config}, ckpt)
+        torch.save(
+            {"state_dict": state, "warpnet_config": warp.config, "flow_net_config": flow2.config}, ckpt
+        )
         net = tiny_sschsr()
         load_earlier_stages(net, warp_ckpt=str(ckpt))
         assert all(torch.equal(net.warpnet.state_dict()[k], v) for k, v in warp.state_dict().items())
@@ -261,10 +285,15 @@ def test_model_configs_instantiate(overrides, net_type):
     module = hydra.utils.instantiate(cfg.model)
     assert isinstance(module, SRModule) and isinstance(module.net, net_type)
     assert module.hparams.scale == 8 and module.net.n_bands == BANDS
-    assert cfg.callbacks.model_checkpoint.monitor == "val/psnr" and cfg.callbacks.model_checkpoint.mode == "max"
+    assert (
+        cfg.callbacks.model_checkpoint.monitor == "val/psnr" and cfg.callbacks.model_checkpoint.mode == "max"
+    )
     if net_type is SSCHSR:
         assert isinstance(module.net.flow_net, RAFT) and isinstance(module.net.warpnet, WarpNet)
-        assert module.net.flow_net.config == hydra.utils.instantiate(compose_model(["experiment=stage1"]).model.net).config
+        assert (
+            module.net.flow_net.config
+            == hydra.utils.instantiate(compose_model(["experiment=stage1"]).model.net).config
+        )
         assert module.scheduler_factory.func is warmup_cosine
         assert module.scheduler_factory.keywords["total_steps"] == cfg.trainer.max_steps
         assert module.optimizer_factory.keywords == {"lr": 2e-4, "weight_decay": 1e-4}

@@ -20,7 +20,7 @@ from sschsr.models.fusion import (
     transposed_attention,
 )
 from sschsr.models.matching import GAM, global_match, index_to_offset, local_match, patch_descriptors
-from sschsr.models.sschsr import PRESETS, SSCHSR, count_parameters, pad_to_multiple
+from sschsr.models.sschsr import PRESETS, SSCHSR, count_parameters, pad_to_multiple, reconstruct
 from sschsr.ops.warp import flow_warp
 
 OFFICIAL_TOTAL = 27.45e6  # official SSC-HSR parameters, RAFT included (DESIGN.md, anchor)
@@ -86,7 +86,10 @@ class TestMatching:
         torch.testing.assert_close(flow_warp(ref, offset)[inner], feat[inner])
 
     def test_local_equals_global_when_the_window_covers_the_image(self):
-        src, ref = _randn(2, 6, 9, 11, seed=1, dtype=torch.float64), _randn(2, 6, 9, 11, seed=2, dtype=torch.float64)
+        src, ref = (
+            _randn(2, 6, 9, 11, seed=1, dtype=torch.float64),
+            _randn(2, 6, 9, 11, seed=2, dtype=torch.float64),
+        )
         c_global, s_global = global_match(src, ref)
         c_local, s_local = local_match(src, ref, radius=10)
         torch.testing.assert_close(c_local, c_global)
@@ -166,7 +169,9 @@ class TestAggregation:
         out = idfa(f_ref, offset, torch.rand(1, 1, h, w), f_hsi)
         shifted = _shift(f_ref, factor, -factor)  # shifted[p] = f_ref[p + (f, -f)]
         dcn = idfa.dcn
-        expected = F.leaky_relu(0.5 * F.conv2d(shifted, dcn.weight, padding=1) + dcn.bias.view(1, -1, 1, 1), 0.1)
+        expected = F.leaky_relu(
+            0.5 * F.conv2d(shifted, dcn.weight, padding=1) + dcn.bias.view(1, -1, 1, 1), 0.1
+        )
         inner = (..., slice(factor + 1, -factor - 1), slice(factor + 1, -factor - 1))
         torch.testing.assert_close(out[inner], expected[inner])
 
@@ -190,7 +195,9 @@ class TestFusion:
         perm = torch.randperm(50, generator=torch.Generator().manual_seed(0))
         out = transposed_attention(q, k, v, t)
         assert out.shape == (2, 3, 4, 50)
-        torch.testing.assert_close(transposed_attention(q[..., perm], k[..., perm], v[..., perm], t), out[..., perm])
+        torch.testing.assert_close(
+            transposed_attention(q[..., perm], k[..., perm], v[..., perm], t), out[..., perm]
+        )
 
     def test_transposed_attention_mixes_channels_with_a_stochastic_map(self):
         q, k = _randn(1, 2, 4, 30), _randn(1, 2, 4, 30, seed=1)
@@ -247,7 +254,11 @@ class ConstantFlow(nn.Module):
 
 
 def _inputs(bands, h, w, batch=1, seed=0):
-    return _rand(batch, bands, h, w, seed=seed), _rand(batch, 3, h, w, seed=seed + 1), _rand(batch, 3, h, w, seed=seed + 2)
+    return (
+        _rand(batch, bands, h, w, seed=seed),
+        _rand(batch, 3, h, w, seed=seed + 1),
+        _rand(batch, 3, h, w, seed=seed + 2),
+    )
 
 
 def _randomise_offset_heads(net: nn.Module, seed: int = 0) -> None:
@@ -384,7 +395,9 @@ class TestSSCHSR:
         net = SSCHSR(5, "lite", flow_net=ConstantFlow(1.0, 1.0), warpnet=warpnet)
         _randomise_offset_heads(net)
         out = net(lr_up, ref, rgb)
-        assert out["ref_warp"].shape == (1, 3, 24, 24) and not torch.allclose(out["ref_warp"], out["ref_warp0"])
+        assert out["ref_warp"].shape == (1, 3, 24, 24) and not torch.allclose(
+            out["ref_warp"], out["ref_warp0"]
+        )
         off = SSCHSR(5, "lite", flow_net=ConstantFlow(1.0, 1.0), warpnet=warpnet, use_warpnet=False)
         assert off.warpnet is None
         off.load_state_dict(net.state_dict(), strict=False)
@@ -410,7 +423,10 @@ class TestSSCHSR:
 
     def test_config_and_padding(self):
         net = SSCHSR(5, "lite", matching="global")
-        assert net.config["matching"] == "global" and net.config["architecture"]["width"] == PRESETS["lite"].width
+        assert (
+            net.config["matching"] == "global"
+            and net.config["architecture"]["width"] == PRESETS["lite"].width
+        )
         x = _rand(1, 2, 5, 7)
         padded = pad_to_multiple(x)
         assert padded.shape == (1, 2, 8, 8) and torch.equal(padded[..., :5, :7], x)
@@ -418,6 +434,42 @@ class TestSSCHSR:
 
 
 # --------------------------------------------------------------------------------------------- baselines
+
+
+class TestHeads:
+    """``residual``: sr = lr_up + r; ``modulated``: sr = lr_up * (1 + g) + r (a gain of the local spectrum)."""
+
+    def test_reconstruct_known_answers(self):
+        lr_up = torch.rand(2, 4, 3, 5) + 0.1
+        r = torch.randn(2, 4, 3, 5)
+        g = torch.rand(2, 1, 3, 5)
+        torch.testing.assert_close(reconstruct(r, lr_up, "residual"), lr_up + r)
+        torch.testing.assert_close(reconstruct(torch.cat((g, r), 1), lr_up, "modulated"), lr_up * (1 + g) + r)
+        # the gain alone keeps each pixel's spectral angle: the spectra stay parallel to lr_up's
+        gained = reconstruct(torch.cat((g, torch.zeros_like(r)), 1), lr_up, "modulated")
+        torch.testing.assert_close(F.cosine_similarity(gained, lr_up, dim=1), torch.ones(2, 3, 5))
+        with pytest.raises(ValueError, match="unknown head"):
+            reconstruct(r, lr_up, "additive")
+
+    @pytest.mark.parametrize("net_cls", [SSCHSR, SingleImageSR])
+    def test_untrained_networks_are_bicubic_with_either_head(self, net_cls):
+        lr_up, ref, rgb = _inputs(5, 20, 24)
+        for head in ("residual", "modulated"):
+            net = net_cls(5, "lite", head=head).eval()
+            with torch.no_grad():
+                torch.testing.assert_close(net(lr_up, ref, rgb)["sr"], lr_up)
+            assert net.fusion[-1].out.out_channels == 5 + (head == "modulated")
+        with pytest.raises(ValueError, match="unknown head"):
+            net_cls(5, "lite", head="additive")
+
+    def test_modulated_head_is_recorded_and_trains(self):
+        from sschsr.inference import build_module, module_spec
+
+        net = SSCHSR(5, "lite", head="modulated")
+        assert module_spec(net)["head"] == "modulated" and build_module(module_spec(net)).head == "modulated"
+        lr_up, ref, rgb = _inputs(5, 16, 16)
+        net(lr_up, ref, rgb)["sr"].square().mean().backward()
+        assert net.fusion[-1].out.weight.grad[0].abs().sum() > 0  # the gain channel gets a gradient
 
 
 class TestBaselines:

@@ -143,7 +143,11 @@ class TestRun:
         assert main(argv(inputs, models["bicubic"])) == 0
         sr = np.load(inputs["out"])
         lr = torch.from_numpy(codes.astype(np.float32).transpose(2, 0, 1))[None]
-        expected = torch.nn.functional.interpolate(lr, scale_factor=SCALE, mode="bicubic")[0].numpy().transpose(1, 2, 0)
+        expected = (
+            torch.nn.functional.interpolate(lr, scale_factor=SCALE, mode="bicubic")[0]
+            .numpy()
+            .transpose(1, 2, 0)
+        )
         np.testing.assert_allclose(sr, expected, rtol=1e-5, atol=0.05)
 
     def test_chw_layout(self, inputs, models):
@@ -252,7 +256,9 @@ def _nan_ref_tiff(path: Path) -> Path:
     rgb[1, 2, 3] = np.nan
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="GTiff", width=HR_SIZE, height=HR_SIZE, count=3, dtype="float32") as dst:
+        with rasterio.open(
+            path, "w", driver="GTiff", width=HR_SIZE, height=HR_SIZE, count=3, dtype="float32"
+        ) as dst:
             dst.write(rgb)
     return path
 
@@ -277,49 +283,91 @@ def _folder(path: Path) -> Path:
 # name -> (how to make the arguments from (inputs, models, tmp_path), a word the message must contain)
 BAD_INPUTS = {
     "empty LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "empty.npy", b"")), "empty"),
-    "corrupt npz": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npz", b"PK\x03\x04garbage")), "cannot read"),
-    "corrupt mat": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.mat", b"MATLAB 5.0 garbage")), "cannot read"),
-    "corrupt GeoTIFF": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.tif", b"II*\x00garbage")), "cannot read"),
+    "corrupt npz": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npz", b"PK\x03\x04garbage")),
+        "cannot read",
+    ),
+    "corrupt mat": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.mat", b"MATLAB 5.0 garbage")),
+        "cannot read",
+    ),
+    "corrupt GeoTIFF": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.tif", b"II*\x00garbage")),
+        "cannot read",
+    ),
     "LR folder without a cube": (lambda i, m, t: argv(i, m["sschsr"], lr=_folder(t / "scene")), "CAVE"),
     "NaN in npz": (
-        lambda i, m, t: argv(i, m["sschsr"], lr=(np.savez(t / "nan.npz", cube=_nan_cube()), t / "nan.npz")[1]),
+        lambda i, m, t: argv(
+            i, m["sschsr"], lr=(np.savez(t / "nan.npz", cube=_nan_cube()), t / "nan.npz")[1]
+        ),
         "NaN",
     ),
-    "corrupt JPEG REF": (lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "bad.jpg", b"\xff\xd8\xffgarbage")), "cannot read"),
+    "corrupt JPEG REF": (
+        lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "bad.jpg", b"\xff\xd8\xffgarbage")),
+        "cannot read",
+    ),
     "NaN in REF": (lambda i, m, t: argv(i, m["sschsr"], ref=_nan_ref_tiff(t / "nan.tif")), "NaN"),
     "REF too small, intermediates": (
-        lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(t / "inter"), ref=_png(t / "small.png", 8, 8)),
+        lambda i, m, t: argv(
+            i, m["sschsr"], "--save-intermediates", str(t / "inter"), ref=_png(t / "small.png", 8, 8)
+        ),
         "smaller",
     ),
     "REF taller": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "tall.png", 96, 64)), "aspect ratio"),
     "scale 2": (lambda i, m, t: argv(i, m["sschsr"], scale=2), "unsupported scale"),
     "scale 16 not trained": (lambda i, m, t: argv(i, m["fp16"], scale=16), "trained for x4"),
     "stage-1 ckpt": (lambda i, m, t: argv(i, _stage1_ckpt(t / "flow.ckpt")), "stage-1"),
-    "safetensors without description": (lambda i, m, t: argv(i, _no_description(t / "w.safetensors")), "no model description"),
+    "safetensors without description": (
+        lambda i, m, t: argv(i, _no_description(t / "w.safetensors")),
+        "no model description",
+    ),
     "intermediates path is a file": (
         lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(_write(t / "file", b"x"))),
         "not a folder",
     ),
     "intermediates exist": (
-        lambda i, m, t: argv(i, m["sschsr"], "--save-intermediates", str(_write(_folder(t / "inter") / "flow.npy", b"x").parent)),
+        lambda i, m, t: argv(
+            i,
+            m["sschsr"],
+            "--save-intermediates",
+            str(_write(_folder(t / "inter") / "flow.npy", b"x").parent),
+        ),
         "--overwrite",
     ),
     "OUT is a folder": (lambda i, m, t: argv(i, m["sschsr"], out=_folder(t / "sr.npy")), "is a folder"),
     "missing LR": (lambda i, m, t: argv(i, m["sschsr"], lr=t / "nope.npy"), "no such file"),
-    "corrupt LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npy", b"\x93NUMPY garbage")), "cannot read"),
-    "unsupported LR format": (lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "lr.txt", b"1 2 3")), "unsupported"),
+    "corrupt LR": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "bad.npy", b"\x93NUMPY garbage")),
+        "cannot read",
+    ),
+    "unsupported LR format": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_write(t / "lr.txt", b"1 2 3")),
+        "unsupported",
+    ),
     "NaN in LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_npy(t / "nan.npy", _nan_cube())), "NaN"),
     "Inf in LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_npy(t / "inf.npy", _inf_cube())), "Inf"),
     "band count": (
         lambda i, m, t: argv(i, m["sschsr"], lr=_npy(t / "b30.npy", smooth_cube(LR_SIZE, LR_SIZE, 30))),
         "30 bands",
     ),
-    "2-D LR": (lambda i, m, t: argv(i, m["sschsr"], lr=_npy(t / "flat.npy", np.zeros((16, 16), np.float32))), "3-D"),
+    "2-D LR": (
+        lambda i, m, t: argv(i, m["sschsr"], lr=_npy(t / "flat.npy", np.zeros((16, 16), np.float32))),
+        "3-D",
+    ),
     "missing REF": (lambda i, m, t: argv(i, m["sschsr"], ref=t / "nope.png"), "no such file"),
-    "corrupt REF": (lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "bad.png", b"\x89PNG\r\n\x1a\ngarbage")), "cannot read"),
-    "unsupported REF format": (lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "ref.gif", b"GIF89a")), "unsupported"),
+    "corrupt REF": (
+        lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "bad.png", b"\x89PNG\r\n\x1a\ngarbage")),
+        "cannot read",
+    ),
+    "unsupported REF format": (
+        lambda i, m, t: argv(i, m["sschsr"], ref=_write(t / "ref.gif", b"GIF89a")),
+        "unsupported",
+    ),
     "REF too small": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "small.png", 8, 8)), "smaller"),
-    "REF aspect ratio": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "wide.png", 64, 80)), "aspect ratio"),
+    "REF aspect ratio": (
+        lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "wide.png", 64, 80)),
+        "aspect ratio",
+    ),
     "scale not 4/8/16": (lambda i, m, t: argv(i, m["sschsr"], scale=3), "unsupported scale"),
     "scale not trained": (lambda i, m, t: argv(i, m["sschsr"], scale=8), "trained for x4"),
     "OUT exists": (lambda i, m, t: argv(i, m["sschsr"], out=_write(t / "exists.npy", b"old")), "--overwrite"),
@@ -327,7 +375,10 @@ BAD_INPUTS = {
     "OUT folder missing": (lambda i, m, t: argv(i, m["sschsr"], out=t / "no" / "sr.npy"), "does not exist"),
     "missing ckpt": (lambda i, m, t: argv(i, t / "nope.ckpt"), "not found"),
     "corrupt ckpt": (lambda i, m, t: argv(i, _write(t / "bad.ckpt", b"not a checkpoint")), "not a readable"),
-    "corrupt safetensors": (lambda i, m, t: argv(i, _write(t / "bad.safetensors", b"\x00" * 16)), "safetensors"),
+    "corrupt safetensors": (
+        lambda i, m, t: argv(i, _write(t / "bad.safetensors", b"\x00" * 16)),
+        "safetensors",
+    ),
     "unsupported ckpt": (lambda i, m, t: argv(i, _write(t / "model.onnx", b"x")), "unsupported model file"),
     "tile too small": (lambda i, m, t: argv(i, m["sschsr"], "--tile", "4"), "tile"),
     "intermediates without alignment": (
@@ -364,7 +415,12 @@ def test_no_shipped_weights(inputs, capsys, monkeypatch):
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: no shipped weights for x4: ")
     # names the file, and how to make one
-    for word in (str(folder / "sschsr_x4.safetensors"), "--ckpt", "sschsr-train experiment=full scale=4", "experiments/export_weights.py"):
+    for word in (
+        str(folder / "sschsr_x4.safetensors"),
+        "--ckpt",
+        "sschsr-train experiment=full scale=4",
+        "experiments/export_weights.py",
+    ):
         assert word in lines[0]
     assert listing(inputs["dir"]) == before
     assert shipped_weights(8).name == "sschsr_x8.safetensors"
@@ -382,10 +438,22 @@ def test_cuda_without_a_gpu(inputs, models, capsys):
 def test_console_script(inputs, models):
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     res = subprocess.run(
-        [str(BIN / "sschsr-predict"), *argv(inputs, models["bicubic"], scale=5)], capture_output=True, text=True, env=env, timeout=120
+        [str(BIN / "sschsr-predict"), *argv(inputs, models["bicubic"], scale=5)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
     )
-    assert res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
-    res = subprocess.run([str(BIN / "sschsr-predict"), *argv(inputs, models["bicubic"])], capture_output=True, text=True, env=env, timeout=120)
+    assert (
+        res.returncode == 2 and res.stderr.startswith("error: ") and len(res.stderr.strip().splitlines()) == 1
+    )
+    res = subprocess.run(
+        [str(BIN / "sschsr-predict"), *argv(inputs, models["bicubic"])],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+    )
     assert res.returncode == 0, res.stderr
     assert inputs["out"].is_file()
 
@@ -408,7 +476,11 @@ class PixelMix(nn.Module):
 def test_predict_tiled_is_exact_for_pixelwise_models(tile, overlap, generator):
     torch.manual_seed(0)
     model = PixelMix(5)
-    lr_up, ref, rgb = torch.rand(5, 37, 53, generator=generator), torch.rand(3, 37, 53, generator=generator), torch.rand(3, 37, 53, generator=generator)
+    lr_up, ref, rgb = (
+        torch.rand(5, 37, 53, generator=generator),
+        torch.rand(3, 37, 53, generator=generator),
+        torch.rand(3, 37, 53, generator=generator),
+    )
     whole = predict_tiled(model, lr_up, ref, rgb, keys=("sr", "flow", "ref_warp"))
     assert set(whole) == {"sr", "flow"}
     tiled = predict_tiled(model, lr_up, ref, rgb, tile=tile, overlap=overlap, keys=("sr", "flow", "ref_warp"))
@@ -423,7 +495,9 @@ def test_prepare_inputs(generator):
     assert lr_up.shape == (BANDS, 80, 120) and ref_hr.shape == rgb_hsi.shape == (3, 80, 120)
     assert 0 <= rgb_hsi.min() and rgb_hsi.max() <= 1
     # histogram-matched: the rendered HSI takes the reference's value distribution per channel
-    torch.testing.assert_close(rgb_hsi.flatten(1).sort(1).values, ref_hr.flatten(1).sort(1).values, atol=1e-6, rtol=0)
+    torch.testing.assert_close(
+        rgb_hsi.flatten(1).sort(1).values, ref_hr.flatten(1).sort(1).values, atol=1e-6, rtol=0
+    )
     with pytest.raises(InputError, match="aspect ratio"):
         check_reference((80, 130), (10, 15))
     with pytest.raises(InputError, match="smaller"):
@@ -436,7 +510,9 @@ def test_model_specs_rebuild_only_sschsr_networks(tmp_path):
     spec = module_spec(net)
     assert spec["flow_net"]["_target_"].endswith("RAFT") and spec["warpnet"]["_target_"].endswith("WarpNet")
     rebuilt = build_module(spec)
-    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {k: v.shape for k, v in net.state_dict().items()}
+    assert {k: v.shape for k, v in rebuilt.state_dict().items()} == {
+        k: v.shape for k, v in net.state_dict().items()
+    }
     with pytest.raises(InputError, match="only networks of the sschsr package"):
         build_module({"_target_": "os.system", "command": "echo hi"})
     with pytest.raises(InputError, match="not a network"):
@@ -466,7 +542,10 @@ LR_FORMATS = {
     "npz": lambda t, cube: (np.savez(t / "lr.npz", mask=np.ones((2, 2), bool), cube=cube), t / "lr.npz")[1],
     "npz chw": lambda t, cube: (np.savez(t / "lr.npz", cube=cube.transpose(2, 0, 1)), t / "lr.npz")[1],
     "mat": lambda t, cube: (__import__("scipy.io").io.savemat(t / "lr.mat", {"cube": cube}), t / "lr.mat")[1],
-    "mat chw": lambda t, cube: (__import__("scipy.io").io.savemat(t / "lr.mat", {"cube": cube.transpose(2, 0, 1)}), t / "lr.mat")[1],
+    "mat chw": lambda t, cube: (
+        __import__("scipy.io").io.savemat(t / "lr.mat", {"cube": cube.transpose(2, 0, 1)}),
+        t / "lr.mat",
+    )[1],
     "npy chw": lambda t, cube: (np.save(t / "lr_chw.npy", cube.transpose(2, 0, 1)), t / "lr_chw.npy")[1],
     "geotiff": lambda t, cube: (write_geotiff(t / "lr.tif", cube), t / "lr.tif")[1],
     "envi": lambda t, cube: _write_envi(t / "lr.img", cube),
@@ -498,7 +577,9 @@ def _tiff(path: Path, codes: np.ndarray) -> Path:
     h, w, c = codes.shape
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", rasterio.errors.NotGeoreferencedWarning)
-        with rasterio.open(path, "w", driver="GTiff", width=w, height=h, count=c, dtype=codes.dtype.name) as dst:
+        with rasterio.open(
+            path, "w", driver="GTiff", width=w, height=h, count=c, dtype=codes.dtype.name
+        ) as dst:
             dst.write(codes.transpose(2, 0, 1))
     return path
 
@@ -523,8 +604,12 @@ REF_FORMATS = {
     "jpeg": lambda t: _jpeg(t / "r.jpg", _ref_codes(HR_SIZE, HR_SIZE, 8, False)),
     "tiff 8-bit RGB": lambda t: _tiff(t / "r.tif", _ref_codes(HR_SIZE, HR_SIZE, 8, False)),
     "tiff 16-bit RGBA": lambda t: _tiff(t / "r.tif", _ref_codes(HR_SIZE, HR_SIZE, 16, True)),
-    "larger, same aspect": lambda t: _png_codes(t / "r.png", _ref_codes(3 * HR_SIZE, 3 * HR_SIZE + 2, 8, False)),
-    "between LR and HR size": lambda t: _png_codes(t / "r.png", _ref_codes(2 * LR_SIZE, 2 * LR_SIZE, 8, False)),
+    "larger, same aspect": lambda t: _png_codes(
+        t / "r.png", _ref_codes(3 * HR_SIZE, 3 * HR_SIZE + 2, 8, False)
+    ),
+    "between LR and HR size": lambda t: _png_codes(
+        t / "r.png", _ref_codes(2 * LR_SIZE, 2 * LR_SIZE, 8, False)
+    ),
 }
 
 
@@ -532,7 +617,9 @@ REF_FORMATS = {
 def test_ref_formats(fmt, inputs, models):
     ref = REF_FORMATS[fmt](inputs["dir"])
     rgb = read_rgb(ref)
-    assert rgb.shape[2] == 3 and 0.04 < rgb.min() and rgb.max() < 0.96  # alpha dropped, codes scaled to [0, 1]
+    assert (
+        rgb.shape[2] == 3 and 0.04 < rgb.min() and rgb.max() < 0.96
+    )  # alpha dropped, codes scaled to [0, 1]
     assert main(argv(inputs, models["bicubic"], ref=ref)) == 0
     assert np.load(inputs["out"]).shape == (HR_SIZE, HR_SIZE, BANDS)
 
@@ -548,7 +635,11 @@ def test_intermediates_follow_the_flow_convention(inputs, models):
     flow = np.load(inter / "flow.npy")
     assert flow.shape == (2, HR_SIZE, HR_SIZE) and flow.dtype == np.float32 and np.isfinite(flow).all()
     ref_hr = resample(torch.from_numpy(read_rgb(ref).transpose(2, 0, 1)), (HR_SIZE, HR_SIZE))
-    warped = flow_warp(ref_hr[None], torch.from_numpy(flow)[None], padding_mode="border")[0].numpy().transpose(1, 2, 0)
+    warped = (
+        flow_warp(ref_hr[None], torch.from_numpy(flow)[None], padding_mode="border")[0]
+        .numpy()
+        .transpose(1, 2, 0)
+    )
     saved = read_rgb(inter / "ref_warp.png")
     assert np.abs(saved - warped).max() <= 1.5 / 255  # 8-bit rounding
     refined = read_rgb(inter / "ref_refined.png")
@@ -581,12 +672,16 @@ def test_a_failed_write_leaves_nothing(inputs, models, capsys, monkeypatch):
         raise OSError(28, "No space left on device")
 
     real = io.write_npy
-    monkeypatch.setattr(io, "write_npy", lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a))
+    monkeypatch.setattr(
+        io, "write_npy", lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a)
+    )
     before = listing(inputs["dir"])
     inter = inputs["dir"] / "new" / "inter"
     assert main(argv(inputs, models["sschsr"], "--save-intermediates", str(inter))) == 2
     lines = capsys.readouterr().err.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: cannot write the output") and "No space" in lines[0]
+    assert (
+        len(lines) == 1 and lines[0].startswith("error: cannot write the output") and "No space" in lines[0]
+    )
     assert listing(inputs["dir"]) == before
 
 
@@ -664,7 +759,9 @@ class TestShippedWeights:
         expected = np.load(inputs["out"])
         assert main(argv(inputs, None, "--overwrite")) == 0
         np.testing.assert_array_equal(np.load(inputs["out"]), expected)
-        with pytest.raises(InputError, match=r"no shipped weights for x8: .*sschsr_x8\.safetensors does not exist"):
+        with pytest.raises(
+            InputError, match=r"no shipped weights for x8: .*sschsr_x8\.safetensors does not exist"
+        ):
             load_model(None, scale=8)
 
     def test_sidecar_only_files_still_load(self, models, tmp_path):
@@ -697,7 +794,9 @@ class TestShippedWeights:
 
 
 def _export_script():
-    spec = importlib.util.spec_from_file_location("export_weights", ROOT / "experiments" / "export_weights.py")
+    spec = importlib.util.spec_from_file_location(
+        "export_weights", ROOT / "experiments" / "export_weights.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -712,9 +811,20 @@ def test_export_script(models, tmp_path, capsys, monkeypatch):
     assert script.main(args) == 0
     assert "wrote" in capsys.readouterr().out
     rec = json.loads(record.read_text())
-    for key in ("source_ckpt", "command", "commit", "date", "device", "size_bytes", "sha256", "check", "training"):
+    for key in (
+        "source_ckpt",
+        "command",
+        "commit",
+        "date",
+        "device",
+        "size_bytes",
+        "sha256",
+        "check",
+        "training",
+    ):
         assert key in rec, key
-    assert rec["source_ckpt"] == str(models["ckpt"]) and rec["size_bytes"] == out.stat().st_size
+    assert rec["source_ckpt"] == str(models["ckpt"]) and rec["size_bytes"] == sum(rec["files"].values())
+    assert out.name in rec["files"] and len(rec["files"]) == 3  # the model, flow_net-*, warpnet-*
     assert rec["dtype"] == "float16" and rec["scale"] == 4 and rec["n_bands"] == BANDS
     assert rec["training"]["global_step"] == 3 and rec["check"]["mean_abs_diff"] < 1e-3
     assert "--ckpt" in rec["command"]
@@ -723,9 +833,77 @@ def test_export_script(models, tmp_path, capsys, monkeypatch):
     # into the package's weights folder: the name must say the scale; nothing is written on error
     monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
-    bad = ["--ckpt", str(models["ckpt"]), "--scale", "4", "--out", str(tmp_path / "weights" / "model.safetensors"), "--record", str(record)]
+    bad = [
+        "--ckpt",
+        str(models["ckpt"]),
+        "--scale",
+        "4",
+        "--out",
+        str(tmp_path / "weights" / "model.safetensors"),
+        "--record",
+        str(record),
+    ]
     assert script.main(bad) == 2
     assert "sschsr_x4.safetensors" in capsys.readouterr().err
     assert script.main([*args[:3], "8", *args[4:]]) == 2  # trained for x4
     assert "trained for x4" in capsys.readouterr().err
     assert not list((tmp_path / "weights").iterdir())
+
+    # a shipped export removes the part files no model names any more
+    stale = tmp_path / "weights" / "flow_net-000000000000.safetensors"
+    stale.write_bytes(b"old")
+    shipped = [
+        "--ckpt",
+        str(models["ckpt"]),
+        "--scale",
+        "4",
+        "--out",
+        str(tmp_path / "weights" / "sschsr_x4.safetensors"),
+        "--record",
+        str(record),
+    ]
+    assert script.main(shipped) == 0
+    assert "removed the unused flow_net-000000000000.safetensors" in capsys.readouterr().out
+    assert len(list((tmp_path / "weights").glob("*.safetensors"))) == 3 and not stale.exists()
+
+
+def test_model_parts_are_shared_checked_and_joined(tmp_path):
+    """save_model(parts=...) stores children in content-named files beside the model; load_model joins
+    them, and refuses a missing, changed or misnamed part."""
+    net = tiny_sschsr()
+    x = (torch.rand(1, BANDS, 16, 16), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    a = save_model(net, tmp_path / "a.safetensors", scale=SCALE, parts=["flow_net", "warpnet"])
+    files = sorted(p.name for p in tmp_path.glob("*.safetensors"))
+    assert len(files) == 3 and files[0].startswith("a") and files[1].startswith("flow_net-")
+    with torch.no_grad():
+        assert torch.equal(load_model(a, scale=SCALE)(*x)["sr"], net.eval()(*x)["sr"])
+    with torch.no_grad():
+        net.fusion[-1].out.weight.add_(0.01)  # another SR branch on the same flow network and WarpNet
+    save_model(net, tmp_path / "b.safetensors", scale=SCALE, parts=["flow_net", "warpnet"])
+    assert len(list(tmp_path.glob("*.safetensors"))) == 4  # the parts are shared, not written twice
+
+    flow = tmp_path / files[1]
+    flow.rename(tmp_path / "moved")
+    with pytest.raises(InputError, match="missing"):
+        load_model(a, scale=SCALE)
+    (tmp_path / "moved").rename(flow)
+    data = bytearray(flow.read_bytes())
+    data[-1] ^= 1
+    flow.write_bytes(bytes(data))
+    with pytest.raises(InputError, match="SHA-256"):
+        load_model(a, scale=SCALE)
+    with pytest.raises(ValueError, match="no child 'nothing'"):
+        save_model(net, tmp_path / "c.safetensors", scale=SCALE, parts=["nothing"])
+
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(a), framework="pt") as f:
+        meta = f.metadata()
+    info = json.loads(meta[MODEL_KEY])
+    info["parts"]["flow_net"]["file"] = "../elsewhere.safetensors"
+    save_file(
+        load_file(str(a)), str(tmp_path / "d.safetensors"), metadata={**meta, MODEL_KEY: json.dumps(info)}
+    )
+    with pytest.raises(InputError, match="not a file beside it"):
+        load_model(tmp_path / "d.safetensors", scale=SCALE)

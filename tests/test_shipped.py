@@ -20,10 +20,24 @@ SCALES = (4, 8)
 OFFICIAL_PARAMS = 27.45e6  # the official SSC-HSR (DESIGN.md)
 
 
-def test_every_shipped_file_is_there_and_within_25_mb():
-    files = sorted(WEIGHTS_DIR.glob("*.safetensors"))
-    assert [p.name for p in files] == [f"sschsr_x{s}.safetensors" for s in SCALES]
-    assert sum(p.stat().st_size for p in files) <= 25 * 2**20
+def _parts(path):
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as f:
+        return json.loads(f.metadata()[MODEL_KEY]).get("parts", {})
+
+
+def test_every_shipped_file_is_there_named_and_within_the_budgets():
+    """x4 and x8 models, the part files they name and nothing else; 25 MB in all, 5 MB a file; the two
+    scales share one flow network file (one stage-1 model serves both)."""
+    files = {p.name: p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors")}
+    models = [f"sschsr_x{s}.safetensors" for s in SCALES]
+    parts = {s: _parts(WEIGHTS_DIR / name) for s, name in zip(SCALES, models, strict=True)}
+    named = set(models) | {entry["file"] for p in parts.values() for entry in p.values()}
+    assert set(files) == named
+    assert sum(files.values()) <= 25e6
+    assert max(files.values()) <= 5e6
+    assert parts[4]["flow_net"] == parts[8]["flow_net"]
 
 
 @pytest.mark.parametrize("scale", SCALES)
@@ -44,18 +58,34 @@ def test_shipped_weights_load_as_the_documented_model(scale):
 @pytest.mark.parametrize("scale", SCALES)
 def test_predict_with_the_shipped_weights_on_a_cave_crop(scale, shared_data, tmp_path):
     """A 128 x 128 crop of a CAVE scene, its reference the HR rendering shifted by 3 px."""
-    hr = torch.from_numpy(np.ascontiguousarray(read_cube(shared_data / "cave" / "balloons_ms").data[128:256, 192:320])).permute(2, 0, 1)
+    hr = torch.from_numpy(
+        np.ascontiguousarray(read_cube(shared_data / "cave" / "balloons_ms").data[128:256, 192:320])
+    ).permute(2, 0, 1)
     hr = hr.float().clamp(0, 1)
     lr = degrade(hr[None], scale)[0]
     np.save(tmp_path / "lr.npy", lr.permute(1, 2, 0).numpy())
     wl = np.linspace(400, 700, 31)
-    rgb = np.stack([np.tensordot(np.exp(-0.5 * ((wl - c) / 40) ** 2), hr.numpy(), 1) for c in (600, 540, 460)], -1)
+    rgb = np.stack(
+        [np.tensordot(np.exp(-0.5 * ((wl - c) / 40) ** 2), hr.numpy(), 1) for c in (600, 540, 460)], -1
+    )
     rgb = np.roll(rgb / rgb.max(), (3, -2), (0, 1))
     Image.fromarray((rgb * 255).round().astype(np.uint8)).save(tmp_path / "ref.png")
 
     out = tmp_path / "sr.npy"
-    rc = main(["--lr", str(tmp_path / "lr.npy"), "--ref", str(tmp_path / "ref.png"), "--scale", str(scale),
-               "--out", str(out), "--device", "cpu"])
+    rc = main(
+        [
+            "--lr",
+            str(tmp_path / "lr.npy"),
+            "--ref",
+            str(tmp_path / "ref.png"),
+            "--scale",
+            str(scale),
+            "--out",
+            str(out),
+            "--device",
+            "cpu",
+        ]
+    )
     assert rc == 0
     sr = np.load(out)
     assert sr.shape == (128, 128, 31) and sr.dtype == np.float32 and np.isfinite(sr).all()

@@ -118,7 +118,7 @@ class TestColourMatching:
         src = torch.rand(1, 3, 10, 12, generator=generator)
         ref = torch.rand(1, 3, 17, 9, generator=generator)
         a = match_histograms(src, ref)
-        b = match_histograms(src ** 2.2 * 0.5, ref)  # a monotone change of the source changes nothing
+        b = match_histograms(src**2.2 * 0.5, ref)  # a monotone change of the source changes nothing
         assert a.shape == src.shape
         assert torch.allclose(a, b)
         assert a.min() >= ref.min() - 1e-6 and a.max() <= ref.max() + 1e-6

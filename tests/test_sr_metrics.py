@@ -73,7 +73,10 @@ class TestSSIM:
         hr = torch.rand(2, 11, 24, 24, generator=generator)
         sr = (hr + 0.1 * torch.randn(2, 11, 24, 24, generator=generator)).clamp(0, 1)
         per_band = torch.stack(
-            [structural_similarity_index_measure(sr[:, [b]], hr[:, [b]], data_range=1.0, reduction="none") for b in range(11)],
+            [
+                structural_similarity_index_measure(sr[:, [b]], hr[:, [b]], data_range=1.0, reduction="none")
+                for b in range(11)
+            ],
             dim=1,
         )
         torch.testing.assert_close(ssim(sr, hr), per_band.mean(1), atol=1e-5, rtol=0)
@@ -105,7 +108,11 @@ class TestSAM:
     def test_degrees_of_torchmetrics_radians(self, generator):
         hr = torch.rand(3, 6, 8, 8, generator=generator) + 0.05
         sr = (hr + 0.1 * torch.randn(3, 6, 8, 8, generator=generator)).clamp_min(0.01)
-        expected = torch.rad2deg(spectral_angle_mapper(sr.double(), hr.double(), reduction="none")).flatten(1).mean(1)
+        expected = (
+            torch.rad2deg(spectral_angle_mapper(sr.double(), hr.double(), reduction="none"))
+            .flatten(1)
+            .mean(1)
+        )
         torch.testing.assert_close(sam_degrees(sr, hr), expected.float(), atol=1e-4, rtol=0)
 
     def test_zero_spectra_are_finite(self):
@@ -127,7 +134,9 @@ class TestERGAS:
         hr = torch.rand(3, 5, 16, 16, generator=generator) + 0.1
         sr = hr + 0.05 * torch.randn(3, 5, 16, 16, generator=generator)
         for s in (4, 8, 16):
-            expected = error_relative_global_dimensionless_synthesis(sr.double(), hr.double(), ratio=s, reduction="none")
+            expected = error_relative_global_dimensionless_synthesis(
+                sr.double(), hr.double(), ratio=s, reduction="none"
+            )
             torch.testing.assert_close(ergas(sr, hr, s), expected.float(), rtol=1e-5, atol=0)
 
     def test_zero_mean_band_is_finite(self):

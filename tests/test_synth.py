@@ -68,7 +68,7 @@ class TestProceduralScene:
         grad = (lum[:, 1:] - lum[:, :-1]).abs()
         assert (grad > 0.05).float().mean() > 0.005  # sharp edges exist
         assert (grad < 0.01).float().mean() > 0.5  # and smooth regions dominate
-        spectra = hsi.flatten(1).T[:: 97]
+        spectra = hsi.flatten(1).T[::97]
         assert torch.linalg.matrix_rank(spectra - spectra.mean(0), atol=1e-3) >= 3
 
     def test_depth(self):
@@ -280,7 +280,9 @@ class TestRanges:
         means, valids = [], []
         for seed in range(6):
             g = gen(seed)
-            hsi, depth = procedural_scene(size, 3, g, wavelengths=np.array([450.0, 550.0, 650.0]), return_depth=True)
+            hsi, depth = procedural_scene(
+                size, 3, g, wavelengths=np.array([450.0, 550.0, 650.0]), return_depth=True
+            )
             view = random_view(hsi.mean(0), g, depth=depth)
             means.append(float(view.flow.norm(dim=0).mean()))
             valids.append(float(view.valid.float().mean()))
@@ -318,8 +320,15 @@ class TestPhotometric:
         hsi = procedural_scene(32, 31, gen(0))
         out = camera_change(hsi, wl, gen(1), OFF)
         assert torch.allclose(out, render(hsi, torch.from_numpy(camera_srf(wl))).clamp(0, 1), atol=1e-6)
-        every_step_off = PhotometricConfig(other_camera=False, white_balance=False, exposure=False, vignetting=False,
-                                           noise=False, gamma=False, jpeg=False)
+        every_step_off = PhotometricConfig(
+            other_camera=False,
+            white_balance=False,
+            exposure=False,
+            vignetting=False,
+            noise=False,
+            gamma=False,
+            jpeg=False,
+        )
         assert torch.allclose(camera_change(hsi, wl, gen(1), every_step_off), out, atol=1e-6)
 
     def test_it_changes_the_image(self):
@@ -333,8 +342,15 @@ class TestPhotometric:
     def test_gamma_alone_is_a_power_law(self):
         wl = default_wavelengths(31)
         hsi = procedural_scene(32, 31, gen(0))
-        only_gamma = PhotometricConfig(other_camera=False, white_balance=False, exposure=False, vignetting=False,
-                                       noise=False, jpeg=False, gamma_range=(2.0, 2.0))
+        only_gamma = PhotometricConfig(
+            other_camera=False,
+            white_balance=False,
+            exposure=False,
+            vignetting=False,
+            noise=False,
+            jpeg=False,
+            gamma_range=(2.0, 2.0),
+        )
         lin = render(hsi, torch.from_numpy(camera_srf(wl))).clamp(0, 1)
         assert torch.allclose(camera_change(hsi, wl, gen(1), only_gamma), lin.sqrt(), atol=1e-5)
 
@@ -375,7 +391,11 @@ class TestConfig:
         a, b = make_pair(hsi, wl, gen(1)), make_pair(hsi, wl, gen(1))
         for k in ("ref", "flow", "valid"):
             assert torch.equal(a[k], b[k])
-        assert a["ref"].dtype == torch.float32 and a["flow"].dtype == torch.float32 and a["valid"].dtype == torch.bool
+        assert (
+            a["ref"].dtype == torch.float32
+            and a["flow"].dtype == torch.float32
+            and a["valid"].dtype == torch.bool
+        )
 
 
 class TestFastFilters:
@@ -385,8 +405,17 @@ class TestFastFilters:
     def box_direct(x: torch.Tensor, r: int) -> torch.Tensor:
         return F.avg_pool2d(x[None], 2 * r + 1, stride=1, padding=r, count_include_pad=False)[0]
 
-    @pytest.mark.parametrize(("shape", "r"), [((1, 5, 7), 1), ((3, 40, 33), 5), ((2, 64, 64), 13),
-                                              ((1, 9, 6), 4), ((2, 17, 23), 30), ((1, 1, 9), 2)])
+    @pytest.mark.parametrize(
+        ("shape", "r"),
+        [
+            ((1, 5, 7), 1),
+            ((3, 40, 33), 5),
+            ((2, 64, 64), 13),
+            ((1, 9, 6), 4),
+            ((2, 17, 23), 30),
+            ((1, 1, 9), 2),
+        ],
+    )
     def test_box_matches_average_pooling(self, shape, r):
         x = torch.rand(*shape, generator=gen(0))
         y = _box(x, r)
@@ -395,8 +424,11 @@ class TestFastFilters:
         # windows cut at the border: a corner is the mean of its (r+1) x (r+1) neighbourhood
         h, w = shape[1:]
         assert torch.allclose(y[:, 0, 0], x[:, : r + 1, : r + 1].mean((1, 2)), atol=2e-6)
-        assert torch.allclose(y[:, h // 2, w // 2], x[:, max(0, h // 2 - r) : h // 2 + r + 1,
-                                                     max(0, w // 2 - r) : w // 2 + r + 1].mean((1, 2)), atol=2e-6)
+        assert torch.allclose(
+            y[:, h // 2, w // 2],
+            x[:, max(0, h // 2 - r) : h // 2 + r + 1, max(0, w // 2 - r) : w // 2 + r + 1].mean((1, 2)),
+            atol=2e-6,
+        )
 
     def test_guided_filter_matches_the_direct_formula(self):
         g = gen(1)

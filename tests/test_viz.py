@@ -34,8 +34,9 @@ def test_directions_have_the_documented_hues():
 
 
 def test_saturation_grows_with_magnitude_and_darkens_beyond_max_norm():
-    flow = np.concatenate([_uniform(0.5, 0.0, 1), _uniform(1.0, 0.0, 1), _uniform(2.0, 0.0, 1),
-                           _uniform(9.0, 0.0, 1)], axis=2)  # (2, 1, 4): 0.5, 1, 2, 9 px to the right
+    flow = np.concatenate(
+        [_uniform(0.5, 0.0, 1), _uniform(1.0, 0.0, 1), _uniform(2.0, 0.0, 1), _uniform(9.0, 0.0, 1)], axis=2
+    )  # (2, 1, 4): 0.5, 1, 2, 9 px to the right
     rgb = flow_to_color(flow, max_norm=2.0)[0].astype(int)
     # red stays full up to max_norm while green and blue fall: more saturation
     assert (rgb[:3, 0] == 255).all() and rgb[0, 1] > rgb[1, 1] > rgb[2, 1] == 0
@@ -62,7 +63,9 @@ def test_pair_figure_writes_a_png(tmp_path):
     ref = (rng.random((h, w, 3)) * 255).astype(np.uint8)  # HWC uint8
     flow = rng.normal(0, 2, (2, h, w)).astype(np.float32)
     valid = rng.random((h, w)) > 0.2
-    out = pair_figure(torch.from_numpy(src), ref, flow, valid, ref, tmp_path / "sub" / "pair.png", title="a pair")
+    out = pair_figure(
+        torch.from_numpy(src), ref, flow, valid, ref, tmp_path / "sub" / "pair.png", title="a pair"
+    )
     assert out == tmp_path / "sub" / "pair.png"
     with Image.open(out) as im:
         assert im.format == "PNG" and im.size[0] > 400 and im.size[1] > 200

@@ -80,7 +80,9 @@ def demo_sources(size: int, num: int, seed: int, n_cave: int) -> list[tuple[str,
             cube = read_cube(path)
             h, w = cube.data.shape[:2]
             y, x = (h - size) // 2, (w - size) // 2
-            hsi = torch.from_numpy(np.ascontiguousarray(cube.data[y : y + size, x : x + size].transpose(2, 0, 1)))
+            hsi = torch.from_numpy(
+                np.ascontiguousarray(cube.data[y : y + size, x : x + size].transpose(2, 0, 1))
+            )
             out.append((cube.name, hsi, cube.wavelengths if cube.wavelengths is not None else wl))
     return out
 
@@ -97,9 +99,16 @@ def pairs(out: Path, size: int, num: int, scale: int, seed: int, n_cave: int) ->
         hsi_rgb = render(hsi, torch.from_numpy(camera_srf(wl))).clamp(0, 1).pow(1 / 2.2)
         lr_up = upsample(degrade(hsi[None], scale), scale)[0]
         warped = flow_warp(pair["ref"][None], pair["flow"][None])[0]
-        pair_figure(hsi_rgb, pair["ref"], pair["flow"], pair["valid"], warped, out / f"pair_{name}.png",
-                    title=f"{name}: {hsi.shape[0]} bands, {size} px, x{scale} LR "
-                          f"(bicubic PSNR {_psnr(lr_up, hsi):.1f} dB)")
+        pair_figure(
+            hsi_rgb,
+            pair["ref"],
+            pair["flow"],
+            pair["valid"],
+            warped,
+            out / f"pair_{name}.png",
+            title=f"{name}: {hsi.shape[0]} bands, {size} px, x{scale} LR "
+            f"(bicubic PSNR {_psnr(lr_up, hsi):.1f} dB)",
+        )
         keep = ("mean_flow", "valid_fraction", "rho_nowarp", "rho_warp")
         rows.append({"name": name, "seconds": seconds, **{key: stats[key] for key in keep}})
     (out / "pairs.json").write_text(json.dumps(rows, indent=2))
@@ -130,8 +139,17 @@ def _steps(n: int, factor: float) -> int:
 def stage1(out: Path, scale: int, factor: float) -> dict[str, float]:
     """Train the flow briefly; validation EPE next to the zero flow's (the mean true |flow| in valid px)."""
     steps = _steps(300, factor)
-    metrics, objs = _run(["experiment=stage1", f"scale={scale}", f"trainer.max_steps={steps}",
-                          f"trainer.val_check_interval={steps}", "model.iters=6", "model.val_iters=12"], out)
+    metrics, objs = _run(
+        [
+            "experiment=stage1",
+            f"scale={scale}",
+            f"trainer.max_steps={steps}",
+            f"trainer.val_check_interval={steps}",
+            "model.iters=6",
+            "model.val_iters=12",
+        ],
+        out,
+    )
     total, count = 0.0, 0
     for batch in objs["datamodule"].val_dataloader():
         v = batch["valid"]
@@ -143,9 +161,17 @@ def stage1(out: Path, scale: int, factor: float) -> dict[str, float]:
 def stage2(out: Path, scale: int, factor: float, flow_ckpt: str) -> dict[str, float]:
     """Train WarpNet on the frozen flow; PSNR of the warped reference before and after it."""
     steps = _steps(150, factor)
-    metrics, _ = _run(["experiment=stage2", f"scale={scale}", f"trainer.max_steps={steps}",
-                       f"trainer.val_check_interval={steps}", "model.flow_iters=12",
-                       f"model.flow_ckpt={flow_ckpt}"], out)
+    metrics, _ = _run(
+        [
+            "experiment=stage2",
+            f"scale={scale}",
+            f"trainer.max_steps={steps}",
+            f"trainer.val_check_interval={steps}",
+            "model.flow_iters=12",
+            f"model.flow_ckpt={flow_ckpt}",
+        ],
+        out,
+    )
     return {"steps": steps, "psnr_warp0": metrics["val/psnr_warp0"], "psnr": metrics["val/psnr"]}
 
 
@@ -155,9 +181,18 @@ def full(out: Path, scale: int, factor: float, warp_ckpt: str) -> dict[str, Any]
     from sschsr.metrics import HSIMetrics
 
     steps = _steps(300, factor)
-    metrics, objs = _run(["experiment=full", f"scale={scale}", f"trainer.max_steps={steps}",
-                          f"trainer.val_check_interval={steps}", "model.net.flow_iters=12",
-                          f"model.warp_ckpt={warp_ckpt}", "test=true"], out)
+    metrics, objs = _run(
+        [
+            "experiment=full",
+            f"scale={scale}",
+            f"trainer.max_steps={steps}",
+            f"trainer.val_check_interval={steps}",
+            "model.net.flow_iters=12",
+            f"model.warp_ckpt={warp_ckpt}",
+            "test=true",
+        ],
+        out,
+    )
     model, dm = objs["model"].eval(), objs["datamodule"]
     bicubic = HSIMetrics(scale)
     for k, batch in enumerate(dm.test_dataloader()):
@@ -185,24 +220,52 @@ def print_tables(rows: list[dict], results: dict[str, Any], out: Path) -> None:
     for col in ("pair", "make_pair (s)", "mean |flow| (px)", "valid (%)", "unwarped", "warped by true flow"):
         t.add_column(col, justify="left" if col == "pair" else "right")
     for r in rows:
-        t.add_row(r["name"], f"{r['seconds']:.2f}", f"{r['mean_flow']:.1f}", f"{100 * r['valid_fraction']:.0f}",
-                  f"{r['rho_nowarp']:.3f}", f"{r['rho_warp']:.3f}")
+        t.add_row(
+            r["name"],
+            f"{r['seconds']:.2f}",
+            f"{r['mean_flow']:.1f}",
+            f"{100 * r['valid_fraction']:.0f}",
+            f"{r['rho_nowarp']:.3f}",
+            f"{r['rho_warp']:.3f}",
+        )
     console.print(t)
 
     if "full" not in results:
         return
     s1, s2, f = results["stage1"], results["stage2"], results["full"]
-    t = Table(title=f"x{results['scale']}, {N_BANDS} bands, procedural validation/test scenes "
-                    f"(brief CPU training; figures and runs in {out})")
+    t = Table(
+        title=f"x{results['scale']}, {N_BANDS} bands, procedural validation/test scenes "
+        f"(brief CPU training; figures and runs in {out})"
+    )
     for col in ("stage", "steps", "metric", "before / baseline", "after / model"):
         t.add_column(col, justify="left" if col in ("stage", "metric") else "right")
-    t.add_row("1 flow", str(s1["steps"]), "EPE (px), val", f"{s1['zero_flow_epe']:.2f} (zero flow)", f"{s1['epe']:.2f}")
-    t.add_row("2 WarpNet", str(s2["steps"]), "PSNR of warped ref (dB), val", f"{s2['psnr_warp0']:.2f} (warp only)",
-              f"{s2['psnr']:.2f}")
-    for key, label, fmt in (("psnr", "PSNR (dB)", "{:.2f}"), ("ssim", "SSIM", "{:.3f}"), ("sam", "SAM (deg)", "{:.2f}"),
-                            ("ergas", "ERGAS", "{:.2f}")):
-        t.add_row("3 full" if key == "psnr" else "", str(f["steps"]) if key == "psnr" else "", f"{label}, test",
-                  fmt.format(f["bicubic"][key]) + " (bicubic)", fmt.format(f["model"][key]))
+    t.add_row(
+        "1 flow",
+        str(s1["steps"]),
+        "EPE (px), val",
+        f"{s1['zero_flow_epe']:.2f} (zero flow)",
+        f"{s1['epe']:.2f}",
+    )
+    t.add_row(
+        "2 WarpNet",
+        str(s2["steps"]),
+        "PSNR of warped ref (dB), val",
+        f"{s2['psnr_warp0']:.2f} (warp only)",
+        f"{s2['psnr']:.2f}",
+    )
+    for key, label, fmt in (
+        ("psnr", "PSNR (dB)", "{:.2f}"),
+        ("ssim", "SSIM", "{:.3f}"),
+        ("sam", "SAM (deg)", "{:.2f}"),
+        ("ergas", "ERGAS", "{:.2f}"),
+    ):
+        t.add_row(
+            "3 full" if key == "psnr" else "",
+            str(f["steps"]) if key == "psnr" else "",
+            f"{label}, test",
+            fmt.format(f["bicubic"][key]) + " (bicubic)",
+            fmt.format(f["model"][key]),
+        )
     console.print(t)
 
 

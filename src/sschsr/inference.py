@@ -121,7 +121,9 @@ def _resolve(target: str) -> type:
     except AttributeError:
         obj = None
     if not (isinstance(obj, type) and issubclass(obj, nn.Module)):
-        raise InputError(f"model description names {target!r}, which is not a network of this version of sschsr")
+        raise InputError(
+            f"model description names {target!r}, which is not a network of this version of sschsr"
+        )
     return obj
 
 
@@ -167,7 +169,12 @@ def model_info(net: nn.Module, scale: int, camera: str = DEFAULT_CAMERA) -> dict
     """The model info stored with weights: spec, trained scale, band count (None: any), camera."""
     spec = module_spec(net)
     n_bands = getattr(net, "n_bands", None)
-    return {"net": spec, "scale": int(scale), "n_bands": None if n_bands is None else int(n_bands), "camera": camera}
+    return {
+        "net": spec,
+        "scale": int(scale),
+        "n_bands": None if n_bands is None else int(n_bands),
+        "camera": camera,
+    }
 
 
 # --------------------------------------------------------------------------------------------------
@@ -192,7 +199,9 @@ def missing_weights_message(scale: int, option: str = "--ckpt MODEL") -> str:
 
 def _to_float32(state: dict[str, Tensor]) -> dict[str, Tensor]:
     """Floating-point tensors (float16 / bfloat16 storage) as float32; others unchanged."""
-    return {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+    return {
+        k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()
+    }
 
 
 def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
@@ -249,7 +258,28 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         )
     if not isinstance(info, dict) or "net" not in info:
         raise InputError(f"{source}: not a sschsr model description (no 'net')")
+    for name, entry in (info.get("parts") or {}).items():
+        state.update({f"{name}.{k}": v for k, v in _read_part(path, name, entry).items()})
     return state, info
+
+
+def _read_part(path: Path, name: str, entry: Any) -> dict[str, Tensor]:
+    """The weights of the part ``name`` of the model file ``path`` (see :func:`save_model`'s ``parts``)."""
+    from safetensors.torch import load_file
+
+    file = entry.get("file") if isinstance(entry, dict) else None
+    if not isinstance(file, str) or Path(file).name != file or file.startswith("."):
+        raise InputError(f"{path}: its part {name!r} names {file!r}, not a file beside it")
+    part = path.parent / file
+    if not part.is_file():
+        raise InputError(f"{part}: missing (the {name} weights of {path.name}, which must lie beside it)")
+    try:
+        state = load_file(str(part), device="cpu")
+    except Exception as e:
+        raise InputError(f"{part}: not a readable .safetensors file ({type(e).__name__}: {e})") from None
+    if state_sha256(state) != entry.get("sha256"):
+        raise InputError(f"{part}: not the weights {path.name} was written with (their SHA-256 differs)")
+    return state
 
 
 def trained_scales(info: dict[str, Any]) -> list[int] | None:
@@ -263,16 +293,18 @@ def trained_scales(info: dict[str, Any]) -> list[int] | None:
 def check_scale(scale: int, info: dict[str, Any] | None = None, source: str = "the model") -> None:
     """InputError unless ``scale`` is one of 4, 8, 16 and one the model was trained for."""
     if scale not in SUPPORTED_SCALES:
-        raise InputError(f"unsupported scale x{scale}: expected one of {', '.join(map(str, SUPPORTED_SCALES))}")
+        raise InputError(
+            f"unsupported scale x{scale}: expected one of {', '.join(map(str, SUPPORTED_SCALES))}"
+        )
     scales = trained_scales(info or {})
     if scales is not None and scale not in scales:
         trained = ", ".join(f"x{s}" for s in scales)
-        raise InputError(f"{source} was trained for {trained}, not x{scale}: pass --scale {scales[0]} or a model trained for x{scale}")
+        raise InputError(
+            f"{source} was trained for {trained}, not x{scale}: pass --scale {scales[0]} or a model trained for x{scale}"
+        )
 
 
-def load_model(
-    ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None
-) -> nn.Module:
+def load_model(ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None) -> nn.Module:
     """A trained network in eval mode on the CPU, checked against the scale and band count asked for.
 
     Args:
@@ -308,7 +340,9 @@ def load_model(
     elif suffix == ".safetensors":
         state, info = _read_safetensors(path)
     else:
-        raise InputError(f"{path}: unsupported model file {path.suffix!r}: expected a Lightning .ckpt or a .safetensors")
+        raise InputError(
+            f"{path}: unsupported model file {path.suffix!r}: expected a Lightning .ckpt or a .safetensors"
+        )
 
     check_scale(scale, info, source=str(path))
     model_bands = info.get("n_bands")
@@ -321,7 +355,9 @@ def load_model(
     try:
         net.load_state_dict(_to_float32(state))
     except RuntimeError as e:
-        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}"
+        ) from None
     net.info = {**info, "path": str(path)}  # type: ignore[assignment]
     return net.float().eval()
 
@@ -342,6 +378,44 @@ def _storage_state(net: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
     return state
 
 
+def _write_safetensors(state: dict[str, Tensor], path: Path, metadata: dict[str, str]) -> None:
+    """Write atomically (a temporary file renamed into place), readable like any data file."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        save_file(state, str(tmp), metadata=metadata)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # a plain data file (safetensors creates it owner-only)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def state_sha256(state: dict[str, Tensor]) -> str:
+    """SHA-256 of a state dict's content: names, dtypes, shapes and bytes, in name order (the bytes of a
+    ``.safetensors`` file are not stable: its header's metadata order varies)."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for k in sorted(state):
+        v = state[k].detach().cpu().contiguous()
+        h.update(f"{k}|{v.dtype}|{tuple(v.shape)}|".encode())
+        h.update(v.view(torch.uint8).numpy().tobytes() if v.numel() else b"")
+    return h.hexdigest()
+
+
+def _save_part(state: dict[str, Tensor], folder: Path, name: str) -> dict[str, str]:
+    """Write one part of a model (the weights of its child ``name``) as ``{name}-{hash}.safetensors`` in
+    ``folder``, named by its content: models that share a part (the shipped x4 and x8 share their flow
+    network) share the file, and a different part never overwrites it. Returns its entry in ``parts``."""
+    digest = state_sha256(state)
+    file = f"{name}-{digest[:12]}.safetensors"
+    _write_safetensors(state, folder / file, {"sschsr_part": name, "format": "pt"})
+    return {"file": file, "sha256": digest}
+
+
 def save_model(
     net: nn.Module,
     path: str | os.PathLike,
@@ -351,6 +425,7 @@ def save_model(
     dtype: torch.dtype = torch.float32,
     sidecar: bool = False,
     metadata: dict[str, str] | None = None,
+    parts: Iterable[str] = (),
 ) -> Path:
     """Write ``net``'s weights to ``path`` (``.safetensors``) with its model info in the file's metadata.
 
@@ -364,12 +439,13 @@ def save_model(
         sidecar: also write the model info to ``path.with_suffix(".json")`` (for people and tools that do
             not read safetensors metadata; the loader does not need it).
         metadata: more string entries for the file's metadata (e.g. the source checkpoint).
+        parts: children of ``net`` (e.g. ``flow_net``, ``warpnet``) whose weights go into files of their
+            own beside ``path``, ``{child}-{hash}.safetensors``, named by content; ``path`` lists them
+            with their SHA-256 under ``parts`` in the model info, and :func:`load_model` joins them.
 
     Returns:
         the ``.safetensors`` path.
     """
-    from safetensors.torch import save_file
-
     path = Path(path)
     if path.suffix != ".safetensors":
         raise ValueError(f"save_model writes .safetensors files, got {path}")
@@ -390,15 +466,16 @@ def save_model(
         "sschsr_version": __version__,
     }
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        save_file(_storage_state(net, dtype), str(tmp), metadata=meta)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # a plain data file (safetensors creates it owner-only)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    state = _storage_state(net, dtype)
+    children = dict(net.named_children())
+    for name in parts:
+        if children.get(name) is None:
+            raise ValueError(f"{type(net).__name__} has no child {name!r} to store as a part")
+        prefix = f"{name}."
+        part = {k[len(prefix) :]: state.pop(k) for k in [k for k in state if k.startswith(prefix)]}
+        info.setdefault("parts", {})[name] = _save_part(part, path.parent, name)
+    meta[MODEL_KEY] = json.dumps(info)
+    _write_safetensors(state, path, meta)
     if sidecar:
         side = path.with_suffix(".json")
         tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
@@ -422,7 +499,9 @@ def read_training_checkpoint(ckpt: str | os.PathLike) -> tuple[nn.Module, dict[s
     try:
         net.load_state_dict(_to_float32(state))
     except RuntimeError as e:
-        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}"
+        ) from None
     return net.float().eval(), info
 
 
@@ -432,6 +511,7 @@ def export_weights(
     scale: int | None = None,
     dtype: torch.dtype = torch.float16,
     metadata: dict[str, str] | None = None,
+    parts: Iterable[str] = (),
 ) -> Path:
     """Turn a training checkpoint of the full model into one self-contained ``.safetensors`` file (float16
     by default), e.g. the shipped weights: the whole network (flow network, WarpNet, SR branch) with its
@@ -444,6 +524,7 @@ def export_weights(
         scale: the scale the export is for; it must be one the checkpoint was trained for (default: its own).
         dtype: storage type (float16: half the size of float32, within float16 rounding of its outputs).
         metadata: more string entries for the file's metadata.
+        parts: children stored in files of their own beside ``out`` (see :func:`save_model`).
 
     Raises:
         InputError: the checkpoint is missing, not a full-model checkpoint, or trained for another scale.
@@ -457,7 +538,8 @@ def export_weights(
     scale = scales[0] if scale is None else int(scale)
     check_scale(scale, info, source=str(ckpt))
     meta = {"source_checkpoint": Path(ckpt).name, **(metadata or {})}
-    return save_model(net, out, scale=scale, camera=info.get("camera", DEFAULT_CAMERA), dtype=dtype, metadata=meta)
+    camera = info.get("camera", DEFAULT_CAMERA)
+    return save_model(net, out, scale=scale, camera=camera, dtype=dtype, metadata=meta, parts=parts)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -519,7 +601,9 @@ def prepare_inputs(
     from sschsr.data.spectral import default_wavelengths
 
     if lr.ndim != 3 or ref.ndim != 3 or ref.shape[0] != 3:
-        raise ValueError(f"prepare_inputs expects lr (C, h, w) and ref (3, H, W); got {tuple(lr.shape)}, {tuple(ref.shape)}")
+        raise ValueError(
+            f"prepare_inputs expects lr (C, h, w) and ref (3, H, W); got {tuple(lr.shape)}, {tuple(ref.shape)}"
+        )
     c, h, w = lr.shape
     check_reference(tuple(ref.shape[-2:]), (h, w))
     wl = default_wavelengths(c) if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)

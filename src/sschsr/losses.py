@@ -98,7 +98,9 @@ def sequence_loss(
     return loss, flow_metrics(flow_preds[-1], flow_gt, mask)
 
 
-def warp_loss(ref_warp: Tensor, target: Tensor, mask: Tensor | None = None) -> tuple[Tensor, dict[str, Tensor]]:
+def warp_loss(
+    ref_warp: Tensor, target: Tensor, mask: Tensor | None = None
+) -> tuple[Tensor, dict[str, Tensor]]:
     """Stage 2 (WarpNet): ``mean |ref_warp - target|``, the L1 distance to the HR HSI rendered to RGB.
 
     Args:

@@ -81,7 +81,9 @@ SR_METRICS = ("psnr", "ssim", "sam", "ergas")
 
 def _check_pair(sr: Tensor, hr: Tensor, name: str) -> None:
     if sr.ndim != 4 or sr.shape != hr.shape:
-        raise ValueError(f"{name} expects sr and hr of the same shape (B, C, H, W); got {tuple(sr.shape)} and {tuple(hr.shape)}")
+        raise ValueError(
+            f"{name} expects sr and hr of the same shape (B, C, H, W); got {tuple(sr.shape)} and {tuple(hr.shape)}"
+        )
 
 
 def _wide(x: Tensor) -> Tensor:
@@ -124,7 +126,9 @@ def psnr(sr: Tensor, hr: Tensor, data_range: float = 1.0) -> Tensor:
     _check_pair(sr, hr, "psnr")
     from torchmetrics.functional.image import peak_signal_noise_ratio
 
-    per_band = peak_signal_noise_ratio(_wide(sr), _wide(hr), data_range=data_range, dim=(2, 3), reduction="none")
+    per_band = peak_signal_noise_ratio(
+        _wide(sr), _wide(hr), data_range=data_range, dim=(2, 3), reduction="none"
+    )
     return per_band.clamp(max=MAX_PSNR).mean(dim=1).float()  # (B, C) -> (B,)
 
 
@@ -211,7 +215,12 @@ def ergas(sr: Tensor, hr: Tensor, scale: float) -> Tensor:
 
 def sr_metrics(sr: Tensor, hr: Tensor, scale: float) -> dict[str, Tensor]:
     """All four measures of each image: ``{"psnr", "ssim", "sam", "ergas"}`` -> ``(B,)`` float32."""
-    return {"psnr": psnr(sr, hr), "ssim": ssim(sr, hr), "sam": sam_degrees(sr, hr), "ergas": ergas(sr, hr, scale)}
+    return {
+        "psnr": psnr(sr, hr),
+        "ssim": ssim(sr, hr),
+        "sam": sam_degrees(sr, hr),
+        "ergas": ergas(sr, hr, scale),
+    }
 
 
 class _ImageMean(Metric):

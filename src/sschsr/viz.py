@@ -90,8 +90,15 @@ def _normalised(a: np.ndarray, mask: np.ndarray) -> np.ndarray:
     return (a - m.mean()) / (m.std() + 1e-6)
 
 
-def pair_figure(hsi_rgb: ArrayLike, ref: ArrayLike, flow: ArrayLike, valid: ArrayLike, ref_warped: ArrayLike,
-                path: str | os.PathLike, title: str | None = None) -> Path:
+def pair_figure(
+    hsi_rgb: ArrayLike,
+    ref: ArrayLike,
+    flow: ArrayLike,
+    valid: ArrayLike,
+    ref_warped: ArrayLike,
+    path: str | os.PathLike,
+    title: str | None = None,
+) -> Path:
     """Write a PNG sheet of one synthetic pair.
 
     Panels: the HSI rendered to RGB (source view), the reference, the flow colour (with its maximum), the

@@ -81,7 +81,9 @@ def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     scale, n_bands = int(cfg.scale), cfg.get("n_bands")
     check_scale(scale)
     ckpt = _ckpt_path(cfg)
-    models: dict[str, torch.nn.Module | None] = {"model": None if ckpt is None else _load(ckpt, scale, n_bands)}
+    models: dict[str, torch.nn.Module | None] = {
+        "model": None if ckpt is None else _load(ckpt, scale, n_bands)
+    }
     single = OmegaConf.select(cfg, "baselines.single_image")
     if single:
         models["single_image"] = _load(str(single), scale, n_bands)
@@ -89,7 +91,9 @@ def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     for key, net in models.items():
         trained = getattr(net, "info", {}).get("camera")
         if net is not None and camera and trained and trained != camera:
-            log.warning("%s was trained with camera %r, the data renders rgb_hsi with %r", key, trained, camera)
+            log.warning(
+                "%s was trained with camera %r, the data renders rgb_hsi with %r", key, trained, camera
+            )
     return models
 
 
@@ -99,8 +103,16 @@ def _commit() -> str | None:
     if not (root / ".git").exists():  # an installed copy, not the repository
         return None
     try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10)
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=10)
+        head = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        )
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
@@ -115,7 +127,9 @@ def _run(net: torch.nn.Module, batch: dict[str, Any], tile: int | None, device: 
             out = net(*(batch[k].to(device) for k in ("lr_up", "ref", "rgb_hsi")))
         return out["sr"].float().cpu()
     srs = [
-        predict_tiled(net, batch["lr_up"][i], batch["ref"][i], batch["rgb_hsi"][i], tile=tile, device=device)["sr"]
+        predict_tiled(net, batch["lr_up"][i], batch["ref"][i], batch["rgb_hsi"][i], tile=tile, device=device)[
+            "sr"
+        ]
         for i in range(batch["lr_up"].shape[0])
     ]
     return torch.stack(srs)
@@ -153,7 +167,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             row = {key: {m: float(v[m][i]) for m in SR_METRICS} for key, v in values.items()}
             model_key = "model" if models["model"] is not None else "bicubic"
             scenes.append(
-                {"name": name, "model": row[model_key], "baselines": {k: r for k, r in row.items() if k != "model"}}
+                {
+                    "name": name,
+                    "model": row[model_key],
+                    "baselines": {k: r for k, r in row.items() if k != "model"},
+                }
             )
             log.info("%s: PSNR %.2f dB", name, row[model_key]["psnr"])
     if not scenes:

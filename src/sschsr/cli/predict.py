@@ -39,15 +39,25 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         epilog="Bad input: one line 'error: ...' on stderr, exit status 2, nothing written.",
     )
-    p.add_argument("--lr", required=True, help="LR HSI: .npy/.npz/.mat (HWC unless --layout chw), GeoTIFF, ENVI")
-    p.add_argument("--ref", required=True, help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit, RGB or RGBA")
+    p.add_argument(
+        "--lr", required=True, help="LR HSI: .npy/.npz/.mat (HWC unless --layout chw), GeoTIFF, ENVI"
+    )
+    p.add_argument(
+        "--ref", required=True, help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit, RGB or RGBA"
+    )
     p.add_argument("--scale", required=True, type=int, help="scale factor (4, 8 or 16)")
     p.add_argument("--out", required=True, help="output: .npy (HWC float32) or .tif/.tiff (GeoTIFF)")
-    p.add_argument("--ckpt", help="checkpoint (.ckpt) or .safetensors weights (default: the shipped weights for --scale)")
+    p.add_argument(
+        "--ckpt", help="checkpoint (.ckpt) or .safetensors weights (default: the shipped weights for --scale)"
+    )
     p.add_argument("--tile", type=int, help=f"tile size in HR pixels, at least {MIN_TILE} (bounded memory)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument("--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input")
-    p.add_argument("--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png to DIR")
+    p.add_argument(
+        "--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input"
+    )
+    p.add_argument(
+        "--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png to DIR"
+    )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (and intermediates)")
     return p
 
@@ -71,7 +81,9 @@ def check_intermediates(folder: Path, overwrite: bool) -> None:
         raise InputError(f"--save-intermediates {folder}: exists and is not a folder")
     existing = [name for name in INTERMEDIATES.values() if (folder / name).exists()]
     if existing and not overwrite:
-        raise InputError(f"--save-intermediates {folder}: {', '.join(existing)} exist: pass --overwrite to replace them")
+        raise InputError(
+            f"--save-intermediates {folder}: {', '.join(existing)} exist: pass --overwrite to replace them"
+        )
 
 
 def fill_nodata(data: np.ndarray, valid: np.ndarray | None) -> np.ndarray:

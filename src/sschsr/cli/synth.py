@@ -43,16 +43,27 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     p = _Parser(prog="sschsr-synth", description=__doc__.splitlines()[0])
-    p.add_argument("--source", default="procedural", help="'procedural' or a folder of cubes (default: procedural)")
+    p.add_argument(
+        "--source", default="procedural", help="'procedural' or a folder of cubes (default: procedural)"
+    )
     p.add_argument("--out", required=True, help="output folder (created)")
     p.add_argument("--num", type=int, default=8, help="number of samples (default: 8)")
     p.add_argument("--size", type=int, default=256, help="HR size S in pixels, square (default: 256)")
-    p.add_argument("--scale", type=int, default=4, help="scale factor s, S must be divisible by it (default: 4)")
+    p.add_argument(
+        "--scale", type=int, default=4, help="scale factor s, S must be divisible by it (default: 4)"
+    )
     p.add_argument("--seed", type=int, default=0, help="random seed, >= 0 (default: 0)")
-    p.add_argument("--bands", type=int, default=None,
-                   help="bands of procedural scenes (default: 31, 400-700 nm); with DIR: the count every cube must have")
-    p.add_argument("--overwrite", action="store_true",
-                   help="replace an existing OUT that holds an earlier sschsr-synth output (index.json)")
+    p.add_argument(
+        "--bands",
+        type=int,
+        default=None,
+        help="bands of procedural scenes (default: 31, 400-700 nm); with DIR: the count every cube must have",
+    )
+    p.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing OUT that holds an earlier sschsr-synth output (index.json)",
+    )
     return p
 
 
@@ -79,8 +90,10 @@ def _check_args(args: argparse.Namespace) -> None:
             if not args.overwrite:
                 raise InputError(f"--out {out}: exists and is not empty; pass --overwrite to replace it")
             if not (out / "index.json").is_file():
-                raise InputError(f"--out {out}: not an earlier sschsr-synth output (no index.json); "
-                                 "not replacing it, choose another folder")
+                raise InputError(
+                    f"--out {out}: not an earlier sschsr-synth output (no index.json); "
+                    "not replacing it, choose another folder"
+                )
 
 
 def _sample_generator(seed: int, index: int) -> torch.Generator:
@@ -102,7 +115,9 @@ class _Cubes:
         self.io = io
         self.paths = [source] if source.is_file() else io.find_cubes(source)
         if not self.paths:
-            raise InputError(f"--source {source}: no cubes found (CAVE folders, .mat, .npy, .npz, .tif, .hdr)")
+            raise InputError(
+                f"--source {source}: no cubes found (CAVE folders, .mat, .npy, .npz, .tif, .hdr)"
+            )
         self.bands = bands
         self._last: tuple[Path, object] | None = None
 
@@ -184,7 +199,9 @@ def generate(args: argparse.Namespace, out: Path) -> list[dict]:
             "valid_fraction": round(float(pair["valid"].float().mean()), 4),
         }
         entries.append(entry)
-        print(f"{sample_id}: mean |flow| {entry['mean_flow_px']:.2f} px, valid {100 * entry['valid_fraction']:.1f} %")
+        print(
+            f"{sample_id}: mean |flow| {entry['mean_flow_px']:.2f} px, valid {100 * entry['valid_fraction']:.1f} %"
+        )
     return entries
 
 
@@ -247,9 +264,13 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "num": args.num,
             "bands": args.bands,
-            "files": {"hr.npy": "(S, S, C) float32 [0, 1]", "lr.npy": "(S/s, S/s, C) float32",
-                      "ref.png": "(S, S, 3) uint8", "flow.npy": "(2, S, S) float32 x, y px",
-                      "valid.npy": "(S, S) bool"},
+            "files": {
+                "hr.npy": "(S, S, C) float32 [0, 1]",
+                "lr.npy": "(S/s, S/s, C) float32",
+                "ref.png": "(S, S, 3) uint8",
+                "flow.npy": "(2, S, S) float32 x, y px",
+                "valid.npy": "(S, S) bool",
+            },
             "samples": entries,
         }
         _write_json(tmp / "index.json", index)

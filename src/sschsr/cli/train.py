@@ -63,11 +63,15 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt or None)
         metrics.update({k: float(v) for k, v in trainer.callback_metrics.items()})
 
-    objects = dict(cfg=cfg, datamodule=datamodule, model=model, callbacks=callbacks, loggers=loggers, trainer=trainer)
+    objects = dict(
+        cfg=cfg, datamodule=datamodule, model=model, callbacks=callbacks, loggers=loggers, trainer=trainer
+    )
     return metrics, objects
 
 
-def compose(overrides: list[str], output_dir: str | Path | None = None, config_name: str = "train") -> DictConfig:
+def compose(
+    overrides: list[str], output_dir: str | Path | None = None, config_name: str = "train"
+) -> DictConfig:
     """Compose a run's config from ``conf/`` as the command line would, outside a Hydra app.
 
     With ``output_dir`` the run's ``${hydra:runtime.output_dir}`` (checkpoints, logs) is that folder, so
@@ -81,7 +85,9 @@ def compose(overrides: list[str], output_dir: str | Path | None = None, config_n
 
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = hydra_compose(config_name=config_name, overrides=overrides, return_hydra_config=output_dir is not None)
+        cfg = hydra_compose(
+            config_name=config_name, overrides=overrides, return_hydra_config=output_dir is not None
+        )
     if output_dir is not None:
         out = str(Path(output_dir).resolve())
         with open_dict(cfg):

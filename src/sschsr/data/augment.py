@@ -117,7 +117,9 @@ def random_crop(
     return crop(sample, top, left, ch, cw)
 
 
-def center_crop(sample: Mapping[str, Any], size: int | tuple[int, int] | None = None, multiple_of: int = 1) -> Sample:
+def center_crop(
+    sample: Mapping[str, Any], size: int | tuple[int, int] | None = None, multiple_of: int = 1
+) -> Sample:
     """Crop every spatial tensor at the central window (deterministic; for validation and test).
 
     Args:

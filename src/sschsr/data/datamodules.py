@@ -142,7 +142,11 @@ class HSIDataModule(L.LightningDataModule):
             train_only = self.source.train_only_names()
             if train_only:
                 extra = set(train_only)
-                lists = {k: (read_list(v) if isinstance(v, str | Path) else list(v)) for k, v in (lists or {}).items() if v is not None}
+                lists = {
+                    k: (read_list(v) if isinstance(v, str | Path) else list(v))
+                    for k, v in (lists or {}).items()
+                    if v is not None
+                }
                 for split in ("val", "test"):
                     wrong = sorted(extra & set(lists.get(split, ())))
                     if wrong:
@@ -171,7 +175,9 @@ class HSIDataModule(L.LightningDataModule):
         if split not in self.datasets:
             names = self.split()[split]
             if not names:
-                raise InputError(f"the {split} split has no scenes (splits: { {k: len(v) for k, v in self.split().items()} })")
+                raise InputError(
+                    f"the {split} split has no scenes (splits: { {k: len(v) for k, v in self.split().items()} })"
+                )
             self.check_bands(names[0])
             train = split == "train"
             if train:  # the source's order and repeats (MixedScenes: sources interleaved, some repeated)

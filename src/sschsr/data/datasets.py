@@ -134,7 +134,9 @@ class Scene:
         if len(self.wavelengths) != c:
             raise InputError(f"scene {self.name}: {len(self.wavelengths)} wavelengths for {c} bands")
         if self.ref is not None and tuple(self.ref.shape) != (3, h, w):
-            raise InputError(f"scene {self.name}: reference must be (3, {h}, {w}), got {tuple(self.ref.shape)}")
+            raise InputError(
+                f"scene {self.name}: reference must be (3, {h}, {w}), got {tuple(self.ref.shape)}"
+            )
         if self.mask is not None and tuple(self.mask.shape) != (h, w):
             raise InputError(f"scene {self.name}: mask must be ({h}, {w}), got {tuple(self.mask.shape)}")
 
@@ -256,7 +258,9 @@ class ProceduralScenes(SceneSource):
             raise InputError(f"ProceduralScenes needs num >= 1, got {num}")
         self.num, self.n_bands, self.seed = int(num), int(n_bands), int(seed)
         self.size = int(size) if isinstance(size, int) else tuple(int(s) for s in size)
-        wl = default_wavelengths(n_bands) if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)
+        wl = (
+            default_wavelengths(n_bands) if wavelengths is None else np.asarray(wavelengths, dtype=np.float64)
+        )
         _check_bands("the wavelengths list", len(wl), n_bands)
         self.wavelengths = wl
 
@@ -377,7 +381,9 @@ class HSIRefSRFolder(SceneSource):
             raise InputError(f"HSI-RefSR folder {self.root}: no .mat cubes in {self.hsi_dir}")
         missing = [n for n in self._names if self._ref_path(n) is None]
         if missing:
-            raise InputError(f"HSI-RefSR folder {self.root}: no reference image in {self.ref_dir} for {missing[:10]}")
+            raise InputError(
+                f"HSI-RefSR folder {self.root}: no reference image in {self.ref_dir} for {missing[:10]}"
+            )
 
     def _ref_path(self, name: str) -> Path | None:
         for ext in (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp"):
@@ -405,7 +411,9 @@ class HSIRefSRFolder(SceneSource):
         if self.normalize == "minmax":
             lo, hi = scene.hsi.min(), scene.hsi.max()
             scene.hsi = ((scene.hsi - lo) / (hi - lo).clamp_min(1e-12)).float()
-        rgb = torch.from_numpy(np.ascontiguousarray(read_rgb(self._ref_path(name)).transpose(2, 0, 1))).float()
+        rgb = torch.from_numpy(
+            np.ascontiguousarray(read_rgb(self._ref_path(name)).transpose(2, 0, 1))
+        ).float()
         scene.ref = resize_to(rgb, tuple(scene.hsi.shape[-2:]))
         return scene
 
@@ -463,7 +471,11 @@ class GeoTIFFTiles(SceneSource):
             cube = read_cube(self.path)
             scene = _cube_to_scene(cube, self.path.stem, self.n_bands)
             if self.normalize == "max":
-                valid = scene.mask if scene.mask is not None else torch.ones(scene.hsi.shape[-2:], dtype=torch.bool)
+                valid = (
+                    scene.mask
+                    if scene.mask is not None
+                    else torch.ones(scene.hsi.shape[-2:], dtype=torch.bool)
+                )
                 peak = scene.hsi[:, valid].max() if valid.any() else torch.tensor(1.0)
                 scene.hsi = scene.hsi / peak.clamp_min(1e-12)
             if self.ref_path is not None:
@@ -520,7 +532,9 @@ class GeoTIFFTiles(SceneSource):
         def cut(x):
             return None if x is None else x[..., r : r + t, c : c + t].clone()
 
-        return Scene(name=name, hsi=cut(full.hsi), wavelengths=full.wavelengths, ref=cut(full.ref), mask=cut(full.mask))
+        return Scene(
+            name=name, hsi=cut(full.hsi), wavelengths=full.wavelengths, ref=cut(full.ref), mask=cut(full.mask)
+        )
 
     def __getstate__(self):
         state = super().__getstate__()
@@ -536,7 +550,11 @@ def _starts(n: int, tile: int, stride: int) -> list[int]:
 
 
 def _has_georef(geo) -> bool:
-    return geo is not None and getattr(geo, "crs", None) is not None and getattr(geo, "transform", None) is not None
+    return (
+        geo is not None
+        and getattr(geo, "crs", None) is not None
+        and getattr(geo, "transform", None) is not None
+    )
 
 
 def _reproject_rgb(rgb: np.ndarray, src_geo, dst_geo, size: tuple[int, int]) -> np.ndarray:
@@ -602,18 +620,26 @@ class MixedScenes(SceneSource):
         self.sources: dict[str, SceneSource] = {}
         for key, src in dict(sources).items():
             if not isinstance(src, SceneSource):
-                raise InputError(f"MixedScenes source {key!r} must be a SceneSource, got {type(src).__name__}")
+                raise InputError(
+                    f"MixedScenes source {key!r} must be a SceneSource, got {type(src).__name__}"
+                )
             if not key or self.SEP in key:
-                raise InputError(f"MixedScenes source keys must be non-empty and without {self.SEP!r}, got {key!r}")
+                raise InputError(
+                    f"MixedScenes source keys must be non-empty and without {self.SEP!r}, got {key!r}"
+                )
             self.sources[str(key)] = src
         self.train_only = [str(k) for k in train_only or ()]
         self.repeat = {str(k): int(v) for k, v in dict(repeat or {}).items()}
         for what, keys in (("train_only", self.train_only), ("repeat", list(self.repeat))):
             unknown = sorted(set(keys) - set(self.sources))
             if unknown:
-                raise InputError(f"MixedScenes {what} names unknown sources {unknown} (sources: {sorted(self.sources)})")
+                raise InputError(
+                    f"MixedScenes {what} names unknown sources {unknown} (sources: {sorted(self.sources)})"
+                )
         if set(self.train_only) == set(self.sources):
-            raise InputError("MixedScenes: every source is train_only, nothing is left to validate or test on")
+            raise InputError(
+                "MixedScenes: every source is train_only, nothing is left to validate or test on"
+            )
         bad = {k: v for k, v in self.repeat.items() if v < 1}
         if bad:
             raise InputError(f"MixedScenes repeat counts must be whole numbers >= 1, got {bad}")
@@ -719,7 +745,9 @@ def split_names(
         listed = read_list(spec) if isinstance(spec, str | Path) else [str(s) for s in spec]
         unknown = sorted(set(listed) - known)
         if unknown:
-            raise InputError(f"split list {split} ({spec if isinstance(spec, str | Path) else 'inline'}) names unknown scenes {unknown[:10]}")
+            raise InputError(
+                f"split list {split} ({spec if isinstance(spec, str | Path) else 'inline'}) names unknown scenes {unknown[:10]}"
+            )
         given[split] = sorted(set(listed))
     for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
         both = set(given.get(a, ())) & set(given.get(b, ()))
@@ -730,7 +758,9 @@ def split_names(
 
     def draw(pool: list[str], k: int, what: str) -> list[str]:
         if k > len(pool):
-            raise InputError(f"cannot draw {k} {what} scene(s): only {len(pool)} available ({len(all_names)} in all)")
+            raise InputError(
+                f"cannot draw {k} {what} scene(s): only {len(pool)} available ({len(all_names)} in all)"
+            )
         perm = torch.randperm(len(pool), generator=g).tolist()
         return sorted(pool[i] for i in perm[:k])
 
@@ -834,7 +864,11 @@ class PairDataset(Dataset):
                 raise InputError("training needs a crop_size (batches need one size)")
             self.crop_size = None
         else:
-            cs = (int(crop_size), int(crop_size)) if isinstance(crop_size, int) else tuple(int(c) for c in crop_size)
+            cs = (
+                (int(crop_size), int(crop_size))
+                if isinstance(crop_size, int)
+                else tuple(int(c) for c in crop_size)
+            )
             if cs[0] % self.scale or cs[1] % self.scale or min(cs) < self.scale:
                 raise InputError(f"crop_size {cs} must be a positive multiple of the scale {self.scale}")
             self.crop_size = cs
@@ -844,7 +878,12 @@ class PairDataset(Dataset):
         self.camera, self.match = camera, match
         self.views = 1 if source.has_real_ref else max(1, int(pairs_per_scene))
         self.samples_per_epoch = samples_per_epoch
-        self.seed, self.noise_std, self.kernel_size, self.sigma = int(seed), float(noise_std), int(kernel_size), float(sigma)
+        self.seed, self.noise_std, self.kernel_size, self.sigma = (
+            int(seed),
+            float(noise_std),
+            int(kernel_size),
+            float(sigma),
+        )
         self.view_seed = self.seed if view_seed is None else int(view_seed)
         self.cache_pairs, self.shard_workers = cache_pairs, bool(shard_workers)
         self._pairs = LRUCache(cache_pairs)
@@ -1001,7 +1040,9 @@ def _blur_decimate_matrix(n: int, scale: int, kernel_size: int, sigma: float) ->
     """``(n // scale, n)`` matrix of :func:`sschsr.data.degrade.degrade` along one axis: the 1-D factor of
     the Gaussian kernel, the same padding (``(k-1)//2`` before, ``k//2`` after; reflect, or replicate on
     grids too small to reflect), and every ``scale``-th sample from the first."""
-    g = torch.exp(-0.5 * ((torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2) / sigma) ** 2)
+    g = torch.exp(
+        -0.5 * ((torch.arange(kernel_size, dtype=torch.float64) - (kernel_size - 1) / 2) / sigma) ** 2
+    )
     g = g / g.sum()  # the 2-D kernel is g g^T, normalised: its 1-D factors are normalised too
     pad_lo, pad_hi = (kernel_size - 1) // 2, kernel_size // 2
     reflect = n > max(pad_lo, pad_hi)
@@ -1098,7 +1139,12 @@ def fast_match_histograms(src: Tensor, ref: Tensor) -> Tensor:
     """
     if src.ndim < 3 or ref.ndim < 3:
         raise ValueError(f"expected (..., C, H, W) images, got {tuple(src.shape)} and {tuple(ref.shape)}")
-    if ref.shape[-3:] != src.shape[-3:] or src.requires_grad or src.device.type != "cpu" or ref.device.type != "cpu":
+    if (
+        ref.shape[-3:] != src.shape[-3:]
+        or src.requires_grad
+        or src.device.type != "cpu"
+        or ref.device.type != "cpu"
+    ):
         return match_histograms(src, ref.expand(*src.shape[:-3], *ref.shape[-3:]))
     c, n = src.shape[-3], src.shape[-2] * src.shape[-1]
     s = src.detach().reshape(-1, c, n).float().numpy()

@@ -56,7 +56,9 @@ def _cie1931_rgb(wavelengths: np.ndarray) -> np.ndarray:
     import colour
 
     cmfs = colour.MSDS_CMFS["CIE 1931 2 Degree Standard Observer"]
-    xyz = np.stack([np.interp(wavelengths, cmfs.wavelengths, cmfs.values[:, i], left=0, right=0) for i in range(3)])
+    xyz = np.stack(
+        [np.interp(wavelengths, cmfs.wavelengths, cmfs.values[:, i], left=0, right=0) for i in range(3)]
+    )
     to_rgb = np.asarray(colour.RGB_COLOURSPACES["sRGB"].matrix_XYZ_to_RGB)
     return np.clip(to_rgb @ xyz, 0.0, None)
 
@@ -64,7 +66,9 @@ def _cie1931_rgb(wavelengths: np.ndarray) -> np.ndarray:
 def _read_table(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """Read a response table into (wavelengths (N,), {channel name: (N,)})."""
     try:
-        rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
+        rows = [
+            r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")
+        ]
     except OSError as e:
         raise InputError(f"cannot read spectral response table {path}: {e}") from e
     rows = [[c.strip() for c in r if c.strip() != ""] for r in rows]
@@ -79,7 +83,9 @@ def _read_table(path: Path) -> tuple[np.ndarray, dict[str, np.ndarray]]:
 
     if len(rows) < 2:
         raise InputError(f"spectral response table {path} has fewer than two rows")
-    if all(numeric(v) for v in rows[0][1:]) and len(rows[0]) > 4:  # transposed: wavelengths along the first row
+    if (
+        all(numeric(v) for v in rows[0][1:]) and len(rows[0]) > 4
+    ):  # transposed: wavelengths along the first row
         wl = np.array([float(v) for v in rows[0][1:]])
         chans = {r[0].upper(): np.array([float(v) for v in r[1:]]) for r in rows[1:]}
     else:
@@ -96,7 +102,9 @@ def _table_rgb(path: Path, wavelengths: np.ndarray) -> np.ndarray:
     for name in ("R", "G", "B"):
         cols = [v for k, v in chans.items() if k == name or (k.startswith(name) and k[1:].isdigit())]
         if not cols:
-            raise InputError(f"spectral response table {path} has no {name} channel (channels: {sorted(chans)})")
+            raise InputError(
+                f"spectral response table {path} has no {name} channel (channels: {sorted(chans)})"
+            )
         curve = np.mean(cols, axis=0)
         out.append(np.interp(wavelengths, wl, curve, left=0, right=0))
     return np.clip(np.stack(out), 0.0, None)
@@ -125,7 +133,9 @@ def _raw_srf(wavelengths: np.ndarray, camera: Camera | str | Path) -> np.ndarray
         return _gaussian_rows(wavelengths, [600.0, 540.0, 460.0], [80.0, 80.0, 80.0])
     path = Path(camera)
     if not path.is_file():
-        raise InputError(f"unknown camera response {camera!r}: expected 'cie1931', 'gaussian' or an existing CSV file")
+        raise InputError(
+            f"unknown camera response {camera!r}: expected 'cie1931', 'gaussian' or an existing CSV file"
+        )
     return _table_rgb(path, wavelengths)
 
 
@@ -185,7 +195,9 @@ def render(hsi: Tensor, srf: Tensor | np.ndarray) -> Tensor:
     """
     srf = torch.as_tensor(srf, dtype=hsi.dtype, device=hsi.device)
     if srf.ndim != 2 or srf.shape[0] != 3 or srf.shape[1] != hsi.shape[-3]:
-        raise ValueError(f"srf must be (3, {hsi.shape[-3]}) for an HSI with {hsi.shape[-3]} bands, got {tuple(srf.shape)}")
+        raise ValueError(
+            f"srf must be (3, {hsi.shape[-3]}) for an HSI with {hsi.shape[-3]} bands, got {tuple(srf.shape)}"
+        )
     return torch.einsum("rc,...chw->...rhw", srf, hsi)
 
 

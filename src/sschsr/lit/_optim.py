@@ -30,5 +30,9 @@ def step_scheduler(module: L.LightningModule, optimizer: Optimizer, scheduler: p
             kwargs["total_steps"] = int(estimate)
     return {
         "optimizer": optimizer,
-        "lr_scheduler": {"scheduler": scheduler(optimizer=optimizer, **kwargs), "interval": "step", "frequency": 1},
+        "lr_scheduler": {
+            "scheduler": scheduler(optimizer=optimizer, **kwargs),
+            "interval": "step",
+            "frequency": 1,
+        },
     }

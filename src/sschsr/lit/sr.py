@@ -45,7 +45,11 @@ N_SPECTRA = 3  # pixels whose spectra are drawn in the validation figure
 
 
 def sr_loss(
-    sr: Tensor, hr: Tensor, ref_warp: Tensor | None = None, rgb_hr: Tensor | None = None, warp_weight: float = 1.0
+    sr: Tensor,
+    hr: Tensor,
+    ref_warp: Tensor | None = None,
+    rgb_hr: Tensor | None = None,
+    warp_weight: float = 1.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
     """The full network's loss: ``SmoothL1(sr, hr) + warp_weight * SmoothL1(ref_warp, rgb_hr)``.
 
@@ -98,7 +102,9 @@ def warmup_cosine(
     n_warm = min(max(n_warm, 1), max(total_steps - 1, 1))
     base = [g["lr"] for g in optimizer.param_groups]
     warm = LinearLR(optimizer, start_factor=final_ratio, end_factor=1.0, total_iters=n_warm)
-    decay = CosineAnnealingLR(optimizer, T_max=max(total_steps - n_warm - 1, 1), eta_min=min(base) * final_ratio)
+    decay = CosineAnnealingLR(
+        optimizer, T_max=max(total_steps - n_warm - 1, 1), eta_min=min(base) * final_ratio
+    )
     return SequentialLR(optimizer, [warm, decay], milestones=[n_warm])
 
 
@@ -120,7 +126,9 @@ def load_earlier_stages(net: nn.Module, flow_ckpt: str | None = None, warp_ckpt:
     if flow_ckpt:
         flow_net = getattr(net, "flow_net", None)
         if flow_net is None:
-            raise InputError(f"flow_ckpt={flow_ckpt}: {type(net).__name__} has no flow network to load it into")
+            raise InputError(
+                f"flow_ckpt={flow_ckpt}: {type(net).__name__} has no flow network to load it into"
+            )
         from sschsr.lit.warp import load_flow_weights
 
         load_flow_weights(flow_net, flow_ckpt)
@@ -270,7 +278,10 @@ class SRModule(L.LightningModule):
             return
         figure = sr_figure(batch, out)
         spectra = spectra_figure(batch, out)
-        images = {"val/sr": (figure, "lr_up | ref | ref_warp | sr | hr"), "val/spectra": (spectra, "hr, sr, lr_up")}
+        images = {
+            "val/sr": (figure, "lr_up | ref | ref_warp | sr | hr"),
+            "val/spectra": (spectra, "hr, sr, lr_up"),
+        }
         for key, (image, caption) in images.items():
             for lg in loggers:
                 if hasattr(lg, "log_image"):  # wandb, and loggers with the same method
@@ -285,7 +296,9 @@ class SRModule(L.LightningModule):
         if not params:
             return None  # a network without parameters (bicubic): evaluation only
         if self.optimizer_factory is None:
-            raise ValueError("SRModule was built without an optimizer (inference only): pass optimizer=partial(...)")
+            raise ValueError(
+                "SRModule was built without an optimizer (inference only): pass optimizer=partial(...)"
+            )
         optimizer = self.optimizer_factory(params=params)
         return step_scheduler(self, optimizer, self.scheduler_factory)
 
@@ -349,7 +362,9 @@ def sr_figure(batch: dict[str, Any], out: dict[str, Tensor]) -> np.ndarray:
     return np.concatenate(panels, axis=1)
 
 
-def spectra_figure(batch: dict[str, Any], out: dict[str, Tensor], wavelengths: np.ndarray | None = None) -> np.ndarray:
+def spectra_figure(
+    batch: dict[str, Any], out: dict[str, Tensor], wavelengths: np.ndarray | None = None
+) -> np.ndarray:
     """The spectra of ``hr``, ``sr`` and ``lr_up`` at :data:`N_SPECTRA` pixels, drawn with matplotlib (Agg).
 
     Returns:

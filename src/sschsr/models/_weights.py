@@ -47,7 +47,9 @@ def read_weights(path: Path, key: str) -> tuple[dict[str, Tensor], dict | None]:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # pickle.UnpicklingError and friends: arbitrary objects, or not a checkpoint
-        raise InputError(f"{path}: not a checkpoint of plain tensors and values ({type(e).__name__})") from None
+        raise InputError(
+            f"{path}: not a checkpoint of plain tensors and values ({type(e).__name__})"
+        ) from None
     if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
         raise InputError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
     return ckpt["state_dict"], ckpt.get(key)
@@ -91,5 +93,7 @@ def load_net(
         net.load_state_dict(state)
     except RuntimeError as e:
         hint = "" if stored or overrides else f" (the file stores no architecture: pass {arch_hint})"
-        raise InputError(f"{path}: weights do not fit {cls.__name__}({kwargs}){hint}: {str(e).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: weights do not fit {cls.__name__}({kwargs}){hint}: {str(e).splitlines()[0]}"
+        ) from None
     return net.eval()

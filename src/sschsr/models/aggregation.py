@@ -42,7 +42,9 @@ def scale_correspondence(offset: Tensor, score: Tensor, size: tuple[int, int]) -
     """
     h, w = offset.shape[-2:]
     if size[0] % h or size[1] % w or size[0] // h != size[1] // w:
-        raise ValueError(f"level size {tuple(size)} is not one integer multiple of the matching grid {(h, w)}")
+        raise ValueError(
+            f"level size {tuple(size)} is not one integer multiple of the matching grid {(h, w)}"
+        )
     factor = size[0] // h
     if factor == 1:
         return offset, score
@@ -106,7 +108,10 @@ class IDFA(nn.Module):
             self.guide = None
             guide_channels = hsi_channels
         self.offset_body = nn.Sequential(
-            conv3x3(2 * channels + guide_channels, channels), nn.LeakyReLU(s), conv3x3(channels, channels), nn.LeakyReLU(s)
+            conv3x3(2 * channels + guide_channels, channels),
+            nn.LeakyReLU(s),
+            conv3x3(channels, channels),
+            nn.LeakyReLU(s),
         )
         # (dy, dx) residual per group and tap, then the mask's m per group and tap
         self.offset_head = conv3x3(channels, 3 * self.offset_groups * self.taps)
@@ -121,12 +126,16 @@ class IDFA(nn.Module):
         self, f_ref: Tensor, offset: Tensor, score: Tensor, f_hsi: Tensor, prev: Tensor | None = None
     ) -> Tensor:
         if f_ref.shape[1] != self.channels or f_ref.shape[-2:] != f_hsi.shape[-2:]:
-            raise ValueError(f"IDFA({self.channels}) got f_ref {tuple(f_ref.shape)} and f_hsi {tuple(f_hsi.shape)}")
+            raise ValueError(
+                f"IDFA({self.channels}) got f_ref {tuple(f_ref.shape)} and f_hsi {tuple(f_hsi.shape)}"
+            )
         size = tuple(f_ref.shape[-2:])
         base, score = scale_correspondence(offset.to(f_ref.dtype), score.to(f_ref.dtype), size)
         if self.guide is not None:
             if prev is None:
-                raise ValueError("IDFA(iterative, prev_channels=...) needs prev, the previous level's fused features")
+                raise ValueError(
+                    "IDFA(iterative, prev_channels=...) needs prev, the previous level's fused features"
+                )
             guide = self.guide(torch.cat((f_hsi, prev), dim=1))
         else:
             guide = f_hsi
@@ -134,6 +143,8 @@ class IDFA(nn.Module):
         pred = self.offset_head(self.offset_body(torch.cat((f_ref, warped, guide), dim=1)))
         n = self.offset_groups * self.taps
         residual, m = pred[:, : 2 * n], pred[:, 2 * n :]
-        dcn_offset = expand_offsets(base, self.taps, self.offset_groups) + self.max_residual * torch.tanh(residual)
+        dcn_offset = expand_offsets(base, self.taps, self.offset_groups) + self.max_residual * torch.tanh(
+            residual
+        )
         mask = torch.sigmoid(m * score)  # trust in a tap grows with the match's similarity, as m learns
         return self.act(self.dcn(f_ref, dcn_offset, mask))

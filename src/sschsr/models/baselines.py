@@ -14,7 +14,15 @@ import torch
 from torch import Tensor, nn
 
 from sschsr.models.encoders import HSIEncoder
-from sschsr.models.sschsr import PRESETS, Preset, build_fusion_levels, pad_to_multiple
+from sschsr.models.sschsr import (
+    HEADS,
+    PRESETS,
+    Head,
+    Preset,
+    build_fusion_levels,
+    pad_to_multiple,
+    reconstruct,
+)
 
 __all__ = ["Bicubic", "SingleImageSR"]
 
@@ -36,7 +44,9 @@ class Bicubic(nn.Module):
         super().__init__()
         self.n_bands = n_bands
 
-    def forward(self, lr_up: Tensor, ref: Tensor | None = None, rgb_hsi: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, lr_up: Tensor, ref: Tensor | None = None, rgb_hsi: Tensor | None = None
+    ) -> dict[str, Tensor]:
         _check(lr_up, self.n_bands, "Bicubic")
         return dict(sr=lr_up)
 
@@ -47,6 +57,7 @@ class SingleImageSR(nn.Module):
     Args:
         n_bands: spectral bands ``C``.
         preset: the widths of :data:`sschsr.models.sschsr.PRESETS`.
+        head: ``residual`` or ``modulated``, as :class:`sschsr.models.sschsr.SSCHSR`.
 
     Shape:
         ``forward(lr_up (B, C, H, W), ref=None, rgb_hsi=None)`` -> ``dict(sr=(B, C, H, W))``; any ``H, W``.
@@ -57,19 +68,23 @@ class SingleImageSR(nn.Module):
         torch.Size([2, 5, 18, 22])
     """
 
-    def __init__(self, n_bands: int, preset: Preset = "lite"):
+    def __init__(self, n_bands: int, preset: Preset = "lite", head: Head = "residual"):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; expected one of {sorted(PRESETS)}")
+        if head not in HEADS:
+            raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
         cfg = PRESETS[preset]
-        self.n_bands, self.preset = n_bands, preset
+        self.n_bands, self.preset, self.head = n_bands, preset, head
         self.hsi_encoder = HSIEncoder(n_bands, cfg.width, cfg.hsi_blocks)
-        self.fusion = build_fusion_levels(n_bands, cfg, use_rmca=False, concat_ref=False)
+        self.fusion = build_fusion_levels(n_bands, cfg, use_rmca=False, concat_ref=False, head=head)
 
-    def forward(self, lr_up: Tensor, ref: Tensor | None = None, rgb_hsi: Tensor | None = None) -> dict[str, Tensor]:
+    def forward(
+        self, lr_up: Tensor, ref: Tensor | None = None, rgb_hsi: Tensor | None = None
+    ) -> dict[str, Tensor]:
         _check(lr_up, self.n_bands, "SingleImageSR")
         h, w = lr_up.shape[-2:]
         x = None
         for level, fh in zip(self.fusion, self.hsi_encoder(pad_to_multiple(lr_up)), strict=True):
             x = level(fh if x is None else torch.cat((fh, x), dim=1))
-        return dict(sr=x[..., :h, :w] + lr_up)
+        return dict(sr=reconstruct(x[..., :h, :w], lr_up, self.head))

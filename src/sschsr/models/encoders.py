@@ -40,7 +40,9 @@ class ResBlock(nn.Module):
 
     def __init__(self, channels: int):
         super().__init__()
-        self.body = nn.Sequential(conv3x3(channels, channels), nn.LeakyReLU(NEGATIVE_SLOPE), conv3x3(channels, channels))
+        self.body = nn.Sequential(
+            conv3x3(channels, channels), nn.LeakyReLU(NEGATIVE_SLOPE), conv3x3(channels, channels)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return x + self.body(x)
@@ -70,9 +72,15 @@ class HSIEncoder(nn.Module):
             raise ValueError(f"HSIEncoder has three levels; got blocks={tuple(blocks)}")
         c, s = width, NEGATIVE_SLOPE
         self.n_bands, self.width = n_bands, width
-        self.level3 = nn.Sequential(conv3x3(n_bands, c), nn.LeakyReLU(s), *(ResBlock(c) for _ in range(blocks[0])))
-        self.level2 = nn.Sequential(conv3x3(c, 2 * c, 2), nn.LeakyReLU(s), *(ResBlock(2 * c) for _ in range(blocks[1])))
-        self.level1 = nn.Sequential(conv3x3(2 * c, 4 * c, 2), nn.LeakyReLU(s), *(ResBlock(4 * c) for _ in range(blocks[2])))
+        self.level3 = nn.Sequential(
+            conv3x3(n_bands, c), nn.LeakyReLU(s), *(ResBlock(c) for _ in range(blocks[0]))
+        )
+        self.level2 = nn.Sequential(
+            conv3x3(c, 2 * c, 2), nn.LeakyReLU(s), *(ResBlock(2 * c) for _ in range(blocks[1]))
+        )
+        self.level1 = nn.Sequential(
+            conv3x3(2 * c, 4 * c, 2), nn.LeakyReLU(s), *(ResBlock(4 * c) for _ in range(blocks[2]))
+        )
 
     def forward(self, lr_up: Tensor) -> list[Tensor]:
         _check_input(lr_up, self.n_bands, "HSIEncoder")
@@ -84,7 +92,10 @@ class HSIEncoder(nn.Module):
 
 def _vgg_stage(cin: int, cout: int, stride: int) -> nn.Sequential:
     return nn.Sequential(
-        conv3x3(cin, cout, stride), nn.LeakyReLU(NEGATIVE_SLOPE), conv3x3(cout, cout), nn.LeakyReLU(NEGATIVE_SLOPE)
+        conv3x3(cin, cout, stride),
+        nn.LeakyReLU(NEGATIVE_SLOPE),
+        conv3x3(cout, cout),
+        nn.LeakyReLU(NEGATIVE_SLOPE),
     )
 
 

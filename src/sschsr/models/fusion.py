@@ -81,7 +81,9 @@ class _Attention(nn.Module):
 
     def attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         h, w = q.shape[-2:]
-        out = transposed_attention(_heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads), self.temperature)
+        out = transposed_attention(
+            _heads(q, self.heads), _heads(k, self.heads), _heads(v, self.heads), self.temperature
+        )
         return self.project_out(rearrange(out, "b head c (h w) -> b (head c) h w", h=h, w=w))
 
     def extra_repr(self) -> str:
@@ -119,7 +121,9 @@ class RMCA(_Attention):
 
     def forward(self, x: Tensor, a_ref: Tensor) -> Tensor:
         if a_ref.shape != x.shape:
-            raise ValueError(f"RMCA expects a_ref of the shape of x {tuple(x.shape)}; got {tuple(a_ref.shape)}")
+            raise ValueError(
+                f"RMCA expects a_ref of the shape of x {tuple(x.shape)}; got {tuple(a_ref.shape)}"
+            )
         q, k, v = self.qkv_maps(x)
         return self.attend(q, k, v * a_ref) + self.pos_emb(v)
 
@@ -151,7 +155,9 @@ class FusionBlock(nn.Module):
         ``forward(x (B, dim, H, W), a_ref (B, dim, H, W) | None) -> (B, dim, H, W)``.
     """
 
-    def __init__(self, dim: int, heads: int, expansion: float = 2.66, use_rmca: bool = True, bias: bool = False):
+    def __init__(
+        self, dim: int, heads: int, expansion: float = 2.66, use_rmca: bool = True, bias: bool = False
+    ):
         super().__init__()
         self.use_rmca = use_rmca
         self.norm1, self.smsa = LayerNorm2d(dim), SMSA(dim, heads, bias)
@@ -202,7 +208,9 @@ class FusionLevel(nn.Module):
         self.embed = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)
         self.blocks = nn.ModuleList(FusionBlock(dim, heads, expansion, use_rmca) for _ in range(blocks))
         self.up = (
-            nn.Sequential(nn.Conv2d(dim, 4 * dim, 3, padding=1, bias=False), nn.PixelShuffle(2)) if upsample else None
+            nn.Sequential(nn.Conv2d(dim, 4 * dim, 3, padding=1, bias=False), nn.PixelShuffle(2))
+            if upsample
+            else None
         )
         self.out = nn.Conv2d(dim, out_channels, 3, padding=1, bias=False)
 

@@ -45,7 +45,9 @@ DISTANCE_PRIOR = 1e-5  # similarity given up per pixel of |dx| + |dy| when choos
 
 def _check_pair(src: Tensor, ref: Tensor, patch_size: int) -> None:
     if src.ndim != 4 or src.shape != ref.shape:
-        raise ValueError(f"matching expects src and ref features of one shape (B, D, h, w); got {tuple(src.shape)} and {tuple(ref.shape)}")
+        raise ValueError(
+            f"matching expects src and ref features of one shape (B, D, h, w); got {tuple(src.shape)} and {tuple(ref.shape)}"
+        )
     if patch_size < 1 or patch_size % 2 == 0:
         raise ValueError(f"patch_size must be odd and positive; got {patch_size}")
 
@@ -82,7 +84,9 @@ def index_to_offset(index: Tensor, width: int) -> Tensor:
     return torch.stack((index % width - xs, index // width - ys), dim=1).float()
 
 
-def global_match(src: Tensor, ref: Tensor, patch_size: int = 3, chunk_size: int = 2**24) -> tuple[Tensor, Tensor]:
+def global_match(
+    src: Tensor, ref: Tensor, patch_size: int = 3, chunk_size: int = 2**24
+) -> tuple[Tensor, Tensor]:
     """Best match of every source patch among all reference patches.
 
     Args:
@@ -139,7 +143,9 @@ def local_match(src: Tensor, ref: Tensor, radius: int = 4, patch_size: int = 3) 
     # |patch|^2 is the box sum of per-pixel |f|^2 (1 inside the image, 0 in the zero padding)
     norm_q = _box_sum(f.square().sum(1, keepdim=True), patch_size).sqrt().clamp_min(EPS)
     # padded with ones, not zeros: those positions are masked out, and 0/0 would put NaN in the gradient
-    norm_k = F.pad(_box_sum(g.square().sum(1, keepdim=True), patch_size).sqrt().clamp_min(EPS), (r, r, r, r), value=1.0)
+    norm_k = F.pad(
+        _box_sum(g.square().sum(1, keepdim=True), patch_size).sqrt().clamp_min(EPS), (r, r, r, r), value=1.0
+    )
     inside = F.pad(torch.ones(1, 1, h, w, device=src.device, dtype=torch.bool), (r, r, r, r))
     g = F.pad(g, (r, r, r, r))
 
@@ -184,11 +190,18 @@ class GAM(nn.Module):
         ([2.0, 1.0], 1.0)
     """
 
-    def __init__(self, matching: Matching = "local", radius: int = 4, patch_size: int = 3, chunk_size: int = 2**24):
+    def __init__(
+        self, matching: Matching = "local", radius: int = 4, patch_size: int = 3, chunk_size: int = 2**24
+    ):
         super().__init__()
         if matching not in ("local", "global"):
             raise ValueError(f"matching must be 'local' or 'global'; got {matching!r}")
-        self.matching, self.radius, self.patch_size, self.chunk_size = matching, radius, patch_size, chunk_size
+        self.matching, self.radius, self.patch_size, self.chunk_size = (
+            matching,
+            radius,
+            patch_size,
+            chunk_size,
+        )
 
     def forward(self, src: Tensor, ref: Tensor) -> tuple[Tensor, Tensor]:
         if self.matching == "local":

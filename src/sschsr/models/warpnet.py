@@ -246,5 +246,13 @@ def load_warpnet(path: str | Path, prefix: str | None = None, **overrides: Any) 
     Raises:
         InputError: the file is missing, of an unknown kind, or its weights do not fit the network.
     """
-    return load_net(WarpNet, path, CONFIG_KEY, "warpnet.", prefix, overrides, what="WarpNet",
-                    arch_hint="widths=..., extra_channels=...")
+    return load_net(
+        WarpNet,
+        path,
+        CONFIG_KEY,
+        "warpnet.",
+        prefix,
+        overrides,
+        what="WarpNet",
+        arch_hint="widths=..., extra_channels=...",
+    )

@@ -62,14 +62,20 @@ def _check(x: Tensor, offset: Tensor, weight: Tensor, mask: Tensor | None, out_h
     if c % weight.shape[1]:
         raise ValueError(f"input channels {c} are not a multiple of the weight's {weight.shape[1]} per group")
     if weight.shape[0] % (c // weight.shape[1]):
-        raise ValueError(f"output channels {weight.shape[0]} are not a multiple of the groups {c // weight.shape[1]}")
+        raise ValueError(
+            f"output channels {weight.shape[0]} are not a multiple of the groups {c // weight.shape[1]}"
+        )
     if offset.shape[1] % (2 * taps) or offset.shape[1] == 0:
-        raise ValueError(f"offset has {offset.shape[1]} channels; expected a positive multiple of 2*kh*kw = {2 * taps}")
+        raise ValueError(
+            f"offset has {offset.shape[1]} channels; expected a positive multiple of 2*kh*kw = {2 * taps}"
+        )
     groups = offset.shape[1] // (2 * taps)
     if c % groups:
         raise ValueError(f"input channels {c} are not divisible by the {groups} offset groups")
     if offset.shape[0] != b or tuple(offset.shape[-2:]) != out_hw:
-        raise ValueError(f"offset must be {(b, offset.shape[1], *out_hw)} for this input and kernel; got {tuple(offset.shape)}")
+        raise ValueError(
+            f"offset must be {(b, offset.shape[1], *out_hw)} for this input and kernel; got {tuple(offset.shape)}"
+        )
     if mask is not None and tuple(mask.shape) != (b, groups * taps, *out_hw):
         raise ValueError(f"mask must be {(b, groups * taps, *out_hw)}; got {tuple(mask.shape)}")
     return groups
@@ -111,13 +117,19 @@ def deform_conv2d_torch(
     grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
     grid = grid.reshape(b * n_off, taps * ho, wo, 2)  # the taps stacked along the rows: one call samples all
     cols = F.grid_sample(
-        x.reshape(b * n_off, c // n_off, h, w), grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        x.reshape(b * n_off, c // n_off, h, w),
+        grid,
+        mode="bilinear",
+        padding_mode="zeros",
+        align_corners=False,
     ).reshape(b, n_off, c // n_off, taps, ho, wo)
     if mask is not None:  # DCNv2 modulation, one scalar per offset group, tap and pixel
         cols = cols * mask.to(x.dtype).reshape(b, n_off, 1, taps, ho, wo)
 
     groups = c // c_per_group
-    cols = cols.reshape(b, groups, c_per_group * taps, ho * wo)  # rows ordered (channel, tap): the weight's order
+    cols = cols.reshape(
+        b, groups, c_per_group * taps, ho * wo
+    )  # rows ordered (channel, tap): the weight's order
     out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * taps), cols)
     out = out.reshape(b, c_out, ho, wo)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
@@ -226,7 +238,9 @@ class DeformConv2d(nn.Module):
             nn.init.uniform_(self.bias, -1 / math.sqrt(fan_in), 1 / math.sqrt(fan_in))
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
-        return deform_conv2d(x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask)
+        return deform_conv2d(
+            x, offset, self.weight, self.bias, self.stride, self.padding, self.dilation, mask
+        )
 
     def extra_repr(self) -> str:
         return (
@@ -244,5 +258,7 @@ class ModulatedDeformConv(DeformConv2d):
 
     def forward(self, x: Tensor, offset: Tensor, mask: Tensor | None = None) -> Tensor:
         if mask is None:
-            raise ValueError("ModulatedDeformConv needs a mask (B, G*kh*kw, Ho, Wo); use DeformConv2d for DCNv1")
+            raise ValueError(
+                "ModulatedDeformConv needs a mask (B, G*kh*kw, Ho, Wo); use DeformConv2d for DCNv1"
+            )
         return super().forward(x, offset, mask)

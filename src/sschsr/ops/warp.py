@@ -54,7 +54,9 @@ def flow_warp(
         True
     """
     if x.ndim != 4 or flow.ndim != 4 or flow.shape[1] != 2 or flow.shape[0] != x.shape[0]:
-        raise ValueError(f"flow_warp expects x (B, C, H, W) and flow (B, 2, H, W); got {tuple(x.shape)} and {tuple(flow.shape)}")
+        raise ValueError(
+            f"flow_warp expects x (B, C, H, W) and flow (B, 2, H, W); got {tuple(x.shape)} and {tuple(flow.shape)}"
+        )
     b, _, h, w = flow.shape
     hx, wx = x.shape[-2:]
     pos = coords_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow

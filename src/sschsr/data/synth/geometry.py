@@ -162,8 +162,10 @@ def homography_from_corners(height: int, width: int, offsets: Tensor) -> Tensor:
 
     Solved by the direct linear transform in float64.
     """
-    src = torch.tensor([[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]],
-                       dtype=torch.float64)
+    src = torch.tensor(
+        [[0.0, 0.0], [width - 1.0, 0.0], [width - 1.0, height - 1.0], [0.0, height - 1.0]],
+        dtype=torch.float64,
+    )
     dst = src + offsets.to(torch.float64)
     rows, rhs = [], []
     for (x, y), (u, v) in zip(src.tolist(), dst.tolist(), strict=True):
@@ -178,7 +180,9 @@ def apply_homography(G: Tensor, pts: Tensor) -> Tensor:
     """``pts``: ``(2, ...)`` x then y -> ``(2, ...)`` mapped by ``G`` (projective division)."""
     x, y = pts[0], pts[1]
     den = G[2, 0] * x + G[2, 1] * y + G[2, 2]
-    return torch.stack([(G[0, 0] * x + G[0, 1] * y + G[0, 2]) / den, (G[1, 0] * x + G[1, 1] * y + G[1, 2]) / den])
+    return torch.stack(
+        [(G[0, 0] * x + G[0, 1] * y + G[0, 2]) / den, (G[1, 0] * x + G[1, 1] * y + G[1, 2]) / den]
+    )
 
 
 def sample_field(field: Tensor, pos: Tensor) -> Tensor:
@@ -209,8 +213,9 @@ def invert_displacement(e: Tensor, iters: int = 8) -> Tensor:
 
 
 def _grid(h: int, w: int) -> Tensor:
-    ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                            indexing="ij")
+    ys, xs = torch.meshgrid(
+        torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+    )
     return torch.stack([xs, ys])
 
 
@@ -272,7 +277,9 @@ def fill_far(zbuf: Tensor) -> Tensor:
         levels.append(F.max_pool2d(levels[-1], 2, ceil_mode=True))
     for k in range(len(levels) - 2, -1, -1):
         fine, coarse = levels[k], levels[k + 1]
-        up = coarse.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., : fine.shape[-2], : fine.shape[-1]]
+        up = coarse.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[
+            ..., : fine.shape[-2], : fine.shape[-1]
+        ]
         levels[k] = torch.where(fine == -float("inf"), up, fine)
     out = levels[0][0, 0]
     # a coarsest level of one pixel may still be -inf if a whole side was empty; never the case here
@@ -299,7 +306,9 @@ def pull_far(zbuf: Tensor, values: Tensor) -> Tensor:
         levels.append((z, values))
     z, values = levels[-1]
     for zf, vf in reversed(levels[:-1]):
-        up = values.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[..., : zf.shape[0], : zf.shape[1]]
+        up = values.repeat_interleave(2, dim=-2).repeat_interleave(2, dim=-1)[
+            ..., : zf.shape[0], : zf.shape[1]
+        ]
         values = torch.where((zf == -float("inf"))[None], up, vf)
     return values
 
@@ -316,12 +325,16 @@ def backproject(ref_depth: Tensor, motion: Motion, elastic_iters: int = 6) -> Te
     u = apply_homography(torch.linalg.inv(motion.G), r)
     Kinv = torch.linalg.inv(motion.K)
     rays = torch.einsum("ij,jhw->ihw", Kinv[:, :2], u) + Kinv[:, 2, None, None]  # z = 1
-    X = torch.einsum("ji,jhw->ihw", motion.R, ref_depth[None] * rays - motion.t[:, None, None])  # R^T (X' - t)
+    X = torch.einsum(
+        "ji,jhw->ihw", motion.R, ref_depth[None] * rays - motion.t[:, None, None]
+    )  # R^T (X' - t)
     ph = torch.einsum("ij,jhw->ihw", motion.K, X)
     return ph[:2] / ph[2:3].clamp(min=1e-6)
 
 
-def synthesize_view(depth: Tensor, motion: Motion, occlusion_tol: float = 0.03, elastic_iters: int = 6) -> View:
+def synthesize_view(
+    depth: Tensor, motion: Motion, occlusion_tol: float = 0.03, elastic_iters: int = 6
+) -> View:
     """The new view for a given depth and motion (deterministic; see the module docstring).
 
     Args:
@@ -351,16 +364,23 @@ def synthesize_view(depth: Tensor, motion: Motion, occlusion_tol: float = 0.03, 
         smear = pull_far(zbuf, src_pos)
         src_pos = torch.where((hole & in_src)[None], smear, src_pos)
     backward = src_pos - _grid(h, w)
-    return View(flow=pos - _grid(h, w), valid=valid, backward=backward, depth=depth, ref_depth=zbuf,
-                motion=motion)
+    return View(
+        flow=pos - _grid(h, w), valid=valid, backward=backward, depth=depth, ref_depth=zbuf, motion=motion
+    )
 
 
 def identity_view(height: int, width: int) -> View:
     """No motion: zero flow, all valid, the reference is the source."""
     zero = torch.zeros(2, height, width)
     ones = torch.ones(height, width)
-    return View(flow=zero, valid=torch.ones(height, width, dtype=torch.bool), backward=zero.clone(), depth=ones,
-                ref_depth=ones.clone(), motion=Motion.identity(height, width))
+    return View(
+        flow=zero,
+        valid=torch.ones(height, width, dtype=torch.bool),
+        backward=zero.clone(),
+        depth=ones,
+        ref_depth=ones.clone(),
+        motion=Motion.identity(height, width),
+    )
 
 
 def _blur(x: Tensor, sigma: float) -> Tensor:
@@ -488,10 +508,13 @@ class _Draw:
     elastic_slope: float = 0.0  # the unit field's largest finite difference, px per px
 
 
-def _draw(h: int, w: int, K: Tensor, mean_disp: float, rng: np.random.Generator, cfg: GeometryConfig) -> _Draw:
+def _draw(
+    h: int, w: int, K: Tensor, mean_disp: float, rng: np.random.Generator, cfg: GeometryConfig
+) -> _Draw:
     """A random motion direction, each component normalised to about 1 px of mean flow per unit scale."""
     f = float(K[0, 0])
     radius = 0.38 * max(h, w)  # mean distance of a pixel from the centre, roughly
+
     def unit(n: int) -> np.ndarray:
         v = rng.standard_normal(n)
         return v / (np.linalg.norm(v) + 1e-12)
@@ -511,7 +534,9 @@ def _draw(h: int, w: int, K: Tensor, mean_disp: float, rng: np.random.Generator,
         tz = rng.uniform(-0.3, 0.3) * wt / (radius * mean_disp)
         t = torch.tensor([lat[0], lat[1], tz], dtype=torch.float32)
     if cfg.homography:
-        corners = torch.from_numpy(rng.standard_normal((4, 2)).astype(np.float32)) * rng.uniform(*cfg.homography_weight)
+        corners = torch.from_numpy(rng.standard_normal((4, 2)).astype(np.float32)) * rng.uniform(
+            *cfg.homography_weight
+        )
     if cfg.elastic:
         cells = max(2, cfg.elastic_cells)
         e = torch.stack([fbm(h, w, rng, octaves=2, base_cells=cells) for _ in range(2)])
@@ -521,7 +546,9 @@ def _draw(h: int, w: int, K: Tensor, mean_disp: float, rng: np.random.Generator,
     return _Draw(omega, t, corners, elastic)
 
 
-MAX_ELASTIC_SLOPE = 0.2  # keeps r -> r + e(r) one-to-one and its fixed-point inverse fast (error * 0.2 per step)
+MAX_ELASTIC_SLOPE = (
+    0.2  # keeps r -> r + e(r) one-to-one and its fixed-point inverse fast (error * 0.2 per step)
+)
 
 
 def _motion_at(draw: _Draw, scale: float, K: Tensor, h: int, w: int) -> Motion:
@@ -532,8 +559,9 @@ def _motion_at(draw: _Draw, scale: float, K: Tensor, h: int, w: int) -> Motion:
     return Motion(K=K, R=rotation(draw.omega * scale), t=draw.t * scale, G=G, elastic=elastic)
 
 
-def random_view(guide: Tensor, generator: torch.Generator, cfg: GeometryConfig | None = None,
-                depth: Tensor | None = None) -> View:
+def random_view(
+    guide: Tensor, generator: torch.Generator, cfg: GeometryConfig | None = None, depth: Tensor | None = None
+) -> View:
     """A random new view of an image, with the mean flow magnitude in ``cfg.flow_range``.
 
     Args:
@@ -577,4 +605,3 @@ def random_view(guide: Tensor, generator: torch.Generator, cfg: GeometryConfig |
         scale *= 0.75
         view = synthesize_view(depth, _motion_at(draw, scale, K, h, w), cfg.occlusion_tol, cfg.elastic_iters)
     return view if float(view.valid.float().mean()) >= cfg.min_valid else identity_view(h, w)
-

@@ -34,8 +34,12 @@ def _coerce(cls, value):
         if unknown:
             raise ValueError(f"unknown {cls.__name__} settings {sorted(unknown)}; known: {sorted(names)}")
         # ranges arrive as lists from YAML; the dataclasses hold tuples
-        return cls(**{k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
-                      for k, v in value.items()})
+        return cls(
+            **{
+                k: tuple(v) if isinstance(v, Sequence) and not isinstance(v, str) else v
+                for k, v in value.items()
+            }
+        )
     raise TypeError(f"expected {cls.__name__} or a mapping, got {type(value).__name__}")
 
 
@@ -65,8 +69,13 @@ class SynthConfig:
             self.geometry = replace(self.geometry, identity=True)
 
 
-def make_pair(hsi: Tensor, wavelengths: np.ndarray, generator: torch.Generator,
-              cfg: SynthConfig | None = None, depth: Tensor | None = None) -> dict[str, Tensor]:
+def make_pair(
+    hsi: Tensor,
+    wavelengths: np.ndarray,
+    generator: torch.Generator,
+    cfg: SynthConfig | None = None,
+    depth: Tensor | None = None,
+) -> dict[str, Tensor]:
     """Make the reference view of ``hsi`` and the ground-truth flow from the source grid to it.
 
     Args:
@@ -104,7 +113,9 @@ def make_pair(hsi: Tensor, wavelengths: np.ndarray, generator: torch.Generator,
     return {"ref": ref.contiguous(), "flow": view.flow.float().contiguous(), "valid": view.valid.contiguous()}
 
 
-def alignment_stats(hsi: Tensor, wavelengths: np.ndarray, ref: Tensor, flow: Tensor, valid: Tensor) -> dict[str, float]:
+def alignment_stats(
+    hsi: Tensor, wavelengths: np.ndarray, ref: Tensor, flow: Tensor, valid: Tensor
+) -> dict[str, float]:
     """How well the flow aligns the reference with the source: the acceptance check of ``sschsr-synth``.
 
     The reference is pulled onto the source grid (``flow_warp(ref, flow)``, bilinear) and its luminance
@@ -136,7 +147,9 @@ def alignment_stats(hsi: Tensor, wavelengths: np.ndarray, ref: Tensor, flow: Ten
 
     luma = torch.tensor([0.2126, 0.7152, 0.0722])
     v = valid.numpy().astype(bool)
-    cie = render(hsi.float(), torch.from_numpy(camera_srf(np.asarray(wavelengths, dtype=np.float64)))).clamp(0, 1)
+    cie = render(hsi.float(), torch.from_numpy(camera_srf(np.asarray(wavelengths, dtype=np.float64)))).clamp(
+        0, 1
+    )
     src = {
         "srgb": cie.pow(1 / 2.2).mean(0),
         "luma": torch.einsum("c,chw->hw", luma, cie),

@@ -93,8 +93,9 @@ class Camera:
     jpeg_quality: int | None = None
 
 
-def sample_camera(wavelengths: np.ndarray, generator: torch.Generator,
-                  cfg: PhotometricConfig | None = None) -> Camera:
+def sample_camera(
+    wavelengths: np.ndarray, generator: torch.Generator, cfg: PhotometricConfig | None = None
+) -> Camera:
     """Draw a camera (response and processing) from ``cfg``'s ranges.
 
     Args:
@@ -185,8 +186,9 @@ def apply_camera(rgb: Tensor, cam: Camera, generator: torch.Generator) -> Tensor
     return x.float()
 
 
-def camera_change(hsi: Tensor, wavelengths: np.ndarray, generator: torch.Generator,
-                  cfg: PhotometricConfig | None = None) -> Tensor:
+def camera_change(
+    hsi: Tensor, wavelengths: np.ndarray, generator: torch.Generator, cfg: PhotometricConfig | None = None
+) -> Tensor:
     """What another camera would photograph of ``hsi`` from the same place.
 
     Args:

@@ -49,8 +49,14 @@ def numpy_rng(generator: torch.Generator) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def fbm(height: int, width: int, rng: np.random.Generator, octaves: int = 4, base_cells: int = 3,
-        persistence: float = 0.55) -> Tensor:
+def fbm(
+    height: int,
+    width: int,
+    rng: np.random.Generator,
+    octaves: int = 4,
+    base_cells: int = 3,
+    persistence: float = 0.55,
+) -> Tensor:
     """Multi-octave value noise (fractional Brownian motion), smooth at every scale.
 
     Each octave is a random grid of ``base_cells * 2**o`` cells upsampled bicubically; octaves finer
@@ -151,15 +157,18 @@ class _Canvas:
         self.S = torch.ones(h, w)
         self.spec = torch.zeros(h, w)
         self.disp = torch.zeros(h, w)  # relative disparity (1 / depth) of the visible surface
-        ys, xs = torch.meshgrid(torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32),
-                                indexing="ij")
+        ys, xs = torch.meshgrid(
+            torch.arange(h, dtype=torch.float32), torch.arange(w, dtype=torch.float32), indexing="ij"
+        )
         self.X, self.Y = xs, ys
         self.scale = float(max(h, w))
         # a texture bank shared by the objects (generating noise per object would dominate the cost)
         self.bank = [fbm(h, w, rng, octaves=5, base_cells=b) for b in (2, 4, 8)]
         ang = rng.uniform(0, 2 * math.pi)
         elev = rng.uniform(0.35, 1.1)
-        self.light = np.array([math.cos(ang) * math.cos(elev), math.sin(ang) * math.cos(elev), math.sin(elev)])
+        self.light = np.array(
+            [math.cos(ang) * math.cos(elev), math.sin(ang) * math.cos(elev), math.sin(elev)]
+        )
 
     def texture(self, ys: slice, xs: slice) -> Tensor:
         t = self.bank[self.rng.integers(len(self.bank))][ys, xs]
@@ -190,8 +199,18 @@ class _Canvas:
         m2 = _stripes(v + rng.uniform(0, period), period, 0.5)
         return m1 + m2 - 2 * m1 * m2
 
-    def paint(self, ys: slice, xs: slice, cov: Tensor, mat_a: int, mat_b: int, mix: Tensor | None,
-              shade: Tensor | float, spec: Tensor | None = None, disp: Tensor | float | None = None) -> None:
+    def paint(
+        self,
+        ys: slice,
+        xs: slice,
+        cov: Tensor,
+        mat_a: int,
+        mat_b: int,
+        mix: Tensor | None,
+        shade: Tensor | float,
+        spec: Tensor | None = None,
+        disp: Tensor | float | None = None,
+    ) -> None:
         if disp is not None:  # the surface in front owns the pixel where it covers more than half of it
             d = self.disp[ys, xs]
             d.copy_(torch.where(cov > 0.5, disp if isinstance(disp, Tensor) else torch.tensor(disp), d))
@@ -294,7 +313,9 @@ def _background(cv: _Canvas, n_mat: int) -> None:
     # a far wall, slightly slanted
     gx, gy = rng.uniform(-0.1, 0.1, 2)
     wall = 0.1 + gx * (cv.X / w - 0.5) + gy * (cv.Y / h - 0.5)
-    cv.paint(*full, ones, int(a), int(b), cv.fill(*full, background=True), float(rng.uniform(0.6, 1.0)), None, wall)
+    cv.paint(
+        *full, ones, int(a), int(b), cv.fill(*full, background=True), float(rng.uniform(0.6, 1.0)), None, wall
+    )
     if rng.random() < 0.6:  # ground below a tilted horizon
         yh = rng.uniform(0.2, 0.7) * h
         slope = rng.uniform(-0.15, 0.15)
@@ -367,8 +388,13 @@ def _objects(cv: _Canvas, n_mat: int) -> None:
         cv.paint(ys, xs, cov, a, b, mix, shade, spec, disp)
 
 
-def procedural_scene(size: int | tuple[int, int], n_bands: int, generator: torch.Generator,
-                     wavelengths: np.ndarray | None = None, return_depth: bool = False) -> Tensor | tuple[Tensor, Tensor]:
+def procedural_scene(
+    size: int | tuple[int, int],
+    n_bands: int,
+    generator: torch.Generator,
+    wavelengths: np.ndarray | None = None,
+    return_depth: bool = False,
+) -> Tensor | tuple[Tensor, Tensor]:
     """A random natural-looking hyperspectral scene (the embedded default dataset).
 
     Args:
