@@ -351,14 +351,18 @@ def load_model(ckpt: str | os.PathLike | None, scale: int, n_bands: int | None =
             f"the data has {n_bands} bands but the model {path.name} takes {model_bands} "
             f"(trained on {model_bands}-band scenes): pass a model trained for {n_bands} bands"
         )
+    net = _build_with_weights(info, state, path)
+    net.info = {**info, "path": str(path)}  # type: ignore[assignment]
+    return net
+
+
+def _build_with_weights(info: dict[str, Any], state: dict[str, Tensor], path: Path) -> nn.Module:
+    """The float32 network ``info["net"]`` describes, in eval mode, with ``state`` (read from ``path``)."""
     net = build_module(info["net"])
     try:
         net.load_state_dict(_to_float32(state))
     except RuntimeError as e:
-        raise InputError(
-            f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}"
-        ) from None
-    net.info = {**info, "path": str(path)}  # type: ignore[assignment]
+        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
     return net.float().eval()
 
 
@@ -495,14 +499,7 @@ def read_training_checkpoint(ckpt: str | os.PathLike) -> tuple[nn.Module, dict[s
     if not path.is_file():
         raise InputError(f"{path}: checkpoint not found")
     state, info = _read_lightning(path)
-    net = build_module(info["net"])
-    try:
-        net.load_state_dict(_to_float32(state))
-    except RuntimeError as e:
-        raise InputError(
-            f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}"
-        ) from None
-    return net.float().eval(), info
+    return _build_with_weights(info, state, path), info
 
 
 def export_weights(

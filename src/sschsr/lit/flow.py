@@ -88,29 +88,22 @@ class FlowModule(L.LightningModule):
         has_flow = has_flow.bool().view(-1, 1, 1)
         return has_flow.expand(-1, *batch["flow"].shape[-2:]) if valid is None else valid.bool() & has_flow
 
+    def _predict(self, batch: dict[str, Any], iters: int) -> tuple[list[Tensor], Tensor, dict[str, Tensor]]:
+        """The flow after each of ``iters`` updates, and their sequence loss and metrics on ``batch``."""
+        preds = self.net(batch["rgb_hsi"], batch["ref"], iters=iters)
+        hp = self.hparams
+        loss, metrics = sequence_loss(preds, batch["flow"], self.supervised(batch), gamma=hp.gamma, max_flow=hp.max_flow)
+        return preds, loss, metrics
+
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:
-        preds = self.net(batch["rgb_hsi"], batch["ref"], iters=self.hparams.iters)
-        loss, metrics = sequence_loss(
-            preds,
-            batch["flow"],
-            self.supervised(batch),
-            gamma=self.hparams.gamma,
-            max_flow=self.hparams.max_flow,
-        )
+        _, loss, metrics = self._predict(batch, self.hparams.iters)
         bs = batch["ref"].shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=bs)
         self.log("train/epe", metrics["epe"], prog_bar=True, batch_size=bs)
         return loss
 
     def _evaluate(self, batch: dict[str, Any], split: str) -> Tensor:
-        preds = self.net(batch["rgb_hsi"], batch["ref"], iters=self.eval_iters)
-        loss, _ = sequence_loss(
-            preds,
-            batch["flow"],
-            self.supervised(batch),
-            gamma=self.hparams.gamma,
-            max_flow=self.hparams.max_flow,
-        )
+        preds, loss, _ = self._predict(batch, self.eval_iters)
         bs = batch["ref"].shape[0]
         self.log(f"{split}/loss", loss, batch_size=bs, sync_dist=True)
         # every valid pixel of the split counts once: update with the per-pixel values

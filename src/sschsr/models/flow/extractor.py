@@ -30,6 +30,13 @@ def norm_layer(kind: Norm, channels: int) -> nn.Module:
     raise ValueError(f"unknown norm {kind!r}; expected instance, batch, group or none")
 
 
+def _projection(in_dim: int, out_dim: int, norm: Norm, stride: int) -> nn.Module | None:
+    """A block's skip path: None (identity) when it keeps the shape, else a strided 1x1 conv and norm."""
+    if stride == 1 and in_dim == out_dim:
+        return None
+    return nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride), norm_layer(norm, out_dim))
+
+
 class ResidualBlock(nn.Module):
     """Two 3x3 convolutions with a skip connection (1x1 projection when the stride is not 1)."""
 
@@ -39,9 +46,7 @@ class ResidualBlock(nn.Module):
         self.conv2 = nn.Conv2d(out_dim, out_dim, 3, padding=1)
         self.norm1, self.norm2 = norm_layer(norm, out_dim), norm_layer(norm, out_dim)
         self.relu = nn.ReLU(inplace=True)
-        self.skip = None
-        if stride != 1 or in_dim != out_dim:
-            self.skip = nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride), norm_layer(norm, out_dim))
+        self.skip = _projection(in_dim, out_dim, norm, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.relu(self.norm1(self.conv1(x)))
@@ -60,9 +65,7 @@ class BottleneckBlock(nn.Module):
         self.conv3 = nn.Conv2d(mid, out_dim, 1)
         self.norm1, self.norm2, self.norm3 = (norm_layer(norm, c) for c in (mid, mid, out_dim))
         self.relu = nn.ReLU(inplace=True)
-        self.skip = None
-        if stride != 1 or in_dim != out_dim:
-            self.skip = nn.Sequential(nn.Conv2d(in_dim, out_dim, 1, stride=stride), norm_layer(norm, out_dim))
+        self.skip = _projection(in_dim, out_dim, norm, stride)
 
     def forward(self, x: Tensor) -> Tensor:
         y = self.relu(self.norm1(self.conv1(x)))
