@@ -9,6 +9,12 @@ against the HR cube, and, for ``--model``, two that take the model's output apar
 - ``oracle_gain``: ``lr_up * g*`` with the per-pixel gain ``g* = <hr, lr_up> / <lr_up, lr_up>`` read off the
   HR cube: the best any ``sr = lr_up * (1 + g)`` can do with one channel of detail (its spectral angle is
   bicubic's by construction);
+- ``hpm/aligned``: high-pass modulation, the pan-sharpening rule ``lr_up * Y / low(Y)`` with ``Y`` the mean
+  of the reference camera's rendering of the HR cube (``rgb_hr``: a reference aligned exactly) and
+  ``low`` the LR degradation and bicubic upsampling: what the reference's detail gives with no learning
+  when alignment is perfect;
+- ``hpm/model``: the same rule with ``Y`` from the model's warped and refined reference (``ref_warp``):
+  what it gives with the model's alignment;
 - ``model``: ``sr``; ``model/parallel``: ``lr_up + P(sr - lr_up)``, the model's residual projected on
   the upsampled spectrum at each pixel; ``model/orthogonal``: ``lr_up`` plus the rest of the residual
   (what changes spectral shapes).
@@ -28,7 +34,7 @@ from _common import RESULTS, print_table, provenance, test_batches, write_result
 from eval_sr import COLUMNS, scores
 
 from sschsr.cli._common import exit_on_input_error
-from sschsr.cli.eval import _load, _run
+from sschsr.cli.eval import _load
 from sschsr.inference import resolve_device
 from sschsr.metrics import SR_METRICS
 
@@ -36,6 +42,18 @@ from sschsr.metrics import SR_METRICS
 def oracle_gain(lr_up: torch.Tensor, hr: torch.Tensor) -> torch.Tensor:
     """``(B, 1, H, W)``: the least-squares gain of ``lr_up``'s spectrum towards ``hr``'s at each pixel."""
     return (hr * lr_up).sum(1, keepdim=True) / (lr_up * lr_up).sum(1, keepdim=True).clamp_min(1e-12)
+
+
+def high_pass_modulation(
+    lr_up: torch.Tensor, rgb: torch.Tensor, scale: int, eps: float = 1e-3
+) -> torch.Tensor:
+    """``lr_up * (Y + eps) / (low(Y) + eps)``, ``Y`` the mean of ``rgb (B, 3, H, W)`` and ``low`` the
+    paper's degradation followed by bicubic upsampling (what ``lr_up`` went through)."""
+    from sschsr.data.degrade import degrade, upsample
+
+    y = rgb.mean(1, keepdim=True)
+    low = upsample(degrade(y, scale), scale)[..., : y.shape[-2], : y.shape[-1]]
+    return lr_up * (y + eps) / (low + eps)
 
 
 def split_residual(sr: torch.Tensor, lr_up: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -60,8 +78,16 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         hr, lr_up = batch["hr"].float(), batch["lr_up"].float()
         row: dict[str, Any] = {"name": batch["name"][0], "bicubic": scores(lr_up, hr, args.scale)}
         row["oracle_gain"] = scores(lr_up * oracle_gain(lr_up, hr), hr, args.scale)
+        row["hpm/aligned"] = scores(
+            high_pass_modulation(lr_up, batch["rgb_hr"].float(), args.scale), hr, args.scale
+        )
         if net is not None:
-            sr = _run(net, batch, None, device).float()
+            with torch.inference_mode():
+                moved = {k: batch[k].to(device) for k in ("lr_up", "ref", "rgb_hsi")}
+                out = net(moved["lr_up"], moved["ref"], moved["rgb_hsi"])
+            sr = out["sr"].float().cpu()
+            ref_warp = out["ref_warp"].float().cpu()
+            row["hpm/model"] = scores(high_pass_modulation(lr_up, ref_warp, args.scale), hr, args.scale)
             parallel, orthogonal = split_residual(sr, lr_up)
             row["model"] = scores(sr, hr, args.scale)
             row["model/parallel"] = scores(lr_up + parallel, hr, args.scale)

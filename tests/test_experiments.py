@@ -1,0 +1,53 @@
+"""Known answers for the analysis helpers of ``experiments/`` scripts (the scripts' runs are recorded in
+``experiments/results``; here only their arithmetic)."""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("oracle_gain")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_oracle_gain_recovers_a_known_gain(oracle):
+    lr_up = torch.rand(2, 6, 5, 7) + 0.1
+    gain = torch.rand(2, 1, 5, 7) * 3
+    torch.testing.assert_close(oracle.oracle_gain(lr_up, lr_up * gain), gain)
+
+
+def test_split_residual_parts_add_up_and_are_parallel_and_orthogonal(oracle):
+    lr_up = torch.rand(1, 6, 4, 4) + 0.1
+    sr = lr_up + 0.1 * torch.randn(1, 6, 4, 4)
+    parallel, orthogonal = oracle.split_residual(sr, lr_up)
+    torch.testing.assert_close(parallel + orthogonal, sr - lr_up)
+    torch.testing.assert_close(F.cosine_similarity(parallel, lr_up, dim=1).abs(), torch.ones(1, 4, 4))
+    torch.testing.assert_close((orthogonal * lr_up).sum(1), torch.zeros(1, 4, 4), atol=1e-6, rtol=0)
+
+
+def test_high_pass_modulation_of_a_flat_reference_is_the_identity(oracle):
+    lr_up = torch.rand(1, 5, 32, 32)
+    flat = torch.full((1, 3, 32, 32), 0.4)
+    torch.testing.assert_close(oracle.high_pass_modulation(lr_up, flat, 8), lr_up, atol=1e-5, rtol=1e-4)
+    # an edge in the reference sharpens the same edge, blurred, in lr_up
+    step = torch.zeros(1, 3, 32, 32)
+    step[..., 16:] = 1.0
+    from sschsr.data.degrade import degrade, upsample
+
+    hr = step[:, :1].expand(1, 5, 32, 32) * 0.8 + 0.1
+    blurred = upsample(degrade(hr, 8), 8)
+    sharpened = oracle.high_pass_modulation(blurred, step, 8)
+    assert (sharpened - hr).abs().mean() < (blurred - hr).abs().mean()
