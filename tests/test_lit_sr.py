@@ -323,3 +323,73 @@ def test_smoke_experiment_trains(tmp_path):
     assert math.isfinite(metrics["val/psnr"])
     net = load_model(tmp_path / "checkpoints" / "last.ckpt", scale=cfg.scale, n_bands=cfg.n_bands)
     assert isinstance(net, SSCHSR)
+
+
+class TestCorrespondenceLoss:
+    """The contrastive loss on true matches (``match_weight``) for the matching encoder."""
+
+    def test_known_answers(self):
+        from sschsr.losses import correspondence_nce
+
+        g = torch.Generator().manual_seed(0)
+        src = F.normalize(torch.randn(2, 16, 10, 12, generator=g), dim=1)
+        ref = src.roll((1, -2), dims=(-2, -1))  # src[p] is at ref[p + (dx, dy)] = p + (-2, 1)
+        flow = torch.tensor([-2.0, 1.0]).view(1, 2, 1, 1).expand(2, 2, 10, 12)
+        valid = torch.ones(2, 10, 12, dtype=torch.bool)
+        right, m_right = correspondence_nce(src, ref, flow, valid, points=64, generator=g)
+        wrong, m_wrong = correspondence_nce(src, ref, torch.zeros_like(flow), valid, points=64, generator=g)
+        assert float(m_right["accuracy"]) == 1.0 and float(m_wrong["accuracy"]) < 0.2
+        assert float(right) < 0.1 < float(wrong)
+        # no usable position (all invalid): zero, still connected to the graph
+        src.requires_grad_(True)
+        none, _ = correspondence_nce(src, ref, flow, torch.zeros_like(valid))
+        assert float(none.detach()) == 0.0 and none.requires_grad
+        with pytest.raises(ValueError, match="correspondence_nce"):
+            correspondence_nce(src, ref[:, :8], flow, valid)
+
+    def test_level_correspondence(self):
+        from sschsr.lit.sr import level_correspondence
+
+        flow = torch.tensor([8.0, -4.0]).view(1, 2, 1, 1).expand(1, 2, 18, 16).clone()
+        valid = torch.ones(1, 18, 16, dtype=torch.bool)
+        valid[0, 5, 6] = False  # one invalid pixel invalidates its 4 x 4 block
+        flow[0, :, 17, 0] = float("nan")  # a NaN in the true flow too
+        level, ok = level_correspondence(flow, valid)
+        assert level.shape == (1, 2, 5, 4) and ok.shape == (1, 5, 4)
+        torch.testing.assert_close(level[0, :, 0, 0], torch.tensor([2.0, -1.0]))
+        assert not ok[0, 1, 1] and not ok[0, 4, 0] and int(ok.sum()) == 18
+
+    def test_training_step_adds_the_term_and_it_trains_the_matching_encoder(self):
+        torch.manual_seed(0)
+        module = make_module(match_weight=1.0, match_points=64)
+        batch = next(iter(fake_loader(2, 2)))
+        batch["flow"] = torch.tensor([2.0, 1.0]).view(1, 2, 1, 1).expand(2, 2, SIZE, SIZE).clone()
+        batch["valid"] = torch.ones(2, SIZE, SIZE, dtype=torch.bool)
+        module.train()
+        _, _, terms = module._step(batch)
+        assert {"sr", "warp", "match", "match_accuracy"} <= set(terms)
+        module.eval()
+        assert "match" not in module._step(batch)[2]  # a training term only
+
+        from sschsr.lit.sr import level_correspondence
+        from sschsr.losses import correspondence_nce
+
+        net = module.net
+        flow, valid = level_correspondence(batch["flow"], batch["valid"])
+        opt = torch.optim.Adam(net.match_encoder.parameters(), lr=1e-3)
+        losses = []
+        for _ in range(15):
+            g = torch.Generator().manual_seed(1)  # the same positions each step
+            loss, _ = correspondence_nce(
+                net.match_descriptors(batch["rgb_hsi"]),
+                net.match_descriptors(batch["ref"]),
+                flow,
+                valid,
+                64,
+                generator=g,
+            )
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            losses.append(float(loss))
+        assert losses[-1] < 0.8 * losses[0]

@@ -362,7 +362,9 @@ def _build_with_weights(info: dict[str, Any], state: dict[str, Tensor], path: Pa
     try:
         net.load_state_dict(_to_float32(state))
     except RuntimeError as e:
-        raise InputError(f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}") from None
+        raise InputError(
+            f"{path}: weights do not fit the network it describes: {str(e).splitlines()[0]}"
+        ) from None
     return net.float().eval()
 
 

@@ -1,11 +1,14 @@
 """Training losses, as pure functions returning ``(loss, metrics)``.
 
-Stage 1 (flow): :func:`sequence_loss`, RAFT's loss over all recurrent predictions.
+Stage 1 (flow): :func:`sequence_loss`, RAFT's loss over all recurrent predictions. Stage 2:
+:func:`warp_loss`. Full network: :func:`correspondence_nce`, a contrastive loss on the true
+correspondences of synthetic pairs for the matching encoder.
 """
 
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor
 
 SEQUENCE_GAMMA = 0.8  # RAFT's sequence-loss decay: later (better) predictions weigh more
@@ -125,3 +128,70 @@ def warp_loss(
         # where, not a product: a NaN at an excluded pixel must not reach the loss
         loss = torch.where(mask, l1, 0.0).sum() / mask.sum().clamp_min(1)
     return loss, {"l1": loss.detach()}
+
+
+def correspondence_nce(
+    src: Tensor,
+    ref: Tensor,
+    flow: Tensor,
+    valid: Tensor,
+    points: int = 256,
+    temperature: float = 0.07,
+    generator: torch.Generator | None = None,
+) -> tuple[Tensor, dict[str, Tensor]]:
+    """InfoNCE on true matches: the descriptor of ``src`` at ``p`` must be closer to that of ``ref`` at
+    ``p + flow[p]`` than to those of ``ref`` at the other sampled points' matches.
+
+    Per image, up to ``points`` positions are drawn among the valid ones whose match lies inside ``ref``;
+    the ``(n, n)`` cosine similarities between their source descriptors and their matches' (sampled
+    bilinearly, renormalised), divided by ``temperature``, are scored by cross-entropy against the
+    diagonal. The loss is the mean over images with at least two such positions (zero, with gradient
+    links kept, when there are none).
+
+    Args:
+        src, ref: ``(B, D, h, w)`` descriptors (e.g. :func:`sschsr.models.matching.patch_descriptors`).
+        flow: ``(B, 2, h, w)`` the true displacement in pixels of that grid, x then y.
+        valid: ``(B, h, w)`` bool, positions whose true match exists (not occluded, in view).
+        points: positions drawn per image.
+        temperature: of the softmax.
+        generator: for the draw (None: torch's global generator).
+
+    Returns:
+        ``(loss, metrics)``: the scalar loss, and ``accuracy``: the fraction of drawn positions whose true
+        match is their most similar candidate.
+
+    Example:
+        >>> d = F.normalize(torch.randn(1, 8, 6, 6), dim=1)
+        >>> loss, m = correspondence_nce(d, d, torch.zeros(1, 2, 6, 6), torch.ones(1, 6, 6, dtype=torch.bool))
+        >>> float(m["accuracy"])  # identical descriptors, zero motion: every match is found
+        1.0
+    """
+    from sschsr.ops.warp import coords_grid, flow_warp
+
+    if src.shape != ref.shape or src.ndim != 4 or flow.shape != (src.shape[0], 2, *src.shape[-2:]):
+        raise ValueError(
+            f"correspondence_nce expects src, ref (B, D, h, w) and flow (B, 2, h, w); got "
+            f"{tuple(src.shape)}, {tuple(ref.shape)}, {tuple(flow.shape)}"
+        )
+    b, _, h, w = src.shape
+    target = coords_grid(b, h, w, device=flow.device, dtype=flow.dtype) + flow
+    inside = (target[:, 0] >= 0) & (target[:, 0] <= w - 1) & (target[:, 1] >= 0) & (target[:, 1] <= h - 1)
+    usable = valid.bool() & inside & torch.isfinite(flow).all(dim=1)
+    matched = F.normalize(flow_warp(ref, torch.nan_to_num(flow)), dim=1)  # ref's descriptor at p + flow[p]
+    losses, hits = [], []
+    for i in range(b):
+        idx = usable[i].flatten().nonzero().squeeze(1)
+        if idx.numel() < 2:
+            continue
+        order = torch.randperm(idx.numel(), generator=generator, device="cpu")[:points].to(idx.device)
+        pick = idx[order]
+        q = F.normalize(src[i].flatten(1)[:, pick], dim=0)  # (D, n)
+        k = matched[i].flatten(1)[:, pick]
+        logits = (q.T @ k).float() / temperature  # (n, n): row j's positive is column j
+        labels = torch.arange(pick.numel(), device=logits.device)
+        losses.append(F.cross_entropy(logits, labels))
+        hits.append((logits.argmax(dim=1) == labels).float().mean())
+    if not losses:
+        zero = (src.sum() + ref.sum()) * 0.0
+        return zero, {"accuracy": zero.detach()}
+    return torch.stack(losses).mean(), {"accuracy": torch.stack(hits).mean().detach()}

@@ -92,7 +92,9 @@ class FlowModule(L.LightningModule):
         """The flow after each of ``iters`` updates, and their sequence loss and metrics on ``batch``."""
         preds = self.net(batch["rgb_hsi"], batch["ref"], iters=iters)
         hp = self.hparams
-        loss, metrics = sequence_loss(preds, batch["flow"], self.supervised(batch), gamma=hp.gamma, max_flow=hp.max_flow)
+        loss, metrics = sequence_loss(
+            preds, batch["flow"], self.supervised(batch), gamma=hp.gamma, max_flow=hp.max_flow
+        )
         return preds, loss, metrics
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor:

@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 
 SMOOTH_L1_BETA = 1.0  # torch's default: quadratic below 1, i.e. everywhere for data in [0, 1]
 N_SPECTRA = 3  # pixels whose spectra are drawn in the validation figure
+MATCH_FACTOR = 4  # GAM matches at H/4
 
 
 def sr_loss(
@@ -106,6 +107,21 @@ def warmup_cosine(
         optimizer, T_max=max(total_steps - n_warm - 1, 1), eta_min=min(base) * final_ratio
     )
     return SequentialLR(optimizer, [warm, decay], milestones=[n_warm])
+
+
+def level_correspondence(
+    flow: Tensor, valid: Tensor | None, factor: int = MATCH_FACTOR
+) -> tuple[Tensor, Tensor]:
+    """The true flow of a pair at the matching level: ``(B, 2, H, W)`` pixels -> ``(B, 2, h, w)`` pixels of
+    the ``1/factor`` grid (the mean over each block, divided by ``factor``; edges padded as the network
+    pads them), with ``(B, h, w)`` validity: every pixel of the block valid (``valid`` None: all)."""
+    from sschsr.losses import flow_valid_mask
+    from sschsr.models.sschsr import pad_to_multiple
+
+    mask = flow_valid_mask(torch.nan_to_num(flow), valid) & torch.isfinite(flow).all(dim=1)
+    flow = pad_to_multiple(torch.nan_to_num(flow).float(), factor)
+    mask = pad_to_multiple(mask[:, None].float(), factor)
+    return F.avg_pool2d(flow, factor) / factor, F.avg_pool2d(mask, factor)[:, 0] > 1 - 1e-6
 
 
 def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
@@ -174,6 +190,10 @@ class SRModule(L.LightningModule):
             rebuilds the module with them, then the checkpoint's own weights replace them.
         log_images: draw a figure and spectra of the first validation batch to loggers that take images.
         camera: the camera response of ``rgb_hsi`` in the data (recorded for inference).
+        match_weight: weight of :func:`sschsr.losses.correspondence_nce` on the matching encoder's
+            descriptors of ``rgb_hsi`` and of the unwarped ``ref`` at the true flow of the batch (training
+            steps of networks with ``match_descriptors``, on batches with ``flow``); 0: end-to-end only.
+        match_points, match_temperature: positions drawn per image, and the softmax temperature.
 
     A network without trainable parameters (:class:`~sschsr.models.baselines.Bicubic`) trains nothing:
     no optimiser, training steps only log the loss; validation and test score it as usual.
@@ -195,6 +215,9 @@ class SRModule(L.LightningModule):
         warp_ckpt: str | None = None,
         log_images: bool = True,
         camera: str = "cie1931",
+        match_weight: float = 0.0,
+        match_points: int = 256,
+        match_temperature: float = 0.07,
     ):
         super().__init__()
         # only plain values go into the checkpoint: Lightning resumes with torch.load(weights_only=True),
@@ -224,6 +247,23 @@ class SRModule(L.LightningModule):
 
             rgb_hr = render_target(batch)
         loss, terms = sr_loss(out["sr"], batch["hr"], ref_warp, rgb_hr, self.hparams.warp_weight)
+        if self.training and self.hparams.match_weight and batch.get("flow") is not None:
+            match = getattr(self.net, "match_descriptors", None)
+            if match is not None:
+                from sschsr.losses import correspondence_nce
+
+                flow, valid = level_correspondence(batch["flow"], batch.get("valid"))
+                hp = self.hparams
+                nce, nce_terms = correspondence_nce(
+                    match(batch["rgb_hsi"]),
+                    match(batch["ref"]),
+                    flow,
+                    valid,
+                    hp.match_points,
+                    hp.match_temperature,
+                )
+                loss = loss + hp.match_weight * nce
+                terms.update(match=nce.detach(), match_accuracy=nce_terms["accuracy"])
         return out, loss, terms
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> Tensor | None:

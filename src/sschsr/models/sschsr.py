@@ -33,7 +33,7 @@ from torch import Tensor, nn
 from sschsr.models.aggregation import IDFA
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
 from sschsr.models.fusion import FusionLevel
-from sschsr.models.matching import GAM, Matching
+from sschsr.models.matching import GAM, Matching, patch_descriptors
 from sschsr.ops.warp import flow_warp
 
 __all__ = [
@@ -260,6 +260,11 @@ class SSCHSR(nn.Module):
 
             extra = warp_cues(flow, tuple(ref.shape[-2:]))
         return self.warpnet(rgb_hsi, ref, ref_warp0, extra)
+
+    def match_descriptors(self, rgb: Tensor) -> Tensor:
+        """The unit-norm patch descriptors GAM compares: ``(B, 3, H, W)`` -> ``(B, 9D, ceil(H/4), ceil(W/4))``
+        (for a loss on true correspondences, :func:`sschsr.losses.correspondence_nce`)."""
+        return patch_descriptors(self.match_encoder(pad_to_multiple(rgb)), self.matching.patch_size)
 
     def super_resolve(
         self, lr_up: Tensor, rgb_hsi: Tensor, ref_warp: Tensor
