@@ -2,35 +2,17 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import hydra
 import lightning as L
 import pytest
-from hydra import compose, initialize_config_dir
-from hydra.core.global_hydra import GlobalHydra
-from hydra.core.hydra_config import HydraConfig
-from omegaconf import DictConfig, open_dict
 
+from helpers import compose_run
 from sschsr.cli._common import CONF_DIR
 from sschsr.cli.train import instantiate_group
 
 
 def group_names(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
-
-
-def compose_cfg(tmp_path: Path, overrides: list[str], name: str = "train") -> DictConfig:
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path)
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
 
 
 def test_groups_exist():
@@ -45,7 +27,7 @@ def test_groups_exist():
 
 @pytest.mark.parametrize("experiment", group_names("experiment"))
 def test_experiment_composes(experiment, tmp_path):
-    cfg = compose_cfg(tmp_path, [f"experiment={experiment}", "scale=8"])
+    cfg = compose_run(tmp_path, [f"experiment={experiment}", "scale=8"])
     assert cfg.task_name == experiment
     assert cfg.scale == 8
     assert cfg.callbacks.model_checkpoint.monitor.startswith("val/")
@@ -60,15 +42,15 @@ def test_trainer_instantiates(trainer, tmp_path):
         if trainer in ("gpu", "ddp")
         else []
     )
-    cfg = compose_cfg(tmp_path, [f"trainer={trainer}", *cpu])
+    cfg = compose_run(tmp_path, [f"trainer={trainer}", *cpu])
     tr = hydra.utils.instantiate(cfg.trainer)
     assert isinstance(tr, L.Trainer)
 
 
 def test_gpu_trainer_settings(tmp_path):
-    cfg = compose_cfg(tmp_path, ["trainer=gpu"])
+    cfg = compose_run(tmp_path, ["trainer=gpu"])
     assert cfg.trainer.accelerator == "gpu" and cfg.trainer.precision == "bf16-mixed"
-    cfg = compose_cfg(tmp_path, ["trainer=ddp", "trainer.devices=2", "trainer.num_nodes=3"])
+    cfg = compose_run(tmp_path, ["trainer=ddp", "trainer.devices=2", "trainer.num_nodes=3"])
     assert cfg.trainer.strategy == "ddp" and cfg.trainer.num_nodes == 3
 
 
@@ -76,7 +58,7 @@ def test_gpu_trainer_settings(tmp_path):
 def test_logger_instantiates(logger, tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_DIR", str(tmp_path))
-    cfg = compose_cfg(tmp_path, [f"logger={logger}"])
+    cfg = compose_run(tmp_path, [f"logger={logger}"])
     loggers = instantiate_group(cfg.get("logger"))
     assert len(loggers) == (0 if logger == "none" else 1)
 
@@ -94,32 +76,32 @@ def test_wandb_is_offline_without_credentials(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("callbacks", group_names("callbacks"))
 def test_callbacks_instantiate(callbacks, tmp_path):
-    cfg = compose_cfg(tmp_path, [f"callbacks={callbacks}"])
+    cfg = compose_run(tmp_path, [f"callbacks={callbacks}"])
     for cb in instantiate_group(cfg.get("callbacks")):
         assert isinstance(cb, L.Callback)
 
 
 @pytest.mark.parametrize("debug", group_names("debug"))
 def test_debug_composes(debug, tmp_path):
-    cfg = compose_cfg(tmp_path, [f"debug={debug}"])
+    cfg = compose_run(tmp_path, [f"debug={debug}"])
     assert cfg.data.num_workers == 0
 
 
 def test_scale_and_bands_interpolate_everywhere(tmp_path):
-    cfg = compose_cfg(tmp_path, ["scale=16", "n_bands=48"])
+    cfg = compose_run(tmp_path, ["scale=16", "n_bands=48"])
     assert cfg.data.scale == 16
-    cfg = compose_cfg(tmp_path, ["scale=8"], name="eval")
+    cfg = compose_run(tmp_path, ["scale=8"], name="eval")
     assert cfg.data.scale == 8
 
 
 @pytest.mark.parametrize("data", ["procedural", "cave"])
 def test_data_instantiates(data, tmp_path, shared_data):
-    cfg = compose_cfg(tmp_path, [f"data={data}", f"paths.shared_data={shared_data}"])
+    cfg = compose_run(tmp_path, [f"data={data}", f"paths.shared_data={shared_data}"])
     dm = hydra.utils.instantiate(cfg.data)
     assert isinstance(dm, L.LightningDataModule)
 
 
 @pytest.mark.parametrize("name", group_names("model"))
 def test_model_instantiates(name, tmp_path):
-    cfg = compose_cfg(tmp_path, [f"model={name}", "trainer.max_steps=10"])
+    cfg = compose_run(tmp_path, [f"model={name}", "trainer.max_steps=10"])
     assert isinstance(hydra.utils.instantiate(cfg.model), L.LightningModule)

@@ -6,7 +6,6 @@ import math
 import sys
 import types
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import numpy as np
@@ -14,6 +13,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from helpers import compose_run, quiet_trainer
 from sschsr.cli._common import CONF_DIR
 from sschsr.lit.flow import FlowModule
 from sschsr.losses import flow_metrics, flow_valid_mask, sequence_loss
@@ -102,18 +102,6 @@ def make_module(**kwargs) -> FlowModule:
         optimizer=partial(torch.optim.AdamW, lr=4e-4, weight_decay=1e-4),
         scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=4e-4, total_steps=None, pct_start=0.05),
         **{"iters": 2, **kwargs},
-    )
-
-
-def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **kwargs,
     )
 
 
@@ -256,24 +244,6 @@ class FakeFlowData(L.LightningDataModule):
         return fake_loader(n=2)
 
 
-def compose_train(tmp_path: Path, overrides: list[str]):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=True)
-    with open_dict(cfg):
-        cfg.paths.output_dir = str(tmp_path)
-        cfg.paths.log_dir = str(tmp_path)
-        cfg.hydra.runtime.output_dir = str(tmp_path)
-        cfg.hydra.job.num = 0
-    HydraConfig().set_config(cfg)
-    return cfg
-
-
 STAGE1_FAST = [
     "experiment=stage1",
     "logger=none",
@@ -290,7 +260,7 @@ def test_stage1_config_runs_through_train(tmp_path):
     (extra / "data" / "fake_flow.yaml").write_text(
         f"_target_: {FakeFlowData.__module__}.FakeFlowData\nnum_workers: 0\n"
     )
-    cfg = compose_train(tmp_path, [f"hydra.searchpath=[file://{extra}]", *STAGE1_FAST, "data=fake_flow"])
+    cfg = compose_run(tmp_path, [f"hydra.searchpath=[file://{extra}]", *STAGE1_FAST, "data=fake_flow"])
     from sschsr.cli.train import train
 
     metrics, objects = train(cfg)
@@ -317,6 +287,6 @@ def test_stage1_fast_dev_run_through_hydra(tmp_path):
         "data.num_workers=0",
         "data.persistent_workers=false",
     ]
-    metrics, objects = train(compose_train(tmp_path, [*STAGE1_FAST, *tiny_data]))
+    metrics, objects = train(compose_run(tmp_path, [*STAGE1_FAST, *tiny_data]))
     assert isinstance(objects["model"], FlowModule)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/epe"])

@@ -18,6 +18,7 @@ from hydra.core.global_hydra import GlobalHydra
 from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
+import helpers
 from sschsr.cli._common import CONF_DIR
 from sschsr.data.spectral import camera_srf, default_wavelengths
 from sschsr.errors import InputError
@@ -71,18 +72,7 @@ def make_module(net=None, **kwargs) -> SRModule:
 
 
 def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        **{
-            "accelerator": "cpu",
-            "logger": False,
-            "enable_checkpointing": False,
-            "enable_progress_bar": False,
-            "enable_model_summary": False,
-            "default_root_dir": tmp_path,
-            "num_sanity_val_steps": 0,
-            **kwargs,
-        }
-    )
+    return helpers.quiet_trainer(tmp_path, **{"num_sanity_val_steps": 0, **kwargs})
 
 
 class TestLossAndSchedule:

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import math
 from functools import partial
-from pathlib import Path
 
 import lightning as L
 import pytest
@@ -13,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from helpers import compose_run, quiet_trainer
 from sschsr.cli._common import CONF_DIR
 from sschsr.errors import InputError
 from sschsr.lit.flow import FlowModule
@@ -68,18 +68,6 @@ def make_module(flow_net: torch.nn.Module | None = None, **kwargs) -> WarpModule
         optimizer=partial(torch.optim.AdamW, lr=1e-3, weight_decay=1e-4),
         scheduler=partial(torch.optim.lr_scheduler.OneCycleLR, max_lr=1e-3, total_steps=None, pct_start=0.05),
         **{"flow_iters": 2, **kwargs},
-    )
-
-
-def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
-    return L.Trainer(
-        accelerator="cpu",
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        default_root_dir=tmp_path,
-        **kwargs,
     )
 
 
@@ -270,30 +258,11 @@ def test_stage2_checkpoint_roundtrip(tmp_path):
     assert restored.hparams.flow_iters == 2 and not restored.hparams.finetune_flow
 
 
-def compose_train(overrides: list[str], tmp_path: Path | None = None):
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
-
-    GlobalHydra.instance().clear()
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=overrides, return_hydra_config=tmp_path is not None)
-    if tmp_path is not None:
-        with open_dict(cfg):
-            cfg.paths.output_dir = str(tmp_path)
-            cfg.paths.log_dir = str(tmp_path)
-            cfg.hydra.runtime.output_dir = str(tmp_path)
-            cfg.hydra.job.num = 0
-        HydraConfig().set_config(cfg)
-    return cfg
-
-
 def test_model_config_composes_and_instantiates():
     from hydra.utils import instantiate
 
-    cfg = compose_train(["~data", "model=warp", "trainer.max_steps=50"])
-    flow_cfg = compose_train(["~data", "model=flow"])
+    cfg = compose_run(None, ["~data", "model=warp", "trainer.max_steps=50"])
+    flow_cfg = compose_run(None, ["~data", "model=flow"])
     assert cfg.model.flow_net._target_ == flow_cfg.model.net._target_
     assert cfg.model.flow_net.preset == flow_cfg.model.net.preset == "small"
     module = instantiate(cfg.model)
@@ -305,7 +274,7 @@ def test_model_config_composes_and_instantiates():
     assert module.flow_net.iters == cfg.model.flow_iters and module.hparams.flow_ckpt is None
     assert module.scheduler_factory.keywords["total_steps"] == 50
     assert module.optimizer_factory.keywords["lr"] == module.scheduler_factory.keywords["max_lr"] == 2e-4
-    assert compose_train(["~data", "experiment=stage2"]).model._target_ == "sschsr.lit.warp.WarpModule"
+    assert compose_run(None, ["~data", "experiment=stage2"]).model._target_ == "sschsr.lit.warp.WarpModule"
 
 
 # tiny procedural data: the keys are conf/data/procedural.yaml's (HSIDataModule's arguments)
@@ -337,7 +306,7 @@ def test_stage2_fast_dev_run_through_hydra(tmp_path):
         "trainer.fast_dev_run=true",
         "model.flow_iters=2",
     ]
-    cfg = compose_train([*overrides, *TINY_DATA], tmp_path)
+    cfg = compose_run(tmp_path, [*overrides, *TINY_DATA])
     metrics, objects = train(cfg)
     assert isinstance(objects["model"], WarpModule)
     assert "train/loss" in metrics and math.isfinite(metrics["train/loss"])

@@ -1,0 +1,46 @@
+"""Helpers shared by test modules (imported as ``helpers``: pytest puts ``tests/`` on the path)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import lightning as L
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+from sschsr.cli._common import CONF_DIR
+
+
+def quiet_trainer(tmp_path: Path, **kwargs) -> L.Trainer:
+    """A CPU trainer that logs, checkpoints and prints nothing, rooted in ``tmp_path``; ``kwargs`` add to
+    or override that."""
+    return L.Trainer(
+        **{
+            "accelerator": "cpu",
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            "default_root_dir": tmp_path,
+            **kwargs,
+        }
+    )
+
+
+def compose_run(tmp_path: Path | None, overrides: list[str], name: str = "train") -> DictConfig:
+    """The config ``sschsr-train`` (or ``name``) would run with ``overrides``. With ``tmp_path``: the Hydra
+    part included, the run folder set to ``tmp_path`` and registered as the current run (what
+    ``@hydra.main`` does); None: the job config alone."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name=name, overrides=overrides, return_hydra_config=tmp_path is not None)
+    if tmp_path is not None:
+        with open_dict(cfg):
+            cfg.paths.output_dir = str(tmp_path)
+            cfg.paths.log_dir = str(tmp_path)
+            cfg.hydra.runtime.output_dir = str(tmp_path)
+            cfg.hydra.job.num = 0
+        HydraConfig().set_config(cfg)
+    return cfg
