@@ -5,9 +5,11 @@
 # scenes held out). Each run writes its Hydra folder under $RUNS; export_weights.py then writes the fp16
 # safetensors and their records.
 #
-#   bash experiments/train_shipped.sh [stage1|stage2|full8|full4|all] [HYDRA_OVERRIDE ...]
+#   bash experiments/train_shipped.sh [stage1|stage2|full8|full4|single8|single4|all] [HYDRA_OVERRIDE ...]
 #
-# Overrides after the stage go to every run of it (e.g. model.net.head=modulated).
+# Overrides after the stage go to every run of it (e.g. model.net.head=modulated). single8/single4 train
+# the single-image baseline with the full network's budget; an ablation is a full run with an override:
+#   RUNS=outputs/ablations/no_rmca bash experiments/train_shipped.sh full8 model.net.use_rmca=false
 # Step counts come from the environment (defaults: what fits a 2-core CPU in about two hours):
 #   STAGE1_STEPS=3000 STAGE2_STEPS=600 FULL_STEPS=2000 THREADS=1 bash experiments/train_shipped.sh all
 # What the shipped weights were trained with is recorded in experiments/results/training_shipped.json.
@@ -52,11 +54,20 @@ full() {  # $1: scale
 
 STAGE=${1:-all}
 OVERRIDES=("${@:2}")
+single() {  # $1: scale. The single-image baseline with the full network's data, crops, batch and steps
+  "${TRAIN[@]}" experiment=full model=single_image scale="$1" "${COMMON[@]}" \
+    data.crop_size=96 data.batch_size=4 \
+    trainer.max_steps="$FULL_STEPS" trainer.val_check_interval=250 \
+    hydra.run.dir="$RUNS/single_x$1" "${OVERRIDES[@]}"
+}
+
 case "$STAGE" in
   stage1) stage1 ;;
   stage2) stage2 ;;
   full8) full 8 ;;
   full4) full 4 ;;
+  single8) single 8 ;;
+  single4) single 4 ;;
   all) stage1 && stage2 && full 8 && full 4 ;;
-  *) echo "usage: $0 [stage1|stage2|full8|full4|all]" >&2; exit 2 ;;
+  *) echo "usage: $0 [stage1|stage2|full8|full4|single8|single4|all] [OVERRIDE ...]" >&2; exit 2 ;;
 esac
