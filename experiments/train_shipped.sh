@@ -52,8 +52,6 @@ full() {  # $1: scale
     hydra.run.dir="$RUNS/full_x$1" "${OVERRIDES[@]}"
 }
 
-STAGE=${1:-all}
-OVERRIDES=("${@:2}")
 single() {  # $1: scale. The single-image baseline with the full network's data, crops, batch and steps
   "${TRAIN[@]}" experiment=full model=single_image scale="$1" "${COMMON[@]}" \
     data.crop_size=96 data.batch_size=4 \
@@ -61,6 +59,8 @@ single() {  # $1: scale. The single-image baseline with the full network's data,
     hydra.run.dir="$RUNS/single_x$1" "${OVERRIDES[@]}"
 }
 
+STAGE=${1:-all}
+OVERRIDES=("${@:2}")
 case "$STAGE" in
   stage1) stage1 ;;
   stage2) stage2 ;;
