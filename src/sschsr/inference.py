@@ -15,13 +15,16 @@ trained for, its band count and the camera response ``rgb_hsi`` was rendered wit
 - in a Lightning ``.ckpt`` of :class:`sschsr.lit.sr.SRModule`, under :data:`MODEL_KEY` (written by the
   module at every save), with the weights under ``net.``;
 - in a ``.safetensors`` file's own metadata, under :data:`MODEL_KEY` as JSON (written by
-  :func:`save_model` / :func:`export_weights`): one self-contained file, rebuilt without Hydra. A JSON
-  sidecar of the same stem (``m.safetensors`` + ``m.json``) is read for files whose metadata lacks it.
+  :func:`save_model` / :func:`export_weights`), rebuilt without Hydra. A JSON sidecar of the same stem
+  (``m.safetensors`` + ``m.json``) is read for files whose metadata lacks it. Children of the network may
+  be stored as *parts*, files of their own beside it named by a hash of their weights
+  (``flow_net-<hash>.safetensors``), listed with that hash in the model info and checked at load: models
+  that share a part share its file.
 
 Weights may be stored in float16 (:func:`export_weights` does: half the size); :func:`load_model` always
 returns a float32 network on the CPU. The weights the package ships live in
-``src/sschsr/weights/sschsr_x{s}.safetensors`` (31 bands, x4 and x8), made from trained checkpoints by
-``experiments/export_weights.py``.
+``src/sschsr/weights/sschsr_x{s}.safetensors`` (31 bands, x4 and x8) with their parts (one flow network
+for both scales, a WarpNet each), made from trained checkpoints by ``experiments/export_weights.py``.
 """
 
 from __future__ import annotations
@@ -512,8 +515,9 @@ def export_weights(
     metadata: dict[str, str] | None = None,
     parts: Iterable[str] = (),
 ) -> Path:
-    """Turn a training checkpoint of the full model into one self-contained ``.safetensors`` file (float16
-    by default), e.g. the shipped weights: the whole network (flow network, WarpNet, SR branch) with its
+    """Turn a training checkpoint of the full model into a ``.safetensors`` file (float16
+    by default), e.g. the shipped weights: the whole network (flow network, WarpNet, SR branch; the children
+    named in ``parts`` in files beside it) with its
     spec, scale, band count and camera in the file's metadata, so :func:`load_model` rebuilds it without
     Hydra.
 
