@@ -227,6 +227,11 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
             meta = f.metadata() or {}
         if FLOW_KEY in meta:
             flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
+        elif "sschsr_part" in meta:  # a part of a model file: its architecture is in the model file
+            raise InputError(
+                f"{path}: the {meta['sschsr_part']} part of a model file, which holds no architecture: "
+                "pass the model file that lists it (e.g. src/sschsr/weights/sschsr_x8.safetensors)"
+            )
         else:  # a full model; its description in the metadata or a JSON sidecar
             info = (
                 json.loads(meta[MODEL_KEY])

@@ -105,3 +105,12 @@ def test_data_instantiates(data, tmp_path, shared_data):
 def test_model_instantiates(name, tmp_path):
     cfg = compose_run(tmp_path, [f"model={name}", "trainer.max_steps=10"])
     assert isinstance(hydra.utils.instantiate(cfg.model), L.LightningModule)
+
+
+@pytest.mark.parametrize("flag", ["use_warpnet", "iterative", "use_rmca"])
+def test_ablations_are_config_flags(flag, tmp_path):
+    """The paper's ablations (README, experiments/train_shipped.sh) are overrides of conf/model/full.yaml."""
+    cfg = compose_run(tmp_path, ["model=full", "trainer.max_steps=10", f"model.net.{flag}=false"])
+    net = hydra.utils.instantiate(cfg.model).net
+    assert getattr(net, flag) is False
+    assert (net.warpnet is None) == (flag == "use_warpnet")

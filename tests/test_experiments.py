@@ -51,3 +51,25 @@ def test_high_pass_modulation_of_a_flat_reference_is_the_identity(oracle):
     blurred = upsample(degrade(hr, 8), 8)
     sharpened = oracle.high_pass_modulation(blurred, step, 8)
     assert (sharpened - hr).abs().mean() < (blurred - hr).abs().mean()
+
+
+@pytest.fixture(scope="module")
+def common():
+    sys.path.insert(0, str(EXPERIMENTS))
+    try:
+        yield importlib.import_module("_common")
+    finally:
+        sys.path.remove(str(EXPERIMENTS))
+
+
+def test_alignment_of_the_shipped_model_and_a_refused_part(common):
+    from sschsr.errors import InputError
+    from sschsr.inference import WEIGHTS_DIR
+
+    alignment = common.load_alignment(WEIGHTS_DIR / "sschsr_x8.safetensors")
+    assert alignment.kind == "full" and alignment.warpnet is not None and alignment.iters >= 1
+    part = next(WEIGHTS_DIR.glob("flow_net-*.safetensors"))
+    with pytest.raises(InputError, match="part of a model file"):
+        common.load_alignment(part)
+    with pytest.raises(InputError, match="not found"):
+        common.load_alignment(WEIGHTS_DIR / "missing.safetensors")

@@ -183,6 +183,20 @@ class TestFlowModule:
         again = FlowModule.load_from_checkpoint(path, net=RAFT("small"))
         assert again.hparams.iters == 2
 
+    def test_init_ckpt_starts_from_trained_weights(self, tmp_path):
+        from sschsr.errors import InputError
+        from sschsr.models.flow import save_flow_net
+
+        torch.manual_seed(7)
+        trained = RAFT("small", iters=2)
+        path = save_flow_net(trained, tmp_path / "flow.safetensors")
+        module = make_module(init_ckpt=str(path))
+        for k, v in trained.state_dict().items():
+            assert torch.equal(module.net.state_dict()[k], v), k
+        assert module.net.training  # trains as usual: the weights are loaded into the module's own net
+        with pytest.raises(InputError, match="preset"):
+            make_module(init_ckpt=str(save_flow_net(RAFT("base"), tmp_path / "base.safetensors")))
+
     def test_flow_figure_goes_to_image_loggers(self, monkeypatch):
         logged = []
 

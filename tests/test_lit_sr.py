@@ -255,6 +255,37 @@ class TestEarlierStages:
             load_earlier_stages(tiny_sschsr(), flow_ckpt=str(other))
 
 
+class TestInitWeights:
+    def test_starts_from_a_saved_model_then_earlier_stages_replace_theirs(self, tmp_path):
+        from sschsr.inference import save_model
+
+        trained = tiny_sschsr(seed=3)
+        model_file = save_model(trained, tmp_path / "m.safetensors", scale=4)
+        module = make_module(tiny_sschsr(seed=4), init_ckpt=str(model_file))
+        for k, v in trained.state_dict().items():
+            assert torch.equal(module.net.state_dict()[k], v), k
+        # flow_ckpt is loaded after init_ckpt: the flow comes from it
+        torch.manual_seed(5)
+        flow = RAFT("small", iters=2)
+        flow_file = save_flow_net(flow, tmp_path / "flow.safetensors")
+        module = make_module(tiny_sschsr(seed=4), init_ckpt=str(model_file), flow_ckpt=str(flow_file))
+        assert all(torch.equal(module.net.flow_net.state_dict()[k], v) for k, v in flow.state_dict().items())
+        # ... the rest still from init_ckpt
+        for k, v in trained.warpnet.state_dict().items():
+            assert torch.equal(module.net.warpnet.state_dict()[k], v), k
+
+    def test_errors(self, tmp_path):
+        from sschsr.inference import save_model
+
+        model_file = save_model(tiny_sschsr(), tmp_path / "m.safetensors", scale=4)
+        with pytest.raises(InputError, match="not found"):
+            make_module(tiny_sschsr(), init_ckpt=str(tmp_path / "missing.safetensors"))
+        with pytest.raises(InputError, match="does not fit"):
+            make_module(SingleImageSR(BANDS), init_ckpt=str(model_file))
+        with pytest.raises(InputError, match="scale"):
+            SRModule(tiny_sschsr(), scale=8, init_ckpt=str(model_file))
+
+
 def compose_model(overrides: list[str]):
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):

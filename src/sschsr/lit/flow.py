@@ -43,6 +43,9 @@ class FlowModule(L.LightningModule):
         gamma: sequence-loss decay.
         val_iters: recurrent updates in validation, test and prediction (default: ``iters``).
         max_flow: pixels with a longer true flow are left out of loss and metrics.
+        init_ckpt: trained flow weights to start from (a ``FlowModule`` ``.ckpt`` or a flow
+            ``.safetensors``, e.g. the shipped ``flow_net-*.safetensors``): fine-tuning. The architecture
+            is ``net``'s; a file of another one is refused with the setting to change.
 
     Logs ``train/loss``, ``train/epe``; ``val/loss``, ``val/epe``, ``val/1px``, ``val/3px``, ``val/5px``
     (means over all valid pixels of the split, synchronised across processes), the same under ``test/``;
@@ -59,11 +62,16 @@ class FlowModule(L.LightningModule):
         gamma: float = SEQUENCE_GAMMA,
         val_iters: int | None = None,
         max_flow: float = MAX_FLOW,
+        init_ckpt: str | None = None,
     ):
         super().__init__()
         # only plain values go into the checkpoint: torch.load(weights_only=True), which Lightning uses
         # to resume, refuses pickled partials (the run's Hydra config records the optimiser anyway)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
+        if init_ckpt:
+            from sschsr.lit.warp import load_flow_weights
+
+            load_flow_weights(net, init_ckpt)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         # one MeanMetric per split and name: Lightning computes, syncs and resets them per epoch

@@ -174,6 +174,29 @@ def load_earlier_stages(net: nn.Module, flow_ckpt: str | None = None, warp_ckpt:
                 log.info("stage-1 flow weights from %s (the flow stage 2 was trained on)", warp_ckpt)
 
 
+def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
+    """Start ``net`` from a trained model of the same architecture, in place (fine-tuning).
+
+    ``init_ckpt``: anything :func:`sschsr.inference.load_model` reads (a full-model ``.ckpt``, a
+    ``.safetensors`` such as the shipped ``sschsr_x8.safetensors``) trained for ``scale``.
+
+    Raises:
+        InputError: a missing or unreadable file, another scale, or a network that does not fit ``net``.
+    """
+    from sschsr.inference import load_model
+
+    source = load_model(init_ckpt, scale)
+    try:
+        net.load_state_dict(source.state_dict())
+    except RuntimeError as e:
+        raise InputError(
+            f"init_ckpt={init_ckpt}: its {type(source).__name__} does not fit this run's "
+            f"{type(net).__name__}: {str(e).splitlines()[0]} (build the network the file describes: "
+            f"{source.info.get('net')})"
+        ) from None
+    log.info("all weights from %s", init_ckpt)
+
+
 class SRModule(L.LightningModule):
     """Train and evaluate an HSI super-resolution network guided by an unaligned RGB photo.
 
@@ -188,6 +211,8 @@ class SRModule(L.LightningModule):
         warp_weight: weight of the warp term of the loss.
         flow_ckpt, warp_ckpt: earlier stages to load (see :func:`load_earlier_stages`). Resuming a run
             rebuilds the module with them, then the checkpoint's own weights replace them.
+        init_ckpt: a trained full model to start every weight from (:func:`load_init_weights`), e.g. the
+            shipped one to fine-tune on other data; ``flow_ckpt`` / ``warp_ckpt`` then replace its stages.
         log_images: draw a figure and spectra of the first validation batch to loggers that take images.
         camera: the camera response of ``rgb_hsi`` in the data (recorded for inference).
         match_weight: weight of :func:`sschsr.losses.correspondence_nce` on the matching encoder's
@@ -213,6 +238,7 @@ class SRModule(L.LightningModule):
         warp_weight: float = 1.0,
         flow_ckpt: str | None = None,
         warp_ckpt: str | None = None,
+        init_ckpt: str | None = None,
         log_images: bool = True,
         camera: str = "cie1931",
         match_weight: float = 0.0,
@@ -225,6 +251,8 @@ class SRModule(L.LightningModule):
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
+        if init_ckpt:
+            load_init_weights(net, init_ckpt, scale)
         load_earlier_stages(net, flow_ckpt, warp_ckpt)
         self.val_metrics = HSIMetrics(scale, prefix="val/")
         self.test_metrics = HSIMetrics(scale, prefix="test/")
