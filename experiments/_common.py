@@ -119,7 +119,7 @@ def pair_overrides(args: argparse.Namespace) -> list[str]:
     if args.flow_range:
         lo, hi = args.flow_range
         out.append(f"+data.synth.geometry.flow_range=[{lo},{hi}]")
-    return out
+    return [*out, *args.override]
 
 
 def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
@@ -142,6 +142,14 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         metavar=("LO", "HI"),
         help="target mean |flow| in px of the views (default: the data config's, 5-12)",
     )
+    p.add_argument(
+        "--override",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a Hydra override of the data config, repeatable; e.g. pairs with no camera motion (a "
+        "homography and an elastic field only): --override +data.synth.geometry.camera=false",
+    )
     p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
@@ -155,7 +163,7 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
     return {
         "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters, "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
-        "flow_range": args.flow_range or "data config",
+        "flow_range": args.flow_range or "data config", "overrides": args.override,
         "view_seed": int(data_config(4, args.data).data.view_seed),
     }  # fmt: skip
 

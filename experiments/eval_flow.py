@@ -6,7 +6,9 @@
 The pairs are the datamodule's (``conf/data/cave.yaml``, :class:`sschsr.data.datasets.PairDataset`): for
 each scene (default: the validation and test scenes) ``--pairs`` synthetic reference views made on the
 whole scene, seeded by the data's ``view_seed``, the scene and the view (identical on every machine), with
-the data config's motion (mean |flow| drawn in 5-12 px; ``--flow-range`` changes it) and exact flow;
+the data config's motion (camera motion with parallax, a homography and an elastic field; mean |flow|
+drawn in 5-12 px; ``--flow-range`` changes it, ``--override +data.synth.geometry.camera=false`` leaves the
+homography and the elastic field only) and exact flow;
 central ``--size`` crops; the LR side degraded at each scale, upsampled and rendered to ``rgb_hsi``,
 colour-matched to the reference, as in training. The flow is predicted from ``rgb_hsi`` to ``ref`` by the
 checkpoint's flow network (FlowModule, WarpModule or SRModule ``.ckpt``, flow or full-model

@@ -73,3 +73,14 @@ def test_alignment_of_the_shipped_model_and_a_refused_part(common):
         common.load_alignment(part)
     with pytest.raises(InputError, match="not found"):
         common.load_alignment(WEIGHTS_DIR / "missing.safetensors")
+
+
+def test_pair_overrides_take_the_options_and_extra_overrides(common):
+    args = common.alignment_parser("doc", "x.json").parse_args(
+        ["--ckpt", "m.safetensors", "--scenes", "a", "b", "--pairs", "3", "--size", "128",
+         "--flow-range", "5", "15", "--override", "+data.synth.geometry.camera=false"]
+    )  # fmt: skip
+    out = common.pair_overrides(args)
+    assert "data.lists.test=[a,b]" in out and "data.eval_pairs_per_scene=3" in out
+    assert "data.eval_crop_size=128" in out and "+data.synth.geometry.flow_range=[5.0,15.0]" in out
+    assert out[-1] == "+data.synth.geometry.camera=false"
