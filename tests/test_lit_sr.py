@@ -414,3 +414,18 @@ class TestCorrespondenceLoss:
             opt.step()
             losses.append(float(loss))
         assert losses[-1] < 0.8 * losses[0]
+
+
+def test_sam_term_of_the_loss():
+    from sschsr.losses import spectral_angle_loss
+
+    hr = torch.rand(2, 5, 6, 6) + 0.1
+    assert float(spectral_angle_loss(3.0 * hr, hr)) < 0.02  # a scaled spectrum: no angle (but the clip)
+    sr = hr.clone().requires_grad_(True)
+    noisy = hr + 0.2 * torch.randn_like(hr)
+    angle = spectral_angle_loss(noisy, hr)
+    loss, terms = sr_loss(noisy, hr, sam_weight=0.5)
+    plain, _ = sr_loss(noisy, hr)
+    assert set(terms) == {"sr", "sam"} and torch.allclose(loss, plain + 0.5 * angle)
+    spectral_angle_loss(sr * torch.linspace(0.5, 1.5, 5).view(1, 5, 1, 1), hr).backward()
+    assert torch.isfinite(sr.grad).all() and sr.grad.abs().sum() > 0

@@ -101,6 +101,29 @@ def sequence_loss(
     return loss, flow_metrics(flow_preds[-1], flow_gt, mask)
 
 
+def spectral_angle_loss(sr: Tensor, hr: Tensor, eps: float = 1e-6, max_cos: float = 1.0 - 1e-4) -> Tensor:
+    """Mean spectral angle between ``sr`` and ``hr`` in radians, differentiable (the SAM metric as a loss).
+
+    ``angle = arccos(<s, h> / (|s| |h| + eps))`` at every pixel, the cosine clipped to ``max_cos`` so that
+    the gradient stays finite (``1 / sqrt(1 - max_cos^2)``, about 71 for the default; angles below 0.8
+    degrees then get none).
+
+    Args:
+        sr, hr: ``(B, C, H, W)``.
+
+    Returns:
+        a float32 scalar.
+
+    Example:
+        >>> hr = torch.tensor([1.0, 0.0]).view(1, 2, 1, 1)
+        >>> round(float(spectral_angle_loss(torch.tensor([1.0, 1.0]).view(1, 2, 1, 1), hr)), 4)  # pi / 4
+        0.7854
+    """
+    s, h = sr.float(), hr.float()
+    cos = (s * h).sum(dim=1) / (s.norm(dim=1) * h.norm(dim=1) + eps)
+    return torch.acos(cos.clamp(-max_cos, max_cos)).mean()
+
+
 def warp_loss(
     ref_warp: Tensor, target: Tensor, mask: Tensor | None = None
 ) -> tuple[Tensor, dict[str, Tensor]]:

@@ -51,13 +51,17 @@ def sr_loss(
     ref_warp: Tensor | None = None,
     rgb_hr: Tensor | None = None,
     warp_weight: float = 1.0,
+    sam_weight: float = 0.0,
 ) -> tuple[Tensor, dict[str, Tensor]]:
-    """The full network's loss: ``SmoothL1(sr, hr) + warp_weight * SmoothL1(ref_warp, rgb_hr)``.
+    """The full network's loss: ``SmoothL1(sr, hr) + warp_weight * SmoothL1(ref_warp, rgb_hr)``, plus
+    ``sam_weight`` times the mean spectral angle of ``sr`` (radians, :func:`sschsr.losses.spectral_angle_loss`)
+    when ``sam_weight`` is not 0.
 
     Args:
         sr, hr: ``(B, C, H, W)``.
         ref_warp, rgb_hr: ``(B, 3, H, W)``; the warp term is skipped when either is None.
         warp_weight: weight of the warp term.
+        sam_weight: weight of the spectral-angle term (``sam`` in the metrics when used).
 
     Returns:
         ``(loss, metrics)``: the scalar loss in float32, and ``sr``/``warp`` terms without gradient.
@@ -70,6 +74,12 @@ def sr_loss(
     loss_sr = F.smooth_l1_loss(sr.float(), hr.float(), beta=SMOOTH_L1_BETA)
     metrics = {"sr": loss_sr.detach()}
     loss = loss_sr
+    if sam_weight:
+        from sschsr.losses import spectral_angle_loss
+
+        loss_sam = spectral_angle_loss(sr, hr)
+        metrics["sam"] = loss_sam.detach()
+        loss = loss + sam_weight * loss_sam
     if ref_warp is not None and rgb_hr is not None and warp_weight:
         loss_warp = F.smooth_l1_loss(ref_warp.float(), rgb_hr.float(), beta=SMOOTH_L1_BETA)
         metrics["warp"] = loss_warp.detach()
@@ -209,6 +219,7 @@ class SRModule(L.LightningModule):
             None: a constant rate.
         scale: the super-resolution factor (ERGAS; stored with the checkpoint as the trained scale).
         warp_weight: weight of the warp term of the loss.
+        sam_weight: weight of a spectral-angle term (radians) in the loss; 0: none.
         flow_ckpt, warp_ckpt: earlier stages to load (see :func:`load_earlier_stages`). Resuming a run
             rebuilds the module with them, then the checkpoint's own weights replace them.
         init_ckpt: a trained full model to start every weight from (:func:`load_init_weights`), e.g. the
@@ -239,6 +250,7 @@ class SRModule(L.LightningModule):
         flow_ckpt: str | None = None,
         warp_ckpt: str | None = None,
         init_ckpt: str | None = None,
+        sam_weight: float = 0.0,
         log_images: bool = True,
         camera: str = "cie1931",
         match_weight: float = 0.0,
@@ -274,7 +286,9 @@ class SRModule(L.LightningModule):
             from sschsr.lit.warp import render_target
 
             rgb_hr = render_target(batch)
-        loss, terms = sr_loss(out["sr"], batch["hr"], ref_warp, rgb_hr, self.hparams.warp_weight)
+        loss, terms = sr_loss(
+            out["sr"], batch["hr"], ref_warp, rgb_hr, self.hparams.warp_weight, self.hparams.sam_weight
+        )
         if self.training and self.hparams.match_weight and batch.get("flow") is not None:
             match = getattr(self.net, "match_descriptors", None)
             if match is not None:
