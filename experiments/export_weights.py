@@ -8,8 +8,8 @@ SR branch). The network goes into ``--out``, floating-point tensors in float16, 
 scale, band count and camera in the file's metadata (``sschsr_model``): the file rebuilds it without Hydra
 (:func:`sschsr.inference.load_model`, which upcasts to float32). The children named by ``--parts``
 (default: ``flow_net warpnet``) go into files of their own beside it, named by their content
-(``flow_net-<sha256[:12]>.safetensors``): the x4 and x8 models share one file for the flow network they
-share, every file stays small, and part files no shipped model names any more are removed.
+(``flow_net-<sha256[:12]>.safetensors``): models that share a part (a flow network used at two scales)
+share its file, every file stays small, and part files no shipped model names any more are removed.
 
 Before writing, the float16 network is checked against the float32 one on a seeded scene-like input (mean
 absolute difference of ``sr`` at most 1e-3; mean and largest difference reported). Files written into the package's weights folder must be named

@@ -23,8 +23,8 @@ trained for, its band count and the camera response ``rgb_hsi`` was rendered wit
 
 Weights may be stored in float16 (:func:`export_weights` does: half the size); :func:`load_model` always
 returns a float32 network on the CPU. The weights the package ships live in
-``src/sschsr/weights/sschsr_x{s}.safetensors`` (31 bands, x4 and x8) with their parts (one flow network
-for both scales, a WarpNet each), made from trained checkpoints by ``experiments/export_weights.py``.
+``src/sschsr/weights/sschsr_x{s}.safetensors`` (31 bands, x4 and x8) with their parts (a flow network and a
+WarpNet each), made from trained checkpoints by ``experiments/export_weights.py``.
 """
 
 from __future__ import annotations
@@ -417,8 +417,8 @@ def state_sha256(state: dict[str, Tensor]) -> str:
 
 def _save_part(state: dict[str, Tensor], folder: Path, name: str) -> dict[str, str]:
     """Write one part of a model (the weights of its child ``name``) as ``{name}-{hash}.safetensors`` in
-    ``folder``, named by its content: models that share a part (the shipped x4 and x8 share their flow
-    network) share the file, and a different part never overwrites it. Returns its entry in ``parts``."""
+    ``folder``, named by its content: models that share a part (e.g. one flow network
+    for two scales) share the file, and a different part never overwrites it. Returns its entry in ``parts``."""
     digest = state_sha256(state)
     file = f"{name}-{digest[:12]}.safetensors"
     _write_safetensors(state, folder / file, {"sschsr_part": name, "format": "pt"})
