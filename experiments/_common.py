@@ -218,7 +218,7 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
     (:func:`~sschsr.inference.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
     the full model's ``flow_iters``, else the flow network's own default, i.e. what its stage trained with).
     """
-    from sschsr.inference import MODEL_KEY, load_model, read_training_checkpoint, trained_scales
+    from sschsr.inference import MODEL_KEY, PART_KEY, load_model, read_training_checkpoint, trained_scales
     from sschsr.lit.warp import load_stage2
     from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
     from sschsr.models.flow import load_flow_net
@@ -235,9 +235,9 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
             meta = f.metadata() or {}
         if FLOW_KEY in meta:
             flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
-        elif "sschsr_part" in meta:  # a part of a model file: its architecture is in the model file
+        elif PART_KEY in meta:  # a part of a model file: its architecture is in the model file
             raise InputError(
-                f"{path}: the {meta['sschsr_part']} part of a model file, which holds no architecture: "
+                f"{path}: the {meta[PART_KEY]} part of a model file, which holds no architecture: "
                 "pass the model file that lists it (e.g. src/sschsr/weights/sschsr_x8.safetensors)"
             )
         else:  # a full model; its description in the metadata or a JSON sidecar

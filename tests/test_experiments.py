@@ -14,13 +14,18 @@ import torch.nn.functional as F
 EXPERIMENTS = Path(__file__).resolve().parents[1] / "experiments"
 
 
-@pytest.fixture(scope="module")
-def oracle():
+def experiments_module(name: str):
+    """A module of ``experiments/`` (scripts import each other from there), imported for one test module."""
     sys.path.insert(0, str(EXPERIMENTS))
     try:
-        yield importlib.import_module("oracle_gain")
+        yield importlib.import_module(name)
     finally:
         sys.path.remove(str(EXPERIMENTS))
+
+
+@pytest.fixture(scope="module")
+def oracle():
+    yield from experiments_module("oracle_gain")
 
 
 def test_oracle_gain_recovers_a_known_gain(oracle):
@@ -55,11 +60,7 @@ def test_high_pass_modulation_of_a_flat_reference_is_the_identity(oracle):
 
 @pytest.fixture(scope="module")
 def common():
-    sys.path.insert(0, str(EXPERIMENTS))
-    try:
-        yield importlib.import_module("_common")
-    finally:
-        sys.path.remove(str(EXPERIMENTS))
+    yield from experiments_module("_common")
 
 
 def test_alignment_of_the_shipped_model_and_a_refused_part(common):

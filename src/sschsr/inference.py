@@ -51,6 +51,7 @@ from sschsr.errors import InputError
 log = logging.getLogger(__name__)
 
 MODEL_KEY = "sschsr_model"  # where the model info lives in a .ckpt (and the sidecar's layout)
+PART_KEY = "sschsr_part"  # in a part file's metadata: which child of the model it holds
 SUPPORTED_SCALES = (4, 8, 16)  # the paper's factors; the degradation model is only defined for these
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
 ASPECT_TOLERANCE = 0.02  # relative difference of height/width ratios between reference and HSI
@@ -421,7 +422,7 @@ def _save_part(state: dict[str, Tensor], folder: Path, name: str) -> dict[str, s
     for two scales) share the file, and a different part never overwrites it. Returns its entry in ``parts``."""
     digest = state_sha256(state)
     file = f"{name}-{digest[:12]}.safetensors"
-    _write_safetensors(state, folder / file, {"sschsr_part": name, "format": "pt"})
+    _write_safetensors(state, folder / file, {PART_KEY: name, "format": "pt"})
     return {"file": file, "sha256": digest}
 
 
