@@ -24,8 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
-from sschsr.inference import resolve_device
+from sschsr.inference import DEFAULT_FLOW_TTA, resolve_device
+from sschsr.models.flow.ensemble import dihedral_flow
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -151,6 +153,13 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         "homography and an elastic field only): --override +data.synth.geometry.camera=false",
     )
     p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
+    p.add_argument(
+        "--flow-tta",
+        type=int,
+        choices=[1, 2, 8],
+        default=DEFAULT_FLOW_TTA,
+        help="flow self-ensemble over this many flips/transpositions (as sschsr-predict; 1: the network alone)",
+    )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -161,7 +170,8 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
 def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, Any]:
     """What a result of ``eval_flow.py`` / ``eval_warp.py`` was measured on, for its JSON."""
     return {
-        "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters, "data": args.data,
+        "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters,
+        "flow_tta": alignment.tta, "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
         "view_seed": int(data_config(4, args.data).data.view_seed),
@@ -179,12 +189,16 @@ def scene_of(label: str) -> str:
 @dataclass
 class Alignment:
     """The alignment stages of a checkpoint: the flow network, WarpNet (None for stage 1) and the
-    number of flow updates; ``kind`` is ``stage1``, ``stage2`` or ``full``."""
+    number of flow updates; ``kind`` is ``stage1``, ``stage2`` or ``full``. The flow is self-ensembled
+    over ``tta`` flips/transpositions, ``shift`` being the pairs' :func:`~sschsr.data.degrade.content_shift`
+    (set per scale by :func:`run_pair_eval`)."""
 
     flow_net: nn.Module
     warpnet: nn.Module | None
     iters: int
     kind: str
+    tta: int = 1
+    shift: float = 0.0
 
     def to(self, device: torch.device) -> Alignment:
         for net in (self.flow_net, self.warpnet):
@@ -195,7 +209,13 @@ class Alignment:
     @torch.inference_mode()
     def flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
         """``(B, 2, H, W)`` flow from the HSI's grid to ``ref`` (stage 1)."""
-        return self.flow_net(rgb_hsi, ref, iters=self.iters, test_mode=True)
+        return dihedral_flow(
+            lambda a, b: self.flow_net(a, b, iters=self.iters, test_mode=True),
+            rgb_hsi,
+            ref,
+            self.tta,
+            self.shift,
+        )
 
     @torch.inference_mode()
     def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:
@@ -205,7 +225,8 @@ class Alignment:
 
         if self.warpnet is None:
             raise InputError(f"a {self.kind} checkpoint holds no WarpNet: pass a stage-2 or full checkpoint")
-        return WarpModule(self.warpnet, self.flow_net, flow_iters=self.iters).eval().align(rgb_hsi, ref)
+        module = WarpModule(self.warpnet, self.flow_net, flow_iters=self.iters).eval()
+        return module.align(rgb_hsi, ref, flow=self.flow(rgb_hsi, ref))
 
 
 def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
@@ -310,12 +331,14 @@ def run_pair_eval(
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)
+    alignment.tta = args.flow_tta
     if needs_warpnet and alignment.warpnet is None:
         raise InputError(
             f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one"
         )
     results = {}
     for scale in args.scales:
+        alignment.shift = content_shift(scale)
         pooled = Pooled()
         for batch in test_batches(scale, args.data, pair_overrides(args)):
             for label, values in zip(batch["name"], measure(alignment, batch, device), strict=True):

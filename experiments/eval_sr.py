@@ -29,7 +29,7 @@ from _common import RESULTS, print_table, provenance, test_batches, write_result
 from sschsr.cli._common import exit_on_input_error
 from sschsr.cli.eval import _load, _run
 from sschsr.errors import InputError
-from sschsr.inference import resolve_device
+from sschsr.inference import DEFAULT_FLOW_TTA, resolve_device
 from sschsr.metrics import SR_METRICS, sr_metrics
 
 COLUMNS = {
@@ -72,9 +72,15 @@ def scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float]:
     return {m: float(values[m][0]) for m in SR_METRICS}
 
 
-def evaluate(models: dict[str, str], scale: int, device: torch.device, tile: int | None) -> dict[str, Any]:
+def evaluate(
+    models: dict[str, str],
+    scale: int,
+    device: torch.device,
+    tile: int | None,
+    flow_tta: int = DEFAULT_FLOW_TTA,
+) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
-    nets = {name: _load(path, scale, 31).to(device).eval() for name, path in models.items()}
+    nets = {name: _load(path, scale, 31, flow_tta).to(device).eval() for name, path in models.items()}
     batches = [b for b in test_batches(scale, overrides=["data.eval_batch_size=1"])]
     wrong = wrong_references(batches)
     rows = []
@@ -102,14 +108,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--tile", type=int, default=None, help="HR tile size (default: whole scenes)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
+    p.add_argument(
+        "--flow-tta",
+        type=int,
+        choices=[1, 2, 8],
+        default=DEFAULT_FLOW_TTA,
+        help="flow self-ensemble of the full models (as sschsr-predict)",
+    )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    result = evaluate(parse_models(args.model), args.scale, device, args.tile)
+    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.flow_tta)
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
+        "flow_tta": args.flow_tta,
         "data": "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",

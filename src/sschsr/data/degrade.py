@@ -88,6 +88,23 @@ def upsample(lr: Tensor, scale: int) -> Tensor:
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
+def content_shift(scale: int, kernel_size: int = 8) -> float:
+    """How far (HR pixels, in x and in y alike) ``upsample(degrade(hr, scale), scale)`` shows ``hr``'s
+    content from where it is in ``hr``: ``lr_up(p) ~ hr(p - shift)``.
+
+    The LR pixel ``i`` is the blurred cube at HR pixel ``scale * i``, i.e. a weighted mean centred at
+    ``scale * i + c`` (``c = 0.5`` for an even kernel, padded 3 before and 4 after, 0 for an odd one);
+    bicubic interpolation with ``align_corners=False`` puts it back at ``scale * i + (scale - 1) / 2``. So
+    ``shift = (scale - 1) / 2 - c``: 3 px at x8, 1 px at x4, 0 at x2 with the paper's kernel of 8. The
+    networks learn it from their training pairs (the flow network adds it to every vector); a mirrored
+    input has it in the other direction (:func:`sschsr.models.flow.ensemble.dihedral_flow` corrects it).
+    """
+    if scale < 1 or kernel_size < 1:
+        raise ValueError(f"scale and kernel_size must be >= 1, got {scale}, {kernel_size}")
+    centre = (kernel_size - 1) / 2 - (kernel_size - 1) // 2
+    return (scale - 1) / 2 - centre
+
+
 @dataclass
 class Degradation:
     """Configured degradation, callable on ``(B, C, H, W)`` HR cubes; see :func:`degrade`."""

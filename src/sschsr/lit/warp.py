@@ -179,18 +179,20 @@ class WarpModule(L.LightningModule):
         with torch.set_grad_enabled(torch.is_grad_enabled() and self.hparams.finetune_flow):
             return self.flow_net(rgb_hsi, ref, iters=self.hparams.flow_iters, test_mode=True)
 
-    def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:
+    def align(self, rgb_hsi: Tensor, ref: Tensor, flow: Tensor | None = None) -> dict[str, Tensor]:
         """Both stages.
 
         Args:
             rgb_hsi: ``(B, 3, H, W)`` float in [0, 1], the LR HSI upsampled and rendered, colour-matched.
             ref: ``(B, 3, H, W)`` float in [0, 1], the unaligned photo.
+            flow: ``(B, 2, H, W)`` a flow to use instead of the stage-1 network's (e.g. a self-ensemble).
 
         Returns:
             ``flow`` ``(B, 2, H, W)``; ``ref_warp0`` ``(B, 3, H, W)`` the plain backward warp;
             ``ref_warp`` ``(B, 3, H, W)`` WarpNet's repair of it (not clamped).
         """
-        flow = self.estimate_flow(rgb_hsi, ref)
+        if flow is None:
+            flow = self.estimate_flow(rgb_hsi, ref)
         ref_warp0 = flow_warp(ref, flow, padding_mode="border")
         extra = warp_cues(flow, ref.shape[-2:]) if getattr(self.warpnet, "extra_channels", 0) else None
         ref_warp = self.warpnet(rgb_hsi, ref, ref_warp0, extra)

@@ -1,0 +1,161 @@
+"""The flow self-ensemble (sschsr.models.flow.ensemble) and the content shift of the LR input it corrects."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sschsr.data.degrade import content_shift, degrade, upsample
+from sschsr.errors import InputError
+from sschsr.inference import load_model, save_model
+from sschsr.models.flow import RAFT
+from sschsr.models.flow.ensemble import (
+    TRANSFORMS,
+    dihedral_flow,
+    move_content,
+    transform_image,
+    untransform_flow,
+)
+from sschsr.models.sschsr import SSCHSR
+
+SEARCH = 6  # px: the brute-force matcher's search radius
+
+
+@pytest.mark.parametrize(
+    ("scale", "kernel", "expected"), [(8, 8, 3.0), (4, 8, 1.0), (16, 8, 7.0), (4, 7, 1.5)]
+)
+def test_content_shift_is_where_the_upsampled_lr_shows_a_ramp(scale, kernel, expected):
+    """A linear ramp survives the blur and bicubic interpolation but for the shift, away from the borders:
+    ``lr_up(x) = x - shift`` on average over each LR pixel (PyTorch's bicubic, a = -0.75, adds a ripple
+    that is odd about the LR samples: up to 0.05 scale px, mean 0)."""
+    assert content_shift(scale, kernel) == expected
+    w = 32 * scale
+    x = torch.arange(w, dtype=torch.float64)
+    ramp = x.expand(1, 1, w, w).clone()  # hr(x, y) = x
+    lr_up = upsample(degrade(ramp, scale, kernel_size=kernel), scale)[0, 0]
+    inner = slice(4 * scale, -4 * scale)
+    error = lr_up[inner, inner] - x[inner]
+    assert error.mean().item() == pytest.approx(-expected, abs=1e-4)  # the kernel is float32
+    assert (error + expected).abs().max() < 0.1 * scale
+
+
+def test_content_shift_rejects_bad_arguments():
+    with pytest.raises(ValueError):
+        content_shift(0)
+
+
+def texture(h: int, w: int, seed: int = 0) -> torch.Tensor:
+    """``(1, 3, h, w)`` smooth random texture in [0, 1] with no repeating pattern."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.rand(1, 3, h // 4 + 2, w // 4 + 2, generator=g)
+    x = F.interpolate(x, size=(h + 8, w + 8), mode="bicubic", align_corners=False)[..., 4:-4, 4:-4]
+    return x.clamp(0, 1)
+
+
+def match(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The integer translation ``m`` with ``a(p) = b(p + m)`` (least squares over the interior), as a
+    constant ``(B, 2, H, W)`` field: a flow estimator that commutes with every flip and transposition."""
+    h, w = a.shape[-2:]
+    r = SEARCH
+    inner = a[..., r : h - r, r : w - r]
+    best, best_err = (0, 0), float("inf")
+    for dy in range(-r, r + 1):
+        for dx in range(-r, r + 1):
+            err = (inner - b[..., r + dy : h - r + dy, r + dx : w - r + dx]).square().mean().item()
+            if err < best_err:
+                best, best_err = (dx, dy), err
+    return a.new_tensor(best).view(1, 2, 1, 1).expand(a.shape[0], 2, h, w)
+
+
+@pytest.mark.parametrize("transforms", sorted(TRANSFORMS))
+def test_an_equivariant_estimator_is_unchanged(transforms):
+    """An estimator that commutes with the symmetries gives the same flow in every transformed frame,
+    mapped back: the ensemble is the true translation (non-square, to catch a transposition error)."""
+    scene = texture(40, 48)
+    t = (3, -2)
+    ref = move_content(scene, *t)  # ref(p + t) = scene(p): the flow is t everywhere
+    flow = dihedral_flow(match, scene, ref, transforms)
+    assert flow.shape == (1, 2, 40, 48)
+    torch.testing.assert_close(flow, torch.tensor(t, dtype=flow.dtype).view(1, 2, 1, 1).expand_as(flow))
+
+
+@pytest.mark.parametrize("shift", [1.0, 3.0])
+def test_the_shift_of_the_lr_side_is_corrected(shift):
+    """A trained flow network sees ``image1`` shifted by ``(d, d)`` and adds ``d`` to its answer; the
+    ensemble gives the true flow only when it moves the mirrored ``image1`` back."""
+    scene = texture(40, 48, seed=1)
+    t = (2, -3)
+    image1 = move_content(scene, shift, shift)  # as rgb_hsi shows the scene
+    ref = move_content(scene, *t)
+
+    def trained(a, b):  # finds a(p) = b(p + t - d), answers t
+        return match(a, b) + shift
+
+    expected = torch.tensor(t, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 40, 48)
+    torch.testing.assert_close(trained(image1, ref), expected)
+    torch.testing.assert_close(dihedral_flow(trained, image1, ref, 8, shift=shift), expected)
+    uncorrected = dihedral_flow(trained, image1, ref, 8, shift=0.0)
+    assert (uncorrected - expected).abs().max() >= shift  # mirrored frames are off by 2d without it
+    torch.testing.assert_close(dihedral_flow(trained, image1, ref, 2, shift=0.0), expected)  # no mirror
+
+
+def test_pixelwise_fields_return_to_their_pixels():
+    """A per-pixel function of the images is moved like an image but, unlike a flow, its values are not
+    rotated with the frame: mapped back as vectors, the eight frames cancel (the mean of the linear parts
+    is 0) and the pair {identity, transposition} averages x and y, each at its own pixel."""
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.rand(2, 3, 5, 7, generator=g), torch.rand(2, 3, 5, 7, generator=g)
+
+    def fn(x, y):
+        return (y - x)[:, :2]
+
+    torch.testing.assert_close(dihedral_flow(fn, a, b, 8), torch.zeros(2, 2, 5, 7))
+    v = fn(a, b)
+    torch.testing.assert_close(dihedral_flow(fn, a, b, 2), v.mean(1, keepdim=True).expand_as(v))
+    torch.testing.assert_close(dihedral_flow(fn, a, b, 1), v)
+
+
+def test_transform_round_trip():
+    x = torch.rand(1, 2, 4, 6)
+    for g in TRANSFORMS[8]:
+        y = transform_image(x, g)
+        assert y.shape[-2:] == ((6, 4) if g[0] else (4, 6))
+        back = untransform_flow(y, g)  # as a field: moved back; as vectors: A^-1 applied
+        assert back.shape == x.shape
+
+
+def test_bad_transform_count():
+    with pytest.raises(ValueError, match="transforms"):
+        dihedral_flow(match, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 4)
+
+
+def test_move_content_whole_pixels():
+    x = torch.arange(20.0).view(1, 1, 4, 5)
+    moved = move_content(x, 1, 0)
+    torch.testing.assert_close(moved[..., 1:], x[..., :-1])
+    torch.testing.assert_close(moved[..., 0], x[..., 0])  # the border repeats
+
+
+def test_sschsr_flow_tta(tmp_path):
+    torch.manual_seed(0)
+    net = SSCHSR(4, "lite", flow_net=RAFT("small", iters=2), flow_iters=2).eval()
+    rgb, ref = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 32, 40)
+    with torch.no_grad():
+        plain = net.flow_net(rgb, ref, iters=2, test_mode=True)
+        torch.testing.assert_close(net.estimate_flow(rgb, ref), plain)
+        net.flow_tta, net.lr_shift = 8, 3.0
+        expected = dihedral_flow(lambda a, b: net.flow_net(a, b, iters=2, test_mode=True), rgb, ref, 8, 3.0)
+        torch.testing.assert_close(net.estimate_flow(rgb, ref), expected)
+    net.flow_tta = 3
+    with pytest.raises(ValueError, match="transforms"):
+        net.estimate_flow(rgb, ref)
+    # load_model sets the scale's shift, and the ensemble when asked
+    path = save_model(
+        SSCHSR(4, "lite", flow_net=RAFT("small", iters=2), flow_iters=2), tmp_path / "m.safetensors", 8
+    )
+    loaded = load_model(path, 8)
+    assert (loaded.flow_tta, loaded.lr_shift) == (1, 3.0)
+    assert load_model(path, 8, flow_tta=8).flow_tta == 8
+    with pytest.raises(InputError, match="flow_tta"):
+        load_model(path, 8, flow_tta=4)
