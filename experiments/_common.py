@@ -26,8 +26,8 @@ from torch import Tensor, nn
 
 from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_FLOW_TTA, resolve_device
-from sschsr.models.flow.ensemble import dihedral_flow
+from sschsr.inference import DEFAULT_TTA, resolve_device
+from sschsr.models.ensemble import dihedral_flow
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -157,8 +157,9 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         "--flow-tta",
         type=int,
         choices=[1, 2, 8],
-        default=DEFAULT_FLOW_TTA,
-        help="flow self-ensemble over this many flips/transpositions (as sschsr-predict; 1: the network alone)",
+        default=DEFAULT_TTA,
+        help="flow self-ensemble over this many flips/transpositions (the flow of sschsr-predict --tta; "
+        "1: the network alone)",
     )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")

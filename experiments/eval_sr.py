@@ -29,7 +29,7 @@ from _common import RESULTS, print_table, provenance, test_batches, write_result
 from sschsr.cli._common import exit_on_input_error
 from sschsr.cli.eval import _load, _run
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_FLOW_TTA, resolve_device
+from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
 
 COLUMNS = {
@@ -77,10 +77,12 @@ def evaluate(
     scale: int,
     device: torch.device,
     tile: int | None,
-    flow_tta: int = DEFAULT_FLOW_TTA,
+    tta: int = DEFAULT_TTA,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
-    nets = {name: _load(path, scale, 31, flow_tta).to(device).eval() for name, path in models.items()}
+    nets = {
+        name: with_tta(_load(path, scale, 31), scale, tta).to(device).eval() for name, path in models.items()
+    }
     batches = [b for b in test_batches(scale, overrides=["data.eval_batch_size=1"])]
     wrong = wrong_references(batches)
     rows = []
@@ -109,21 +111,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--tile", type=int, default=None, help="HR tile size (default: whole scenes)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument(
-        "--flow-tta",
+        "--tta",
         type=int,
         choices=[1, 2, 8],
-        default=DEFAULT_FLOW_TTA,
-        help="flow self-ensemble of the full models (as sschsr-predict)",
+        default=DEFAULT_TTA,
+        help="self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)",
     )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.flow_tta)
+    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.tta)
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
-        "flow_tta": args.flow_tta,
+        "tta": args.tta,
         "data": "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",

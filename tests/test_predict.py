@@ -197,8 +197,8 @@ class TestRun:
         assert tiled.shape == whole.shape and np.isfinite(tiled).all()
         assert np.abs(tiled - whole).mean() < 0.1 * np.abs(whole).mean()  # same result up to tile borders
 
-    def test_flow_tta(self, inputs, models):
-        """The default self-ensembles the flow (eight passes); --flow-tta 1 is the network alone."""
+    def test_tta(self, inputs, models):
+        """The default self-ensembles the network (eight passes); --tta 1 is the network alone."""
         inter = inputs["dir"] / "inter"
         flows = {}
         for n in ("1", "8"):
@@ -207,7 +207,7 @@ class TestRun:
                     argv(
                         inputs,
                         models["sschsr"],
-                        "--flow-tta",
+                        "--tta",
                         n,
                         "--save-intermediates",
                         str(inter),
@@ -393,7 +393,7 @@ BAD_INPUTS = {
         "aspect ratio",
     ),
     "scale not 4/8/16": (lambda i, m, t: argv(i, m["sschsr"], scale=3), "unsupported scale"),
-    "flow-tta not 1/2/8": (lambda i, m, t: argv(i, m["sschsr"], "--flow-tta", "4"), "invalid choice"),
+    "tta not 1/2/8": (lambda i, m, t: argv(i, m["sschsr"], "--tta", "4"), "invalid choice"),
     "scale not trained": (lambda i, m, t: argv(i, m["sschsr"], scale=8), "trained for x4"),
     "OUT exists": (lambda i, m, t: argv(i, m["sschsr"], out=_write(t / "exists.npy", b"old")), "--overwrite"),
     "OUT extension": (lambda i, m, t: argv(i, m["sschsr"], out=t / "sr.png"), "unsupported output"),

@@ -47,7 +47,6 @@ from torch import Tensor, nn
 from sschsr.data.degrade import content_shift, upsample
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
-from sschsr.models.flow.ensemble import TRANSFORMS as TTA_TRANSFORMS
 
 log = logging.getLogger(__name__)
 
@@ -309,13 +308,28 @@ def check_scale(scale: int, info: dict[str, Any] | None = None, source: str = "t
         )
 
 
-DEFAULT_FLOW_TTA = 8  # flow self-ensemble of sschsr-predict and sschsr-eval: 8 flow passes, the flow
-# of the shipped x8 model from 2.73 to 1.90 px EPE on held-out homography + elastic pairs (README)
+DEFAULT_TTA = 8  # the self-ensemble of sschsr-predict and sschsr-eval (eight passes; README for its gain)
 
 
-def load_model(
-    ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None, flow_tta: int | None = None
-) -> nn.Module:
+def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
+    """``net`` run on ``tta`` (1, 2 or 8) flips/transpositions of its inputs, outputs mapped back and
+    averaged (:class:`sschsr.models.ensemble.SelfEnsemble`, corrected for the content shift of ``lr_up``
+    at ``scale``). ``tta=1`` and networks without weights (bicubic, whose ensemble would only change its
+    borders) are returned as they are.
+
+    Raises:
+        InputError: ``tta`` not 1, 2 or 8.
+    """
+    from sschsr.models.ensemble import TRANSFORMS, SelfEnsemble
+
+    if tta not in TRANSFORMS:
+        raise InputError(f"tta must be one of {sorted(TRANSFORMS)}; got {tta}")
+    if tta == 1 or next(net.parameters(), None) is None:
+        return net
+    return SelfEnsemble(net, tta, content_shift(scale))
+
+
+def load_model(ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None) -> nn.Module:
     """A trained network in eval mode on the CPU, checked against the scale and band count asked for.
 
     Args:
@@ -324,8 +338,6 @@ def load_model(
             weights of ``scale``.
         scale: the super-resolution factor the caller needs.
         n_bands: the band count of the caller's data (None: no check).
-        flow_tta: flow self-ensemble of a full model (``SSCHSR.flow_tta``: 1, 2 or 8; None: as stored, 1).
-            Its ``lr_shift`` is always set for ``scale`` (:func:`sschsr.data.degrade.content_shift`).
 
     Returns:
         the float32 network (``forward(lr_up, ref, rgb_hsi) -> dict(sr=...)``) on the CPU in eval mode,
@@ -366,12 +378,6 @@ def load_model(
         )
     net = _build_with_weights(info, state, path)
     net.info = {**info, "path": str(path)}  # type: ignore[assignment]
-    if hasattr(net, "lr_shift"):
-        net.lr_shift = content_shift(scale)
-        if flow_tta is not None:
-            if flow_tta not in TTA_TRANSFORMS:
-                raise InputError(f"flow_tta must be one of {sorted(TTA_TRANSFORMS)}; got {flow_tta}")
-            net.flow_tta = flow_tta
     return net
 
 

@@ -59,15 +59,15 @@ def _ckpt_path(cfg: DictConfig) -> str | None:
     return None if ckpt is None or str(ckpt).strip().lower() in BICUBIC_NAMES else str(ckpt)
 
 
-def _load(ckpt: str, scale: int, n_bands: int | None, flow_tta: int | None = None) -> torch.nn.Module:
+def _load(ckpt: str, scale: int, n_bands: int | None) -> torch.nn.Module:
     from sschsr.inference import check_scale, load_model, missing_weights_message, shipped_weights
 
     if ckpt.strip().lower() in SHIPPED_NAMES:
         check_scale(scale)
         if not shipped_weights(scale).is_file():
             raise InputError(missing_weights_message(scale, option="ckpt_path=MODEL"))
-        return load_model(None, scale, n_bands, flow_tta)
-    return load_model(ckpt, scale, n_bands, flow_tta)
+        return load_model(None, scale, n_bands)
+    return load_model(ckpt, scale, n_bands)
 
 
 def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
@@ -78,11 +78,11 @@ def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     """
     from sschsr.inference import check_scale
 
-    scale, n_bands, flow_tta = int(cfg.scale), cfg.get("n_bands"), cfg.get("flow_tta")
+    scale, n_bands = int(cfg.scale), cfg.get("n_bands")
     check_scale(scale)
     ckpt = _ckpt_path(cfg)
     models: dict[str, torch.nn.Module | None] = {
-        "model": None if ckpt is None else _load(ckpt, scale, n_bands, flow_tta)
+        "model": None if ckpt is None else _load(ckpt, scale, n_bands)
     }
     single = OmegaConf.select(cfg, "baselines.single_image")
     if single:
@@ -141,10 +141,13 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
-    from sschsr.inference import resolve_device
+    from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
 
     scale = int(cfg.scale)
-    models = load_models(cfg)  # every model file is checked before the data is made
+    tta = int(cfg.get("tta") or DEFAULT_TTA)
+    models = {  # every model file is checked before the data is made
+        key: None if net is None else with_tta(net, scale, tta) for key, net in load_models(cfg).items()
+    }
     torch.manual_seed(int(cfg.get("seed") or 0))
     device = resolve_device(str(cfg.get("device") or "auto"))
     tile = cfg.get("tile")

@@ -1,7 +1,7 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--flow-tta 8] [--save-intermediates DIR] [--overwrite]
+                   [--tile 512] [--device auto] [--tta 8] [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
 status 2, writing nothing. Outputs are written to a temporary file and renamed; should writing fail
@@ -20,7 +20,7 @@ import torch
 
 from sschsr.cli._common import fail
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_FLOW_TTA
+from sschsr.inference import DEFAULT_TTA
 
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
@@ -54,12 +54,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tile", type=int, help=f"tile size in HR pixels, at least {MIN_TILE} (bounded memory)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
     p.add_argument(
-        "--flow-tta",
+        "--tta",
         type=int,
         choices=[1, 2, 8],
-        default=DEFAULT_FLOW_TTA,
-        help="flow self-ensemble: mean flow over this many flips/transpositions of the pair "
-        f"(default {DEFAULT_FLOW_TTA}; 1 is fastest)",
+        default=DEFAULT_TTA,
+        help="self-ensemble: run the network on this many flips/transpositions of the inputs and average "
+        f"(default {DEFAULT_TTA}; 1 is {DEFAULT_TTA} times faster)",
     )
     p.add_argument(
         "--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input"
@@ -143,6 +143,7 @@ def run(args: argparse.Namespace) -> str:
         predict_tiled,
         prepare_inputs,
         resolve_device,
+        with_tta,
     )
 
     # 1. arguments and outputs, cheapest first
@@ -163,7 +164,7 @@ def run(args: argparse.Namespace) -> str:
     check_reference(rgb.shape[:2], (h, w), name=str(args.ref))
 
     # 3. the model: scale and band count
-    net = load_model(args.ckpt, args.scale, n_bands=c, flow_tta=args.flow_tta)
+    net = load_model(args.ckpt, args.scale, n_bands=c)
     if inter is not None and getattr(net, "flow_net", None) is None and not hasattr(net, "warpnet"):
         raise InputError(
             f"--save-intermediates: the model ({type(net).__name__}) aligns no reference: it has no flow or warp to save"
@@ -178,7 +179,8 @@ def run(args: argparse.Namespace) -> str:
     camera = getattr(net, "info", {}).get("camera", "cie1931")
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
-    outputs = predict_tiled(net, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
+    model = with_tta(net, args.scale, args.tta)
+    outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
 
     sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)
     sr = np.ascontiguousarray(sr, dtype=np.float32)

@@ -97,7 +97,7 @@ def content_shift(scale: int, kernel_size: int = 8) -> float:
     bicubic interpolation with ``align_corners=False`` puts it back at ``scale * i + (scale - 1) / 2``. So
     ``shift = (scale - 1) / 2 - c``: 3 px at x8, 1 px at x4, 0 at x2 with the paper's kernel of 8. The
     networks learn it from their training pairs (the flow network adds it to every vector); a mirrored
-    input has it in the other direction (:func:`sschsr.models.flow.ensemble.dihedral_flow` corrects it).
+    input has it in the other direction (:func:`sschsr.models.ensemble.dihedral_flow` corrects it).
     """
     if scale < 1 or kernel_size < 1:
         raise ValueError(f"scale and kernel_size must be >= 1, got {scale}, {kernel_size}")

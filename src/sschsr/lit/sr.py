@@ -33,7 +33,6 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
 from sschsr.inference import MODEL_KEY, model_info, spec_matches
 from sschsr.lit._optim import step_scheduler
@@ -263,8 +262,6 @@ class SRModule(L.LightningModule):
         # which refuses pickled partials (the run's Hydra config records the optimiser anyway)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         self.net = net
-        if hasattr(net, "lr_shift"):  # where rgb_hsi shows the scene at this scale (for net.flow_tta=8)
-            net.lr_shift = content_shift(scale)
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
         if init_ckpt:
             load_init_weights(net, init_ckpt, scale)

@@ -32,7 +32,6 @@ from torch import Tensor, nn
 
 from sschsr.models.aggregation import IDFA
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
-from sschsr.models.flow.ensemble import dihedral_flow
 from sschsr.models.fusion import FusionLevel
 from sschsr.models.matching import GAM, Matching, patch_descriptors
 from sschsr.ops.warp import flow_warp
@@ -168,14 +167,6 @@ class SSCHSR(nn.Module):
         head: ``residual`` (the paper: ``sr = lr_up + r``) or ``modulated`` (``sr = lr_up * (1 + g) + r``;
             see :func:`reconstruct`).
 
-    Attributes (inference settings, not part of the architecture or of a saved model's description):
-        flow_tta: 1 (default), 2 or 8: the flow is the mean over that many flips/transpositions of the
-            pair (:func:`sschsr.models.flow.ensemble.dihedral_flow`; 8 costs eight flow passes).
-            :func:`sschsr.inference.load_model` sets it.
-        lr_shift: how far ``rgb_hsi`` shows the scene from the HR grid, px
-            (:func:`sschsr.data.degrade.content_shift` of the scale: 3 at x8); ``flow_tta=8`` needs it.
-            :class:`sschsr.lit.sr.SRModule` and :func:`sschsr.inference.load_model` set it from the scale.
-
     Shape:
         ``forward(lr_up (B, C, H, W), ref (B, 3, H, W), rgb_hsi (B, 3, H, W))`` with float inputs in [0, 1]
         returns a dict of
@@ -218,7 +209,6 @@ class SSCHSR(nn.Module):
         self.n_bands, self.preset, self.cfg = n_bands, preset, cfg
         self.use_warpnet, self.iterative, self.use_rmca = use_warpnet, iterative, use_rmca
         self.flow_iters, self.freeze_flow, self.head = flow_iters, freeze_flow, head
-        self.flow_tta, self.lr_shift = 1, 0.0  # inference settings (class docstring)
 
         self.flow_net = flow_net
         if flow_net is not None and freeze_flow:
@@ -258,10 +248,7 @@ class SSCHSR(nn.Module):
         if self.flow_net is None:
             return rgb_hsi.new_zeros(b, 2, h, w)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_flow):
-            return dihedral_flow(
-                lambda a, b: self.flow_net(a, b, iters=self.flow_iters, test_mode=True),
-                rgb_hsi, ref, self.flow_tta, self.lr_shift,
-            )  # fmt: skip
+            return self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
 
     def repair(self, rgb_hsi: Tensor, ref: Tensor, ref_warp0: Tensor, flow: Tensor) -> Tensor:
         """Stage 2: ``ref_warp (B, 3, H, W)``, or ``ref_warp0`` without a WarpNet."""

@@ -1,4 +1,4 @@
-"""The flow self-ensemble (sschsr.models.flow.ensemble) and the content shift of the LR input it corrects."""
+"""The flow self-ensemble (sschsr.models.ensemble) and the content shift of the LR input it corrects."""
 
 from __future__ import annotations
 
@@ -8,16 +8,18 @@ import torch.nn.functional as F
 
 from sschsr.data.degrade import content_shift, degrade, upsample
 from sschsr.errors import InputError
-from sschsr.inference import load_model, save_model
-from sschsr.models.flow import RAFT
-from sschsr.models.flow.ensemble import (
+from sschsr.inference import with_tta
+from sschsr.models.baselines import Bicubic
+from sschsr.models.ensemble import (
     TRANSFORMS,
+    SelfEnsemble,
     dihedral_flow,
     move_content,
     transform_image,
     untransform_flow,
 )
 from sschsr.models.sschsr import SSCHSR
+from sschsr.ops.warp import flow_warp
 
 SEARCH = 6  # px: the brute-force matcher's search radius
 
@@ -137,25 +139,54 @@ def test_move_content_whole_pixels():
     torch.testing.assert_close(moved[..., 0], x[..., 0])  # the border repeats
 
 
-def test_sschsr_flow_tta(tmp_path):
-    torch.manual_seed(0)
-    net = SSCHSR(4, "lite", flow_net=RAFT("small", iters=2), flow_iters=2).eval()
-    rgb, ref = torch.rand(1, 3, 32, 40), torch.rand(1, 3, 32, 40)
-    with torch.no_grad():
-        plain = net.flow_net(rgb, ref, iters=2, test_mode=True)
-        torch.testing.assert_close(net.estimate_flow(rgb, ref), plain)
-        net.flow_tta, net.lr_shift = 8, 3.0
-        expected = dihedral_flow(lambda a, b: net.flow_net(a, b, iters=2, test_mode=True), rgb, ref, 8, 3.0)
-        torch.testing.assert_close(net.estimate_flow(rgb, ref), expected)
-    net.flow_tta = 3
-    with pytest.raises(ValueError, match="transforms"):
-        net.estimate_flow(rgb, ref)
-    # load_model sets the scale's shift, and the ensemble when asked
-    path = save_model(
-        SSCHSR(4, "lite", flow_net=RAFT("small", iters=2), flow_iters=2), tmp_path / "m.safetensors", 8
+@pytest.mark.parametrize("transforms", sorted(TRANSFORMS))
+def test_self_ensemble_of_a_network_that_learnt_the_shift(transforms):
+    """A stand-in for a trained SR network: it moves ``lr_up`` back by the shift ``d`` it was trained
+    with (``sr`` on the HR grid) and finds the flow as a trained flow network does. Its self-ensemble gives
+    the scene and the true flow in every frame; the dropped outputs are not averaged."""
+    d, t = 3.0, (2, -3)
+    scene = texture(40, 48, seed=2)
+    lr_up = move_content(scene, d, d)
+    ref = move_content(scene, *t)
+
+    def model(lr_up, ref, rgb_hsi):
+        flow = match(rgb_hsi, ref) + d
+        return {
+            "sr": move_content(lr_up, -d, -d),
+            "flow": flow,
+            "ref_warp0": flow_warp(ref, flow, padding_mode="border"),
+            "match": torch.zeros(1),
+        }
+
+    out = SelfEnsemble(model_module(model), transforms, shift=d)(lr_up, ref, lr_up)
+    assert set(out) == {"sr", "flow", "ref_warp0"}
+    inner = (..., slice(8, -8), slice(8, -8))  # the replicated borders of the moved inputs aside
+    torch.testing.assert_close(out["sr"][inner], scene[inner])
+    torch.testing.assert_close(
+        out["flow"], torch.tensor(t, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 40, 48)
     )
-    loaded = load_model(path, 8)
-    assert (loaded.flow_tta, loaded.lr_shift) == (1, 3.0)
-    assert load_model(path, 8, flow_tta=8).flow_tta == 8
-    with pytest.raises(InputError, match="flow_tta"):
-        load_model(path, 8, flow_tta=4)
+    torch.testing.assert_close(out["ref_warp0"][inner], scene[inner])  # the aligned reference
+
+
+def model_module(fn):
+    class Wrapped(torch.nn.Module):
+        def forward(self, *args):
+            return fn(*args)
+
+    return Wrapped()
+
+
+def test_with_tta():
+    net = SSCHSR(4, "lite")
+    assert with_tta(net, 8, 1) is net
+    assert with_tta(Bicubic(), 8, 8).__class__ is Bicubic  # nothing to ensemble in a fixed interpolation
+    wrapped = with_tta(net, 8, 8)
+    assert isinstance(wrapped, SelfEnsemble) and (wrapped.transforms, wrapped.shift) == (8, 3.0)
+    with pytest.raises(InputError, match="tta"):
+        with_tta(net, 8, 4)
+    with pytest.raises(ValueError, match="transforms"):
+        SelfEnsemble(net, 3)
+    lr_up, ref = torch.rand(1, 4, 24, 32), torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        out = with_tta(net.eval(), 4, 8)(lr_up, ref, ref)
+    assert out["sr"].shape == (1, 4, 24, 32) and out["flow"].shape == (1, 2, 24, 32)

@@ -1,0 +1,162 @@
+"""Self-ensembles over the eight symmetries of the square (test-time augmentation), of a flow network
+(:func:`dihedral_flow`) and of the whole super-resolution network (:class:`SelfEnsemble`).
+
+A network is not equivariant to flips and transpositions: its errors on a mirrored or transposed input
+are partly independent of those on the input itself, so the mean of the eight predictions, each mapped
+back, is more accurate than any one (EDSR's "self-ensemble" for SR).
+
+One subtlety makes the naive version fail. ``rgb_hsi`` (the upsampled LR side) shows the scene shifted by
+``d`` px in x and in y (:func:`sschsr.data.degrade.content_shift`: 3 px at x8), and a trained network adds
+that shift to every vector it predicts. Transposing the pair keeps the shift ``(d, d)``; mirroring it in x
+turns it into ``(-d, d)``, which the network has never seen, and the prediction is off by ``2d`` px. So
+``image1`` of every transformed pair is moved by the difference, ``(d, d) - A (d, d)``, before the network
+sees it. With that, each transformed prediction is as accurate as the untransformed one. The SR network
+learns the same shift from ``lr_up``, so :class:`SelfEnsemble` moves ``lr_up`` and ``rgb_hsi`` alike.
+
+A transform ``g`` is ``(transpose, hflip, vflip)``: transpose the grid, then mirror columns, then rows. On a
+flow field it moves the field like an image and multiplies every vector by the linear part ``A`` (swap x
+and y, then negate x for ``hflip``, y for ``vflip``), as in :mod:`sschsr.data.augment`.
+
+    >>> flow = dihedral_flow(lambda a, b: net(a, b, iters=12, test_mode=True), rgb_hsi, ref,
+    ...                      shift=content_shift(8))  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import product
+
+import torch
+from torch import Tensor, nn
+
+from sschsr.ops.warp import flow_warp
+
+Transform = tuple[bool, bool, bool]  # (transpose, hflip, vflip)
+
+TRANSFORMS: dict[int, tuple[Transform, ...]] = {
+    1: ((False, False, False),),
+    2: ((False, False, False), (True, False, False)),  # needs no shift correction
+    8: tuple(product((False, True), repeat=3)),
+}
+
+
+def transform_image(x: Tensor, g: Transform) -> Tensor:
+    """``(..., H, W)`` moved by ``g`` (``(..., W, H)`` when ``g`` transposes)."""
+    transpose, hflip, vflip = g
+    if transpose:
+        x = x.transpose(-1, -2)
+    if hflip:
+        x = x.flip(-1)
+    if vflip:
+        x = x.flip(-2)
+    return x
+
+
+def untransform_image(x: Tensor, g: Transform) -> Tensor:
+    """The inverse of :func:`transform_image`: ``(..., H', W')`` of the moved frame back to the original."""
+    transpose, hflip, vflip = g
+    if vflip:
+        x = x.flip(-2)
+    if hflip:
+        x = x.flip(-1)
+    return x.transpose(-1, -2) if transpose else x
+
+
+def untransform_flow(flow: Tensor, g: Transform) -> Tensor:
+    """A flow ``(B, 2, H', W')`` predicted on a pair moved by ``g``, as the flow of the original pair: the
+    field moved back like an image, every vector multiplied by ``A^-1``."""
+    transpose, hflip, vflip = g
+    fx, fy = flow.unbind(1)
+    fx, fy = (-fx if hflip else fx), (-fy if vflip else fy)
+    return untransform_image(torch.stack([fy, fx] if transpose else [fx, fy], 1), g)
+
+
+def shifted_input(x: Tensor, g: Transform, shift: float) -> Tensor:
+    """An input that shows the scene ``shift`` px off its grid (``lr_up``, ``rgb_hsi``) moved by ``g`` and
+    corrected so that the shift is ``(shift, shift)`` again, as the network saw it in training."""
+    _, hflip, vflip = g
+    return move_content(transform_image(x, g), 2 * shift * hflip, 2 * shift * vflip)
+
+
+def move_content(x: Tensor, dx: float, dy: float) -> Tensor:
+    """``(B, C, H, W)`` with its content moved by ``(dx, dy)`` px: ``out(p) = x(p - (dx, dy))``, the border
+    repeated where nothing comes in (exact for whole pixels)."""
+    if dx == 0 and dy == 0:
+        return x
+    b, _, h, w = x.shape
+    flow = x.new_tensor([-dx, -dy]).view(1, 2, 1, 1).expand(b, 2, h, w)
+    return flow_warp(x, flow, padding_mode="border")
+
+
+def dihedral_flow(
+    flow_fn: Callable[[Tensor, Tensor], Tensor],
+    image1: Tensor,
+    image2: Tensor,
+    transforms: int = 8,
+    shift: float = 0.0,
+) -> Tensor:
+    """The mean of ``flow_fn`` over ``transforms`` symmetries of the pair, each mapped back.
+
+    Args:
+        flow_fn: ``(image1, image2) -> (B, 2, H, W)`` flow, e.g. a :class:`~sschsr.models.flow.RAFT` call.
+        image1, image2: ``(B, 3, H, W)``; the flow goes from ``image1``'s grid into ``image2``.
+        transforms: 1 (``flow_fn`` alone), 2 (with the transposed pair) or 8 (all flips and transpositions).
+        shift: how far ``image1``'s content sits from the grid the flow is defined on, in px along x and y
+            (:func:`sschsr.data.degrade.content_shift` of the scale for ``rgb_hsi``; 0 for ordinary images).
+
+    Returns:
+        ``(B, 2, H, W)``, the dtype of ``flow_fn``'s output.
+    """
+    if transforms not in TRANSFORMS:
+        raise ValueError(f"transforms must be one of {sorted(TRANSFORMS)}; got {transforms}")
+    total = None
+    for g in TRANSFORMS[transforms]:
+        flow = untransform_flow(flow_fn(shifted_input(image1, g, shift), transform_image(image2, g)), g)
+        total = flow if total is None else total + flow
+    return total / len(TRANSFORMS[transforms])
+
+
+class SelfEnsemble(nn.Module):
+    """A super-resolution network run on ``transforms`` symmetries of its inputs, outputs mapped back and
+    averaged: ``sr`` and ``ref_warp`` as images, ``flow`` as a flow (so the ensemble's flow is
+    :func:`dihedral_flow` of the network's flow estimator); ``ref_warp0`` is ``ref`` warped by that flow,
+    as for a single pass. Other outputs are dropped.
+
+    Args:
+        model: ``model(lr_up, ref, rgb_hsi) -> dict`` with at least ``sr`` (e.g. :class:`~sschsr.models.sschsr.SSCHSR`).
+        transforms: 1, 2 or 8 (see :data:`TRANSFORMS`).
+        shift: :func:`sschsr.data.degrade.content_shift` of the scale: how far ``lr_up`` and ``rgb_hsi``
+            show the scene from the HR grid (``ref`` is on its own grid and is only moved by ``g``).
+
+    Shape:
+        as ``model``: ``(B, C, H, W)``, ``(B, 3, H, W)``, ``(B, 3, H, W)`` in; a dict of ``(B, K, H, W)`` out.
+    """
+
+    IMAGES = ("sr", "ref_warp0", "ref_warp")
+
+    def __init__(self, model: nn.Module, transforms: int = 8, shift: float = 0.0):
+        super().__init__()
+        if transforms not in TRANSFORMS:
+            raise ValueError(f"transforms must be one of {sorted(TRANSFORMS)}; got {transforms}")
+        self.model, self.transforms, self.shift = model, transforms, shift
+
+    def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        total: dict[str, Tensor] = {}
+        for g in TRANSFORMS[self.transforms]:
+            out = self.model(
+                shifted_input(lr_up, g, self.shift),
+                transform_image(ref, g),
+                shifted_input(rgb_hsi, g, self.shift),
+            )
+            for key, value in out.items():
+                if key in self.IMAGES:
+                    value = untransform_image(value, g)
+                elif key == "flow":
+                    value = untransform_flow(value, g)
+                else:
+                    continue
+                total[key] = value if key not in total else total[key] + value
+        out = {k: v / len(TRANSFORMS[self.transforms]) for k, v in total.items()}
+        if "ref_warp0" in out and "flow" in out:  # the stage-1 warp is that of the ensemble's flow
+            out["ref_warp0"] = flow_warp(ref, out["flow"].to(ref.dtype), padding_mode="border")
+        return out
