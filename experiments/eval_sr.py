@@ -11,6 +11,8 @@ the scene by another camera (seeded by the data's ``view_seed``: the same on eve
 ``--model NAME=PATH`` (a full-model ``.ckpt`` or ``.safetensors``, or ``shipped``) is scored with its
 scene's reference and, to show that the reference is used, with the next test scene's reference instead
 (``NAME/wrong_ref``; the LR input and its rendering stay the scene's). Bicubic upsampling is always scored.
+``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
+run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8).
 
 Metrics as ``sschsr-eval`` computes them (:func:`sschsr.metrics.sr_metrics`: PSNR with data range 1
 averaged over bands, SSIM with data_range=1, SAM in degrees, ERGAS), outputs clamped to [0, 1]; means
@@ -78,12 +80,16 @@ def evaluate(
     device: torch.device,
     tile: int | None,
     tta: int = DEFAULT_TTA,
+    scenes: list[str] | None = None,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
         name: with_tta(_load(path, scale, 31), scale, tta).to(device).eval() for name, path in models.items()
     }
-    batches = [b for b in test_batches(scale, overrides=["data.eval_batch_size=1"])]
+    overrides = ["data.eval_batch_size=1"]
+    if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
+        overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
+    batches = [b for b in test_batches(scale, overrides=overrides)]
     wrong = wrong_references(batches)
     rows = []
     for batch, ref_other in zip(batches, wrong, strict=True):
@@ -109,6 +115,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--model", action="append", default=[], help="NAME=PATH (.ckpt, .safetensors or 'shipped')"
     )
     p.add_argument("--tile", type=int, default=None, help="HR tile size (default: whole scenes)")
+    p.add_argument(
+        "--scenes", nargs="+", default=None, help="CAVE scenes to score (default: the test split; at least 2)"
+    )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     p.add_argument(
         "--tta",
@@ -120,13 +129,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.tta)
+    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.tta, args.scenes)
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
-        "data": "conf/data/cave.yaml test split",
+        "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",
         **result,

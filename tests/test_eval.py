@@ -193,3 +193,12 @@ def test_console_script_bad_model_is_one_error_line(models, tmp_path):
     lines = res.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "trained for x4" in lines[0]
     assert not (run_dir / "metrics.json").exists()
+
+
+def test_bad_tta_is_one_error_line(models, tmp_path):
+    run_dir = tmp_path / "run"
+    res = _run([f"ckpt_path={models['fp16']}", "tta=4", f"hydra.run.dir={run_dir}", *SMOKE_DATA], tmp_path)
+    assert res.returncode == 2
+    lines = res.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "tta" in lines[0]
+    assert not (run_dir / "metrics.json").exists()

@@ -145,9 +145,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
 
     scale = int(cfg.scale)
     tta = int(cfg.get("tta") or DEFAULT_TTA)
-    models = {  # every model file is checked before the data is made
-        key: None if net is None else with_tta(net, scale, tta) for key, net in load_models(cfg).items()
-    }
+    loaded = load_models(cfg)  # every model file is checked before the data is made
+    models = {key: None if net is None else with_tta(net, scale, tta) for key, net in loaded.items()}
     torch.manual_seed(int(cfg.get("seed") or 0))
     device = resolve_device(str(cfg.get("device") or "auto"))
     tile = cfg.get("tile")
@@ -187,9 +186,9 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         "baselines": baselines,
         "scenes": scenes,
         "meta": {
-            "model": "bicubic" if ckpt is None else type(models["model"]).__name__,
+            "model": "bicubic" if ckpt is None else type(loaded["model"]).__name__,
             "ckpt_path": ckpt,
-            "weights": None if ckpt is None else models["model"].info.get("path"),
+            "weights": None if ckpt is None else loaded["model"].info.get("path"),
             "baselines": {k: OmegaConf.select(cfg, f"baselines.{k}") for k in baselines if k != "bicubic"},
             "scale": scale,
             "n_bands": cfg.get("n_bands"),
@@ -198,6 +197,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "n_scenes": len(scenes),
             "device": device.type,
             "tile": tile,
+            "tta": tta,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
             "commit": _commit(),
