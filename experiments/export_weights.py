@@ -132,7 +132,7 @@ def remove_orphans(weights_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from sschsr.errors import InputError
-    from sschsr.inference import WEIGHTS_DIR, export_weights, read_training_checkpoint
+    from sschsr.inference import WEIGHTS_DIR, export_weights, read_training_checkpoint, replace_flow_net
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, type=Path, help="SRModule .ckpt of sschsr-train experiment=full")
@@ -144,6 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     p.add_argument(
         "--record", type=Path, help="record JSON (default: experiments/results/weights_x{scale}.json)"
+    )
+    p.add_argument(
+        "--flow-ckpt",
+        type=Path,
+        help="stage-1 weights (.ckpt / .safetensors) that replace the checkpoint's frozen flow network",
     )
     args = p.parse_args(argv)
 
@@ -157,6 +162,8 @@ def main(argv: list[str] | None = None) -> int:
                 f"--out {args.out}: shipped weights for x{args.scale} must be named sschsr_x{args.scale}.safetensors"
             )
         net32, info = read_training_checkpoint(args.ckpt)
+        if args.flow_ckpt is not None:
+            replace_flow_net(net32, args.flow_ckpt)
         if shipped and info.get("n_bands") != SHIPPED_BANDS:
             raise InputError(
                 f"{args.ckpt}: a {info.get('n_bands')}-band model; the shipped weights take {SHIPPED_BANDS} bands"
@@ -164,7 +171,14 @@ def main(argv: list[str] | None = None) -> int:
         tmp = out.with_name(f".{out.name}.export.safetensors")
         try:
             parts = [p for p in args.parts if getattr(net32, p, None) is not None]
-            export_weights(args.ckpt, tmp, scale=args.scale, dtype=getattr(torch, args.dtype), parts=parts)
+            export_weights(
+                args.ckpt,
+                tmp,
+                scale=args.scale,
+                dtype=getattr(torch, args.dtype),
+                parts=parts,
+                flow_ckpt=args.flow_ckpt,
+            )
             files = {
                 tmp.name: tmp.stat().st_size,
                 **{f: (out.parent / f).stat().st_size for f in referenced_parts(tmp)},
@@ -211,6 +225,15 @@ def main(argv: list[str] | None = None) -> int:
         "source_ckpt": str(args.ckpt),
         "source_sha256": sha256(args.ckpt),
         "training": training_state(args.ckpt),
+        **(
+            {}
+            if args.flow_ckpt is None
+            else {
+                "flow_ckpt": str(args.flow_ckpt),
+                "flow_sha256": sha256(args.flow_ckpt),
+                "flow_training": training_state(args.flow_ckpt) if args.flow_ckpt.suffix == ".ckpt" else None,
+            }
+        ),
         "check": {
             "input": f"check_input({info.get('n_bands')}): smooth seeded {CHECK_SIZE}x{CHECK_SIZE} scene",
             **check,

@@ -817,6 +817,22 @@ class TestShippedWeights:
             export_weights(tmp_path / "nope.ckpt", tmp_path / "n.safetensors")
         assert not list(tmp_path.glob("*.safetensors"))
 
+    def test_export_with_another_flow_network(self, models, tmp_path):
+        """--flow-ckpt: the exported model holds the given flow network, the rest of the checkpoint's."""
+        from sschsr.models.flow import save_flow_net
+
+        torch.manual_seed(1)
+        flow_net = RAFT("small", iters=2)
+        flow = save_flow_net(flow_net, tmp_path / "flow.safetensors")
+        out = export_weights(models["ckpt"], tmp_path / "m.safetensors", dtype=torch.float32, flow_ckpt=flow)
+        net, original = load_model(out, SCALE), load_model(models["ckpt"], SCALE)
+        for key, value in flow_net.state_dict().items():
+            torch.testing.assert_close(net.flow_net.state_dict()[key], value)
+        for key, value in original.warpnet.state_dict().items():
+            torch.testing.assert_close(net.warpnet.state_dict()[key], value)
+        with pytest.raises(InputError):
+            export_weights(models["ckpt"], tmp_path / "bad.safetensors", flow_ckpt=tmp_path / "nope.ckpt")
+
 
 def _export_script():
     spec = importlib.util.spec_from_file_location(

@@ -529,6 +529,17 @@ def read_training_checkpoint(ckpt: str | os.PathLike) -> tuple[nn.Module, dict[s
     return _build_with_weights(info, state, path), info
 
 
+def replace_flow_net(net: nn.Module, flow_ckpt: str | os.PathLike) -> nn.Module:
+    """Load stage-1 weights into a full model's flow network in place (InputError if it has none or they
+    do not fit)."""
+    from sschsr.lit.warp import load_flow_weights
+
+    if getattr(net, "flow_net", None) is None:
+        raise InputError(f"flow_ckpt={flow_ckpt}: the model ({type(net).__name__}) has no flow network")
+    load_flow_weights(net.flow_net, flow_ckpt)
+    return net
+
+
 def export_weights(
     ckpt: str | os.PathLike,
     out: str | os.PathLike,
@@ -536,6 +547,7 @@ def export_weights(
     dtype: torch.dtype = torch.float16,
     metadata: dict[str, str] | None = None,
     parts: Iterable[str] = (),
+    flow_ckpt: str | os.PathLike | None = None,
 ) -> Path:
     """Turn a training checkpoint of the full model into a ``.safetensors`` file (float16
     by default), e.g. the shipped weights: the whole network (flow network, WarpNet, SR branch; the children
@@ -550,19 +562,26 @@ def export_weights(
         dtype: storage type (float16: half the size of float32, within float16 rounding of its outputs).
         metadata: more string entries for the file's metadata.
         parts: children stored in files of their own beside ``out`` (see :func:`save_model`).
+        flow_ckpt: stage-1 weights that replace the checkpoint's (frozen) flow network
+            (:func:`sschsr.lit.warp.load_flow_weights`), e.g. a flow network fine-tuned after the SR branch.
 
     Raises:
-        InputError: the checkpoint is missing, not a full-model checkpoint, or trained for another scale.
+        InputError: the checkpoint is missing, not a full-model checkpoint, or trained for another scale;
+            a ``flow_ckpt`` that does not fit.
 
     Example:
         >>> export_weights("outputs/full/runs/<run>/checkpoints/last.ckpt",
         ...                "src/sschsr/weights/sschsr_x4.safetensors", scale=4)  # doctest: +SKIP
     """
     net, info = read_training_checkpoint(ckpt)
+    if flow_ckpt is not None:
+        replace_flow_net(net, flow_ckpt)
     scales = trained_scales(info) or [scale or 4]
     scale = scales[0] if scale is None else int(scale)
     check_scale(scale, info, source=str(ckpt))
     meta = {"source_checkpoint": Path(ckpt).name, **(metadata or {})}
+    if flow_ckpt is not None:
+        meta["source_flow_checkpoint"] = Path(flow_ckpt).name
     camera = info.get("camera", DEFAULT_CAMERA)
     return save_model(net, out, scale=scale, camera=camera, dtype=dtype, metadata=meta, parts=parts)
 
