@@ -186,19 +186,15 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
     assert not list(run_dir.glob(".*.tmp"))
 
 
-def test_console_script_bad_model_is_one_error_line(models, tmp_path):
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [("scale=8", "trained for x4"), ("tta=4", "tta must be one of")],
+    ids=["scale", "tta"],
+)
+def test_console_script_bad_input_is_one_error_line(override, message, models, tmp_path):
     run_dir = tmp_path / "run"
-    res = _run([f"ckpt_path={models['fp16']}", "scale=8", f"hydra.run.dir={run_dir}", *SMOKE_DATA], tmp_path)
+    res = _run([f"ckpt_path={models['fp16']}", override, f"hydra.run.dir={run_dir}", *SMOKE_DATA], tmp_path)
     assert res.returncode == 2
     lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "trained for x4" in lines[0]
-    assert not (run_dir / "metrics.json").exists()
-
-
-def test_bad_tta_is_one_error_line(models, tmp_path):
-    run_dir = tmp_path / "run"
-    res = _run([f"ckpt_path={models['fp16']}", "tta=4", f"hydra.run.dir={run_dir}", *SMOKE_DATA], tmp_path)
-    assert res.returncode == 2
-    lines = res.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: ") and "tta" in lines[0]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0]
     assert not (run_dir / "metrics.json").exists()
