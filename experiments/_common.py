@@ -24,9 +24,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sschsr.cli._common import add_tta_option
 from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_TTA, resolve_device
+from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -153,13 +154,11 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         "homography and an elastic field only): --override +data.synth.geometry.camera=false",
     )
     p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
-    p.add_argument(
-        "--flow-tta",
-        type=int,
-        choices=[1, 2, 8],
-        default=DEFAULT_TTA,
-        help="flow self-ensemble over this many flips/transpositions (the flow of sschsr-predict --tta; "
+    add_tta_option(
+        p,
+        "flow self-ensemble over this many flips/transpositions (the flow of sschsr-predict --tta; "
         "1: the network alone)",
+        flag="--flow-tta",
     )
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")

@@ -28,7 +28,7 @@ from typing import Any
 import torch
 from _common import RESULTS, print_table, provenance, test_batches, write_result
 
-from sschsr.cli._common import exit_on_input_error
+from sschsr.cli._common import add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
 from sschsr.errors import InputError
 from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
@@ -119,13 +119,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--scenes", nargs="+", default=None, help="CAVE scenes to score (default: the test split; at least 2)"
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
-    p.add_argument(
-        "--tta",
-        type=int,
-        choices=[1, 2, 8],
-        default=DEFAULT_TTA,
-        help="self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)",
-    )
+    add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)

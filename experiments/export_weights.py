@@ -132,7 +132,8 @@ def remove_orphans(weights_dir: Path) -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     from sschsr.errors import InputError
-    from sschsr.inference import WEIGHTS_DIR, export_weights, read_training_checkpoint, replace_flow_net
+    from sschsr.inference import WEIGHTS_DIR, export_weights, read_training_checkpoint
+    from sschsr.lit.sr import load_earlier_stages
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, type=Path, help="SRModule .ckpt of sschsr-train experiment=full")
@@ -163,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
             )
         net32, info = read_training_checkpoint(args.ckpt)
         if args.flow_ckpt is not None:
-            replace_flow_net(net32, args.flow_ckpt)
+            load_earlier_stages(net32, str(args.flow_ckpt))
         if shipped and info.get("n_bands") != SHIPPED_BANDS:
             raise InputError(
                 f"{args.ckpt}: a {info.get('n_bands')}-band model; the shipped weights take {SHIPPED_BANDS} bands"

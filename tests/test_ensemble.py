@@ -17,6 +17,7 @@ from sschsr.models.ensemble import (
     move_content,
     transform_image,
     untransform_flow,
+    untransform_image,
 )
 from sschsr.models.sschsr import SSCHSR
 from sschsr.ops.warp import flow_warp
@@ -125,6 +126,7 @@ def test_transform_round_trip():
         assert y.shape[-2:] == ((6, 4) if g[0] else (4, 6))
         back = untransform_flow(y, g)  # as a field: moved back; as vectors: A^-1 applied
         assert back.shape == x.shape
+        torch.testing.assert_close(untransform_image(y, g), x)
 
 
 def test_bad_transform_count():

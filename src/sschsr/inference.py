@@ -529,17 +529,6 @@ def read_training_checkpoint(ckpt: str | os.PathLike) -> tuple[nn.Module, dict[s
     return _build_with_weights(info, state, path), info
 
 
-def replace_flow_net(net: nn.Module, flow_ckpt: str | os.PathLike) -> nn.Module:
-    """Load stage-1 weights into a full model's flow network in place (InputError if it has none or they
-    do not fit)."""
-    from sschsr.lit.warp import load_flow_weights
-
-    if getattr(net, "flow_net", None) is None:
-        raise InputError(f"flow_ckpt={flow_ckpt}: the model ({type(net).__name__}) has no flow network")
-    load_flow_weights(net.flow_net, flow_ckpt)
-    return net
-
-
 def export_weights(
     ckpt: str | os.PathLike,
     out: str | os.PathLike,
@@ -563,7 +552,7 @@ def export_weights(
         metadata: more string entries for the file's metadata.
         parts: children stored in files of their own beside ``out`` (see :func:`save_model`).
         flow_ckpt: stage-1 weights that replace the checkpoint's (frozen) flow network
-            (:func:`sschsr.lit.warp.load_flow_weights`), e.g. a flow network fine-tuned after the SR branch.
+            (:func:`sschsr.lit.sr.load_earlier_stages`), e.g. a flow network fine-tuned after the SR branch.
 
     Raises:
         InputError: the checkpoint is missing, not a full-model checkpoint, or trained for another scale;
@@ -575,7 +564,9 @@ def export_weights(
     """
     net, info = read_training_checkpoint(ckpt)
     if flow_ckpt is not None:
-        replace_flow_net(net, flow_ckpt)
+        from sschsr.lit.sr import load_earlier_stages
+
+        load_earlier_stages(net, str(flow_ckpt))
     scales = trained_scales(info) or [scale or 4]
     scale = scales[0] if scale is None else int(scale)
     check_scale(scale, info, source=str(ckpt))

@@ -1,7 +1,9 @@
-"""What every command-line tool shares: where the configs are, and turning InputError into exit 2."""
+"""What every command-line tool shares: where the configs are, turning InputError into exit 2, and the
+self-ensemble option."""
 
 from __future__ import annotations
 
+import argparse
 import functools
 import sys
 from collections.abc import Callable
@@ -33,3 +35,18 @@ def exit_on_input_error(fn: Callable[..., T]) -> Callable[..., T]:
             raise SystemExit(fail(str(e))) from None
 
     return wrapper
+
+
+def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tta") -> None:
+    """``flag``: how many flips/transpositions (1, 2 or 8) a self-ensemble runs, default
+    :data:`sschsr.inference.DEFAULT_TTA` (``sschsr-predict``, ``eval_sr.py``, ``eval_flow.py``)."""
+    from sschsr.inference import DEFAULT_TTA
+    from sschsr.models.ensemble import TRANSFORMS
+
+    parser.add_argument(
+        flag,
+        type=int,
+        choices=sorted(TRANSFORMS),
+        default=DEFAULT_TTA,
+        help=f"{help} (default {DEFAULT_TTA})",
+    )

@@ -144,7 +144,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
 
     scale = int(cfg.scale)
-    tta = int(cfg.get("tta") or DEFAULT_TTA)
+    tta = cfg.get("tta")
+    tta = DEFAULT_TTA if tta is None else int(tta)
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {key: None if net is None else with_tta(net, scale, tta) for key, net in loaded.items()}
     torch.manual_seed(int(cfg.get("seed") or 0))

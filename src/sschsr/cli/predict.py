@@ -18,9 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sschsr.cli._common import fail
+from sschsr.cli._common import add_tta_option, fail
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_TTA
 
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
@@ -53,13 +52,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--tile", type=int, help=f"tile size in HR pixels, at least {MIN_TILE} (bounded memory)")
     p.add_argument("--device", choices=["cpu", "cuda", "auto"], default="auto")
-    p.add_argument(
-        "--tta",
-        type=int,
-        choices=[1, 2, 8],
-        default=DEFAULT_TTA,
-        help="self-ensemble: run the network on this many flips/transpositions of the inputs and average "
-        f"(default {DEFAULT_TTA}; 1 is {DEFAULT_TTA} times faster)",
+    add_tta_option(
+        p,
+        "self-ensemble: run the network on this many flips/transpositions of the inputs and average; 1 is "
+        "the fastest",
     )
     p.add_argument(
         "--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input"

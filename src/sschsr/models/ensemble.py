@@ -132,7 +132,7 @@ class SelfEnsemble(nn.Module):
         as ``model``: ``(B, C, H, W)``, ``(B, 3, H, W)``, ``(B, 3, H, W)`` in; a dict of ``(B, K, H, W)`` out.
     """
 
-    IMAGES = ("sr", "ref_warp0", "ref_warp")
+    IMAGES = ("sr", "ref_warp")  # averaged as images; ref_warp0 is made from the averaged flow
 
     def __init__(self, model: nn.Module, transforms: int = 8, shift: float = 0.0):
         super().__init__()
@@ -142,12 +142,14 @@ class SelfEnsemble(nn.Module):
 
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
         total: dict[str, Tensor] = {}
+        warps = False  # whether the model returns ref_warp0
         for g in TRANSFORMS[self.transforms]:
             out = self.model(
                 shifted_input(lr_up, g, self.shift),
                 transform_image(ref, g),
                 shifted_input(rgb_hsi, g, self.shift),
             )
+            warps = warps or "ref_warp0" in out
             for key, value in out.items():
                 if key in self.IMAGES:
                     value = untransform_image(value, g)
@@ -157,6 +159,6 @@ class SelfEnsemble(nn.Module):
                     continue
                 total[key] = value if key not in total else total[key] + value
         out = {k: v / len(TRANSFORMS[self.transforms]) for k, v in total.items()}
-        if "ref_warp0" in out and "flow" in out:  # the stage-1 warp is that of the ensemble's flow
+        if warps and "flow" in out:  # the stage-1 warp is that of the ensemble's flow
             out["ref_warp0"] = flow_warp(ref, out["flow"].to(ref.dtype), padding_mode="border")
         return out
