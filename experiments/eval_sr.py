@@ -14,6 +14,11 @@ scene's reference and, to show that the reference is used, with the next test sc
 ``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8).
 
+``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
+what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
+the paper's even kernel at x8; OpenCV's anchor for an even kernel: +1), to measure how much a model
+trained on one convention loses on another (bicubic is scored on the same shifted LR side).
+
 Metrics as ``sschsr-eval`` computes them (:func:`sschsr.metrics.sr_metrics`: PSNR with data range 1
 averaged over bands, SSIM with data_range=1, SAM in degrees, ERGAS), outputs clamped to [0, 1]; means
 over scenes. The record (``--out``) holds the command, commit, device, date, per-scene and mean values.
@@ -30,9 +35,12 @@ from _common import RESULTS, print_table, provenance, test_batches, write_result
 
 from sschsr.cli._common import add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
+from sschsr.data.datasets import render_rgb
+from sschsr.data.degrade import degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
+from sschsr.models.ensemble import move_content
 
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
@@ -68,6 +76,16 @@ def wrong_references(batches: list[dict[str, Any]]) -> list[torch.Tensor]:
     return refs
 
 
+def shift_lr_side(batch: dict[str, Any], scale: int, shift: float) -> dict[str, Any]:
+    """``batch`` with ``lr_up`` and ``rgb_hsi`` made again from ``hr`` moved by ``shift`` px (x and y), with
+    the paper's degradation (:func:`sschsr.data.degrade.degrade`) and the batch's camera response; ``hr``
+    and ``ref`` are kept. ``shift`` 0 returns ``batch`` itself."""
+    if shift == 0:
+        return batch
+    lr_up = upsample(degrade(move_content(batch["hr"].float(), shift, shift), scale), scale)
+    return {**batch, "lr_up": lr_up, "rgb_hsi": render_rgb(lr_up, batch["srf"], batch["ref"].float())}
+
+
 def scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float]:
     """The four metrics of one ``(1, C, H, W)`` output."""
     values = sr_metrics(sr.clamp(0, 1), hr, scale)
@@ -81,6 +99,7 @@ def evaluate(
     tile: int | None,
     tta: int = DEFAULT_TTA,
     scenes: list[str] | None = None,
+    lr_shift: float = 0.0,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
@@ -89,7 +108,7 @@ def evaluate(
     overrides = ["data.eval_batch_size=1"]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
-    batches = [b for b in test_batches(scale, overrides=overrides)]
+    batches = [shift_lr_side(b, scale, lr_shift) for b in test_batches(scale, overrides=overrides)]
     wrong = wrong_references(batches)
     rows = []
     for batch, ref_other in zip(batches, wrong, strict=True):
@@ -120,15 +139,25 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
+    p.add_argument(
+        "--lr-shift",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="make the LR side from the scene moved by D px in x and y (another blur centre); default 0",
+    )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    result = evaluate(parse_models(args.model), args.scale, device, args.tile, args.tta, args.scenes)
+    result = evaluate(
+        parse_models(args.model), args.scale, device, args.tile, args.tta, args.scenes, args.lr_shift
+    )
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
+        "lr_shift": args.lr_shift,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",

@@ -85,3 +85,28 @@ def test_pair_overrides_take_the_options_and_extra_overrides(common):
     assert "data.lists.test=[a,b]" in out and "data.eval_pairs_per_scene=3" in out
     assert "data.eval_crop_size=128" in out and "+data.synth.geometry.flow_range=[5.0,15.0]" in out
     assert out[-1] == "+data.synth.geometry.camera=false"
+
+
+@pytest.fixture(scope="module")
+def eval_sr():
+    yield from experiments_module("eval_sr")
+
+
+def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(eval_sr):
+    from sschsr.data.degrade import degrade, upsample
+    from sschsr.data.spectral import camera_srf, default_wavelengths
+
+    scale, slope, shift = 4, 0.004, 1.5
+    x = torch.arange(64, dtype=torch.float32)
+    hr = (0.2 + slope * x).expand(1, 5, 64, 64).contiguous()  # a ramp along x, the same in every band
+    srf = torch.as_tensor(camera_srf(default_wavelengths(5)), dtype=torch.float32)[None]
+    batch = {"hr": hr, "ref": torch.rand(1, 3, 64, 64), "srf": srf, "lr_up": upsample(degrade(hr, scale), scale)}
+    assert eval_sr.shift_lr_side(batch, scale, 0.0) is batch
+    moved = eval_sr.shift_lr_side(batch, scale, shift)
+    assert moved["hr"] is hr and moved["ref"] is batch["ref"]
+    assert moved["lr_up"].shape == hr.shape and moved["rgb_hsi"].shape == (1, 3, 64, 64)
+    # the scene moved right by `shift` px: a ramp reads `slope * shift` lower away from the borders
+    inner = (..., slice(16, 48), slice(16, 48))
+    torch.testing.assert_close(
+        (batch["lr_up"] - moved["lr_up"])[inner], torch.full((1, 5, 32, 32), slope * shift), atol=1e-4, rtol=0
+    )
