@@ -100,7 +100,12 @@ def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(eval_sr):
     x = torch.arange(64, dtype=torch.float32)
     hr = (0.2 + slope * x).expand(1, 5, 64, 64).contiguous()  # a ramp along x, the same in every band
     srf = torch.as_tensor(camera_srf(default_wavelengths(5)), dtype=torch.float32)[None]
-    batch = {"hr": hr, "ref": torch.rand(1, 3, 64, 64), "srf": srf, "lr_up": upsample(degrade(hr, scale), scale)}
+    batch = {
+        "hr": hr,
+        "ref": torch.rand(1, 3, 64, 64),
+        "srf": srf,
+        "lr_up": upsample(degrade(hr, scale), scale),
+    }
     assert eval_sr.shift_lr_side(batch, scale, 0.0) is batch
     moved = eval_sr.shift_lr_side(batch, scale, shift)
     assert moved["hr"] is hr and moved["ref"] is batch["ref"]
