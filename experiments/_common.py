@@ -25,10 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from sschsr.cli._common import add_tta_option
-from sschsr.data.degrade import content_shift
+from sschsr.data.datasets import render_rgb
+from sschsr.data.degrade import content_shift, degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import resolve_device
-from sschsr.models.ensemble import dihedral_flow
+from sschsr.models.ensemble import dihedral_flow, move_content
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -102,6 +103,16 @@ def test_batches(scale: int, data: str = "cave", overrides: Sequence[str] = ()) 
     yield from datamodule.test_dataloader()
 
 
+def shift_lr_side(batch: dict[str, Any], scale: int, shift: float) -> dict[str, Any]:
+    """``batch`` with ``lr_up`` and ``rgb_hsi`` made again from ``hr`` moved by ``shift`` px (x and y), with
+    the paper's degradation (:func:`sschsr.data.degrade.degrade`) and the batch's camera response; ``hr``
+    and ``ref`` are kept. ``shift`` 0 returns ``batch`` itself."""
+    if shift == 0:
+        return batch
+    lr_up = upsample(degrade(move_content(batch["hr"].float(), shift, shift), scale), scale)
+    return {**batch, "lr_up": lr_up, "rgb_hsi": render_rgb(lr_up, batch["srf"], batch["ref"].float())}
+
+
 def held_out_scenes(data: str = "cave") -> list[str]:
     """The data config's validation and test scenes (``data.lists``), validation first."""
     lists = data_config(4, data).data.lists
@@ -123,6 +134,19 @@ def pair_overrides(args: argparse.Namespace) -> list[str]:
         lo, hi = args.flow_range
         out.append(f"+data.synth.geometry.flow_range=[{lo},{hi}]")
     return [*out, *args.override]
+
+
+def add_lr_shift_option(p: argparse.ArgumentParser) -> None:
+    """``--lr-shift D`` (:func:`shift_lr_side`), for ``eval_sr.py``, ``eval_flow.py`` and ``eval_warp.py``."""
+    p.add_argument(
+        "--lr-shift",
+        type=float,
+        default=0.0,
+        metavar="D",
+        help="make the LR side from the scene moved by D px in x and y, as LR data degraded with the blur "
+        "centred D px elsewhere look (a centred Gaussian: 0.5; OpenCV's filter2D with the even kernel: 1); "
+        "default 0",
+    )
 
 
 def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
@@ -153,6 +177,7 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         help="a Hydra override of the data config, repeatable; e.g. pairs with no camera motion (a "
         "homography and an elastic field only): --override +data.synth.geometry.camera=false",
     )
+    add_lr_shift_option(p)
     p.add_argument("--iters", type=int, default=None, help="flow updates (default: the checkpoint's)")
     add_tta_option(
         p,
@@ -174,6 +199,7 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
         "flow_tta": alignment.tta, "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
+        "lr_shift": args.lr_shift,
         "view_seed": int(data_config(4, args.data).data.view_seed),
     }  # fmt: skip
 
@@ -341,6 +367,7 @@ def run_pair_eval(
         alignment.shift = content_shift(scale)
         pooled = Pooled()
         for batch in test_batches(scale, args.data, pair_overrides(args)):
+            batch = shift_lr_side(batch, scale, args.lr_shift)
             for label, values in zip(batch["name"], measure(alignment, batch, device), strict=True):
                 pooled.add(scene_of(label), values)
         results[str(scale)] = pooled.summary()

@@ -13,6 +13,9 @@ central ``--size`` crops; the LR side degraded at each scale, upsampled and rend
 colour-matched to the reference, as in training. The flow is predicted from ``rgb_hsi`` to ``ref`` by the
 checkpoint's flow network (FlowModule, WarpModule or SRModule ``.ckpt``, flow or full-model
 ``.safetensors``) with the updates it was trained with (``--iters`` to change).
+``--lr-shift D`` makes the LR side from the scene moved by ``D`` px (as LR data degraded with the blur
+centred elsewhere look, ``_common.shift_lr_side``): the flow is still scored against the true flow of the
+HR grid, so the number says what a user whose LR data follow another convention gets.
 
 Measures over valid pixels (in the reference, not occluded, |flow| <= 400 px, as ``FlowModule``
 validates): end-point error (px), the fractions with EPE < 1, 3, 5 px, and the EPE of a zero flow (the mean

@@ -31,16 +31,21 @@ import sys
 from typing import Any
 
 import torch
-from _common import RESULTS, print_table, provenance, test_batches, write_result
+from _common import (
+    RESULTS,
+    add_lr_shift_option,
+    print_table,
+    provenance,
+    shift_lr_side,
+    test_batches,
+    write_result,
+)
 
 from sschsr.cli._common import add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
-from sschsr.data.datasets import render_rgb
-from sschsr.data.degrade import degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
-from sschsr.models.ensemble import move_content
 
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
@@ -74,16 +79,6 @@ def wrong_references(batches: list[dict[str, Any]]) -> list[torch.Tensor]:
             other = torch.nn.functional.interpolate(other, size=batch["ref"].shape[-2:], mode="bilinear")
         refs.append(other)
     return refs
-
-
-def shift_lr_side(batch: dict[str, Any], scale: int, shift: float) -> dict[str, Any]:
-    """``batch`` with ``lr_up`` and ``rgb_hsi`` made again from ``hr`` moved by ``shift`` px (x and y), with
-    the paper's degradation (:func:`sschsr.data.degrade.degrade`) and the batch's camera response; ``hr``
-    and ``ref`` are kept. ``shift`` 0 returns ``batch`` itself."""
-    if shift == 0:
-        return batch
-    lr_up = upsample(degrade(move_content(batch["hr"].float(), shift, shift), scale), scale)
-    return {**batch, "lr_up": lr_up, "rgb_hsi": render_rgb(lr_up, batch["srf"], batch["ref"].float())}
 
 
 def scores(sr: torch.Tensor, hr: torch.Tensor, scale: int) -> dict[str, float]:
@@ -139,13 +134,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
-    p.add_argument(
-        "--lr-shift",
-        type=float,
-        default=0.0,
-        metavar="D",
-        help="make the LR side from the scene moved by D px in x and y (another blur centre); default 0",
-    )
+    add_lr_shift_option(p)
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)

@@ -87,12 +87,7 @@ def test_pair_overrides_take_the_options_and_extra_overrides(common):
     assert out[-1] == "+data.synth.geometry.camera=false"
 
 
-@pytest.fixture(scope="module")
-def eval_sr():
-    yield from experiments_module("eval_sr")
-
-
-def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(eval_sr):
+def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
     from sschsr.data.degrade import degrade, upsample
     from sschsr.data.spectral import camera_srf, default_wavelengths
 
@@ -106,8 +101,8 @@ def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(eval_sr):
         "srf": srf,
         "lr_up": upsample(degrade(hr, scale), scale),
     }
-    assert eval_sr.shift_lr_side(batch, scale, 0.0) is batch
-    moved = eval_sr.shift_lr_side(batch, scale, shift)
+    assert common.shift_lr_side(batch, scale, 0.0) is batch
+    moved = common.shift_lr_side(batch, scale, shift)
     assert moved["hr"] is hr and moved["ref"] is batch["ref"]
     assert moved["lr_up"].shape == hr.shape and moved["rgb_hsi"].shape == (1, 3, 64, 64)
     # the scene moved right by `shift` px: a ramp reads `slope * shift` lower away from the borders
