@@ -17,7 +17,9 @@ run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transposi
 ``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
 what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
 the paper's even kernel at x8; OpenCV's anchor for an even kernel: +1), to measure how much a model
-trained on one convention loses on another (bicubic is scored on the same shifted LR side).
+trained on one convention loses on another (bicubic is scored on the same shifted LR side). With
+``--lr-shift -3`` at x8 (-1 at x4) the LR pixels are centred on their blocks, the ``block`` grid of
+``sschsr-predict --lr-grid``, which ``--lr-grid block`` tells the models.
 
 Metrics as ``sschsr-eval`` computes them (:func:`sschsr.metrics.sr_metrics`: PSNR with data range 1
 averaged over bands, SSIM with data_range=1, SAM in degrees, ERGAS), outputs clamped to [0, 1]; means
@@ -43,8 +45,9 @@ from _common import (
 
 from sschsr.cli._common import add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
+from sschsr.data.degrade import LR_GRIDS
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
+from sschsr.inference import DEFAULT_TTA, on_lr_grid, resolve_device, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
 
 COLUMNS = {
@@ -95,10 +98,12 @@ def evaluate(
     tta: int = DEFAULT_TTA,
     scenes: list[str] | None = None,
     lr_shift: float = 0.0,
+    lr_grid: str = "paper",
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
-        name: with_tta(_load(path, scale, 31), scale, tta).to(device).eval() for name, path in models.items()
+        name: on_lr_grid(with_tta(_load(path, scale, 31), scale, tta), scale, lr_grid).to(device).eval()
+        for name, path in models.items()
     }
     overrides = ["data.eval_batch_size=1"]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
@@ -135,11 +140,24 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     add_lr_shift_option(p)
+    p.add_argument(
+        "--lr-grid",
+        choices=LR_GRIDS,
+        default="paper",
+        help="the LR convention the models are told (as sschsr-predict --lr-grid); default paper",
+    )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
     result = evaluate(
-        parse_models(args.model), args.scale, device, args.tile, args.tta, args.scenes, args.lr_shift
+        parse_models(args.model),
+        args.scale,
+        device,
+        args.tile,
+        args.tta,
+        args.scenes,
+        args.lr_shift,
+        args.lr_grid,
     )
     record = {
         **provenance(device),
@@ -147,6 +165,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
         "lr_shift": args.lr_shift,
+        "lr_grid": args.lr_grid,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",

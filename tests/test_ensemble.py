@@ -6,13 +6,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sschsr.data.degrade import content_shift, degrade, upsample
+from sschsr.data.degrade import content_shift, degrade, lr_grid_shift, upsample
 from sschsr.errors import InputError
-from sschsr.inference import with_tta
+from sschsr.inference import on_lr_grid, with_tta
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import (
     TRANSFORMS,
     SelfEnsemble,
+    ShiftedInputs,
     dihedral_flow,
     move_content,
     transform_image,
@@ -192,3 +193,38 @@ def test_with_tta():
     with torch.no_grad():
         out = with_tta(net.eval(), 4, 8)(lr_up, ref, ref)
     assert out["sr"].shape == (1, 4, 24, 32) and out["flow"].shape == (1, 2, 24, 32)
+
+
+def test_lr_grid_shift():
+    assert lr_grid_shift(8, "paper") == content_shift(8) == 3.0
+    assert lr_grid_shift(4, "block") == 0.0
+    with pytest.raises(ValueError, match="LR grid"):
+        lr_grid_shift(8, "centre")
+
+
+def test_block_lr_through_a_network_that_learnt_the_paper_shift():
+    """LR data whose pixels are centred on their blocks (``block``: ``lr_up`` shows the scene where it is)
+    given to the stand-in trained network of the test above: alone it answers the scene off by the
+    paper's shift and a flow off by it; behind :func:`on_lr_grid` it answers the scene and the true flow,
+    with the self-ensemble too."""
+    d, t = content_shift(8), (2, -3)
+    scene = texture(40, 48, seed=3)
+    ref = move_content(scene, *t)
+
+    def model(lr_up, ref, rgb_hsi):
+        return {"sr": move_content(lr_up, -d, -d), "flow": match(rgb_hsi, ref) + d}
+
+    net = model_module(model)
+    true_flow = torch.tensor(t, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 40, 48)
+    inner = (..., slice(8, -8), slice(8, -8))
+    plain = net(scene, ref, scene)
+    assert (plain["sr"] - scene)[inner].abs().mean() > 0.01
+    torch.testing.assert_close(plain["flow"], true_flow + d)
+    assert on_lr_grid(net, 8, "paper") is net
+    for wrapped in (on_lr_grid(net, 8, "block"), on_lr_grid(SelfEnsemble(net, 8, shift=d), 8, "block")):
+        assert isinstance(wrapped, ShiftedInputs) and wrapped.shift == d
+        out = wrapped(scene, ref, scene)
+        torch.testing.assert_close(out["sr"][inner], scene[inner])
+        torch.testing.assert_close(out["flow"], true_flow)
+    with pytest.raises(InputError, match="LR grid"):
+        on_lr_grid(net, 8, "centre")

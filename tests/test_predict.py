@@ -221,6 +221,18 @@ class TestRun:
         np.testing.assert_array_equal(np.load(inter / "flow.npy"), flows["8"])
         assert np.abs(flows["8"] - flows["1"]).max() > 1e-3
 
+    def test_lr_grid(self, inputs, models):
+        """--lr-grid block moves the LR side by the paper's shift before the network: another result, the
+        same shape; for the paper's grid (the default) nothing changes."""
+        results = {}
+        for grid in ("paper", "block"):
+            assert main(argv(inputs, models["sschsr"], "--tta", "1", "--lr-grid", grid, "--overwrite")) == 0
+            results[grid] = np.load(inputs["out"])
+        assert main(argv(inputs, models["sschsr"], "--tta", "1", "--overwrite")) == 0
+        np.testing.assert_array_equal(np.load(inputs["out"]), results["paper"])
+        assert results["block"].shape == results["paper"].shape and np.isfinite(results["block"]).all()
+        assert np.abs(results["block"] - results["paper"]).max() > 1e-3
+
     def test_intermediates(self, inputs, models):
         from PIL import Image
 
@@ -394,6 +406,7 @@ BAD_INPUTS = {
     ),
     "scale not 4/8/16": (lambda i, m, t: argv(i, m["sschsr"], scale=3), "unsupported scale"),
     "tta not 1/2/8": (lambda i, m, t: argv(i, m["sschsr"], "--tta", "4"), "invalid choice"),
+    "unknown LR grid": (lambda i, m, t: argv(i, m["sschsr"], "--lr-grid", "centre"), "invalid choice"),
     "scale not trained": (lambda i, m, t: argv(i, m["sschsr"], scale=8), "trained for x4"),
     "OUT exists": (lambda i, m, t: argv(i, m["sschsr"], out=_write(t / "exists.npy", b"old")), "--overwrite"),
     "OUT extension": (lambda i, m, t: argv(i, m["sschsr"], out=t / "sr.png"), "unsupported output"),

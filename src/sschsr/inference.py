@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.data.degrade import content_shift, upsample
+from sschsr.data.degrade import LR_GRIDS, content_shift, lr_grid_shift, upsample
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
 
@@ -327,6 +327,23 @@ def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
     if tta == 1 or next(net.parameters(), None) is None:
         return net
     return SelfEnsemble(net, tta, content_shift(scale))
+
+
+def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:
+    """``net`` (trained on the paper's degradation, as every network here) for LR data of ``lr_grid``
+    (:data:`sschsr.data.degrade.LR_GRIDS`): ``lr_up`` and ``rgb_hsi`` moved by the difference of the two
+    conventions' :func:`~sschsr.data.degrade.lr_grid_shift` (:class:`~sschsr.models.ensemble.ShiftedInputs`,
+    3 px at x8 for ``block`` data); ``net`` itself for ``paper`` data. Apply it outside :func:`with_tta`.
+
+    Raises:
+        InputError: an unknown ``lr_grid``.
+    """
+    from sschsr.models.ensemble import ShiftedInputs
+
+    if lr_grid not in LR_GRIDS:
+        raise InputError(f"unknown LR grid {lr_grid!r}; expected one of {', '.join(LR_GRIDS)}")
+    shift = lr_grid_shift(scale, "paper") - lr_grid_shift(scale, lr_grid)
+    return net if shift == 0 else ShiftedInputs(net, shift)
 
 
 def load_model(ckpt: str | os.PathLike | None, scale: int, n_bands: int | None = None) -> nn.Module:

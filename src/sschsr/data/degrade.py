@@ -105,6 +105,27 @@ def content_shift(scale: int, kernel_size: int = 8) -> float:
     return (scale - 1) / 2 - centre
 
 
+LR_GRIDS = ("paper", "block")  # how LR data sit on the HR grid (see lr_grid_shift)
+
+
+def lr_grid_shift(scale: int, lr_grid: str = "paper") -> float:
+    """:func:`content_shift` of LR data made one of two ways (:data:`LR_GRIDS`), in HR pixels along x and y.
+
+    - ``paper``: the paper's degradation (an even Gaussian kernel of 8, every s-th pixel), on which every
+      network here trains and every CAVE evaluation is made: :func:`content_shift`, 3 px at x8.
+    - ``block``: each LR pixel centred on its ``s x s`` block of HR pixels, as a camera pixel integrates
+      its footprint, block averaging or area resizing make it: 0 (bicubic up with
+      ``align_corners=False`` puts pixel ``i`` at HR ``s * i + (s - 1) / 2``, its block's centre).
+
+    Example:
+        >>> lr_grid_shift(8, "paper"), lr_grid_shift(8, "block")
+        (3.0, 0.0)
+    """
+    if lr_grid not in LR_GRIDS:
+        raise ValueError(f"unknown LR grid {lr_grid!r}; expected one of {', '.join(LR_GRIDS)}")
+    return content_shift(scale) if lr_grid == "paper" else 0.0
+
+
 @dataclass
 class Degradation:
     """Configured degradation, callable on ``(B, C, H, W)`` HR cubes; see :func:`degrade`."""

@@ -116,6 +116,26 @@ def dihedral_flow(
     return total / len(TRANSFORMS[transforms])
 
 
+class ShiftedInputs(nn.Module):
+    """``model`` given ``lr_up`` and ``rgb_hsi`` with their content moved by ``(shift, shift)`` px (``ref``
+    as it is): LR data made another way than the model's training data
+    (:func:`sschsr.data.degrade.lr_grid_shift`) presented as it learnt them, so that its outputs (``sr``,
+    ``flow``, the warped references) lie on the HR grid of the data given. :func:`sschsr.inference.on_lr_grid`
+    makes it.
+
+    Shape:
+        as ``model``.
+    """
+
+    def __init__(self, model: nn.Module, shift: float):
+        super().__init__()
+        self.model, self.shift = model, shift
+
+    def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        d = self.shift
+        return self.model(move_content(lr_up, d, d), ref, move_content(rgb_hsi, d, d))
+
+
 class SelfEnsemble(nn.Module):
     """A super-resolution network run on ``transforms`` symmetries of its inputs, outputs mapped back and
     averaged: ``sr`` and ``ref_warp`` as images, ``flow`` as a flow (so the ensemble's flow is
