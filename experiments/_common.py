@@ -29,7 +29,8 @@ from sschsr.data.datasets import render_rgb
 from sschsr.data.degrade import content_shift, degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import resolve_device
-from sschsr.models.ensemble import dihedral_flow, move_content
+from sschsr.models.ensemble import dihedral_flow
+from sschsr.ops.warp import move_content
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"

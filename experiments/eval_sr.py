@@ -10,7 +10,10 @@ whole 512 x 512 cubes made by the datamodule exactly as ``sschsr-eval`` makes th
 the scene by another camera (seeded by the data's ``view_seed``: the same on every machine). Every
 ``--model NAME=PATH`` (a full-model ``.ckpt`` or ``.safetensors``, or ``shipped``) is scored with its
 scene's reference and, to show that the reference is used, with the next test scene's reference instead
-(``NAME/wrong_ref``; the LR input and its rendering stay the scene's). Bicubic upsampling is always scored.
+(``NAME/wrong_ref``; the LR input and its rendering stay the scene's). Bicubic upsampling is always
+scored, as it is (``bicubic``) and moved back onto the HR grid by the degradation's content shift
+(``bicubic_registered``: 3 px at x8, 1 px at x4, :func:`sschsr.data.degrade.content_shift`), the part of
+a trained network's gain over bicubic that is registration alone.
 ``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8).
 
@@ -45,11 +48,13 @@ from _common import (
 
 from sschsr.cli._common import add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
-from sschsr.data.degrade import LR_GRIDS
+from sschsr.data.degrade import LR_GRIDS, content_shift
 from sschsr.errors import InputError
 from sschsr.inference import DEFAULT_TTA, on_lr_grid, resolve_device, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
+from sschsr.models.baselines import Bicubic
 
+BASELINES = ("bicubic", "bicubic_registered")  # always scored
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
     "ssim": ("SSIM ↑", "{:.4f}"),
@@ -65,7 +70,7 @@ def parse_models(items: list[str]) -> dict[str, str]:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
             raise InputError(f"--model {item!r}: expected NAME=PATH")
-        if name in models or name == "bicubic":
+        if name in models or name in BASELINES:
             raise InputError(f"--model {item!r}: the name {name!r} is taken")
         models[name] = path
     return models
@@ -108,12 +113,18 @@ def evaluate(
     overrides = ["data.eval_batch_size=1"]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
+    registered = Bicubic(shift=content_shift(scale))  # what the models learn to undo, nothing more
     batches = [shift_lr_side(b, scale, lr_shift) for b in test_batches(scale, overrides=overrides)]
     wrong = wrong_references(batches)
     rows = []
     for batch, ref_other in zip(batches, wrong, strict=True):
         hr = batch["hr"].float()
-        row: dict[str, Any] = {"name": batch["name"][0], "bicubic": scores(batch["lr_up"].float(), hr, scale)}
+        lr_up = batch["lr_up"].float()
+        row: dict[str, Any] = {
+            "name": batch["name"][0],
+            "bicubic": scores(lr_up, hr, scale),
+            "bicubic_registered": scores(registered(lr_up)["sr"], hr, scale),
+        }
         for name, net in nets.items():
             row[name] = scores(_run(net, batch, tile, device), hr, scale)
             row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)

@@ -15,13 +15,12 @@ from sschsr.models.ensemble import (
     SelfEnsemble,
     ShiftedInputs,
     dihedral_flow,
-    move_content,
     transform_image,
     untransform_flow,
     untransform_image,
 )
 from sschsr.models.sschsr import SSCHSR
-from sschsr.ops.warp import flow_warp
+from sschsr.ops.warp import flow_warp, move_content
 
 SEARCH = 6  # px: the brute-force matcher's search radius
 

@@ -78,6 +78,7 @@ def check_structure(result: dict, n_scenes: int = 1) -> None:
     assert set(SR_METRICS) == {"psnr", "ssim", "sam", "ergas"}
     assert set(result["model"]) == set(SR_METRICS)
     assert "bicubic" in result["baselines"] and set(result["baselines"]["bicubic"]) == set(SR_METRICS)
+    assert set(result["baselines"]["bicubic_registered"]) == set(SR_METRICS)
     assert len(result["scenes"]) == n_scenes
     for scene in result["scenes"]:
         assert isinstance(scene["name"], str) and scene["name"]

@@ -481,6 +481,21 @@ class TestBaselines:
         with pytest.raises(ValueError, match="Bicubic"):
             Bicubic(4)(lr_up)
 
+    def test_registered_bicubic_is_on_the_hr_grid(self):
+        """A ramp through the paper's degradation and bicubic back up reads ``content_shift`` px behind;
+        the registered bicubic reads it where it is (away from the borders, within the bicubic ripple)."""
+        from sschsr.data.degrade import content_shift, degrade, upsample
+
+        scale, w = 8, 256
+        x = torch.arange(w, dtype=torch.float32)
+        ramp = x.expand(1, 1, w, w).contiguous()
+        lr_up = upsample(degrade(ramp, scale), scale)
+        inner = (0, 0, slice(32, -32), slice(32, -32))
+        assert (lr_up[inner] - ramp[inner]).mean().item() == pytest.approx(-content_shift(scale), abs=1e-3)
+        registered = Bicubic(shift=content_shift(scale))(lr_up)["sr"]
+        assert (registered[inner] - ramp[inner]).mean().item() == pytest.approx(0.0, abs=1e-3)
+        assert (registered[inner] - ramp[inner]).abs().max() < 0.5
+
     def test_single_image_sr(self):
         net = SingleImageSR(5, "lite")
         lr_up, ref, rgb = _inputs(5, 30, 42)

@@ -1,6 +1,9 @@
 """Baselines with the forward signature of :class:`sschsr.models.sschsr.SSCHSR`.
 
-- :class:`Bicubic`: ``sr = lr_up``, no parameters (the floor every model must beat).
+- :class:`Bicubic`: ``sr = lr_up``, no parameters (the floor every model must beat); with ``shift`` it is
+  moved back onto the HR grid (the paper's degradation shows the scene 3 px off it at x8,
+  :func:`sschsr.data.degrade.content_shift`): the "registered" bicubic, what the trained networks must
+  beat to add more than that registration.
 - :class:`SingleImageSR`: the SR branch without the reference: HSI encoder and the same fusion levels
   without R-MCA, global residual. It measures what the RGB guidance adds at a similar size.
 
@@ -23,6 +26,7 @@ from sschsr.models.sschsr import (
     pad_to_multiple,
     reconstruct,
 )
+from sschsr.ops.warp import move_content
 
 __all__ = ["Bicubic", "SingleImageSR"]
 
@@ -34,21 +38,28 @@ def _check(lr_up: Tensor, n_bands: int | None, name: str) -> None:
 
 
 class Bicubic(nn.Module):
-    """``sr = lr_up`` (the input is already the bicubic upsampling of the LR HSI).
+    """``sr = lr_up`` (the input is already the bicubic upsampling of the LR HSI), or, with ``shift``, its
+    content moved back by ``(shift, shift)`` px (:func:`sschsr.ops.warp.move_content`, border repeated).
+
+    Args:
+        n_bands: the band count to check (None: any).
+        shift: how far ``lr_up`` shows the scene from the HR grid (:func:`sschsr.data.degrade.content_shift`);
+            0: plain bicubic.
 
     Shape:
-        ``forward(lr_up (B, C, H, W), ref=None, rgb_hsi=None)`` -> ``dict(sr=(B, C, H, W))``, the same tensor.
+        ``forward(lr_up (B, C, H, W), ref=None, rgb_hsi=None)`` -> ``dict(sr=(B, C, H, W))`` (the same tensor
+        when ``shift`` is 0).
     """
 
-    def __init__(self, n_bands: int | None = None):
+    def __init__(self, n_bands: int | None = None, shift: float = 0.0):
         super().__init__()
-        self.n_bands = n_bands
+        self.n_bands, self.shift = n_bands, shift
 
     def forward(
         self, lr_up: Tensor, ref: Tensor | None = None, rgb_hsi: Tensor | None = None
     ) -> dict[str, Tensor]:
         _check(lr_up, self.n_bands, "Bicubic")
-        return dict(sr=lr_up)
+        return dict(sr=move_content(lr_up, -self.shift, -self.shift))
 
 
 class SingleImageSR(nn.Module):

@@ -29,7 +29,7 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
-from sschsr.ops.warp import flow_warp
+from sschsr.ops.warp import flow_warp, move_content
 
 Transform = tuple[bool, bool, bool]  # (transpose, hflip, vflip)
 
@@ -76,16 +76,6 @@ def shifted_input(x: Tensor, g: Transform, shift: float) -> Tensor:
     corrected so that the shift is ``(shift, shift)`` again, as the network saw it in training."""
     _, hflip, vflip = g
     return move_content(transform_image(x, g), 2 * shift * hflip, 2 * shift * vflip)
-
-
-def move_content(x: Tensor, dx: float, dy: float) -> Tensor:
-    """``(B, C, H, W)`` with its content moved by ``(dx, dy)`` px: ``out(p) = x(p - (dx, dy))``, the border
-    repeated where nothing comes in (exact for whole pixels)."""
-    if dx == 0 and dy == 0:
-        return x
-    b, _, h, w = x.shape
-    flow = x.new_tensor([-dx, -dy]).view(1, 2, 1, 1).expand(b, 2, h, w)
-    return flow_warp(x, flow, padding_mode="border")
 
 
 def dihedral_flow(

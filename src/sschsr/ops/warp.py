@@ -67,6 +67,16 @@ def flow_warp(
     return F.grid_sample(x, grid, mode=mode, padding_mode=padding_mode, align_corners=True)
 
 
+def move_content(x: Tensor, dx: float, dy: float) -> Tensor:
+    """``(B, C, H, W)`` with its content moved by ``(dx, dy)`` px: ``out(p) = x(p - (dx, dy))``, the border
+    repeated where nothing comes in (exact for whole pixels)."""
+    if dx == 0 and dy == 0:
+        return x
+    b, _, h, w = x.shape
+    flow = x.new_tensor([-dx, -dy]).view(1, 2, 1, 1).expand(b, 2, h, w)
+    return flow_warp(x, flow, padding_mode="border")
+
+
 def in_bounds(flow: Tensor, height: int | None = None, width: int | None = None) -> Tensor:
     """Where ``p + flow[p]`` lands inside an image of ``height x width`` (default: the flow's own grid).
 
