@@ -8,8 +8,8 @@
 
 Scores the model and the baselines (bicubic always, as it is and ``bicubic_registered``: moved back onto
 the HR grid by the degradation's content shift, 3 px at x8, which trained networks learn to undo; the
-single-image network when ``baselines.single_image=PATH``) on every scene of the data's test split, prints the tables and writes
-``metrics.json`` in the run directory::
+single-image network when ``baselines.single_image=PATH``) on every scene of the data's test split,
+prints the tables and writes ``metrics.json`` in the run directory::
 
     {"model": {"psnr", "ssim", "sam", "ergas"}, "baselines": {"bicubic": {...}, ...},
      "scenes": [{"name", "model": {...}, "baselines": {"bicubic": {...}, ...}}, ...], "meta": {...}}
