@@ -44,7 +44,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.data.degrade import LR_GRIDS, content_shift, lr_grid_shift, upsample
+from sschsr.data.degrade import content_shift, lr_grid_shift, upsample
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
 
@@ -340,9 +340,10 @@ def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:
     """
     from sschsr.models.ensemble import ShiftedInputs
 
-    if lr_grid not in LR_GRIDS:
-        raise InputError(f"unknown LR grid {lr_grid!r}; expected one of {', '.join(LR_GRIDS)}")
-    shift = lr_grid_shift(scale, "paper") - lr_grid_shift(scale, lr_grid)
+    try:
+        shift = lr_grid_shift(scale, "paper") - lr_grid_shift(scale, lr_grid)
+    except ValueError as e:  # an unknown grid: the user's input
+        raise InputError(str(e)) from None
     return net if shift == 0 else ShiftedInputs(net, shift)
 
 

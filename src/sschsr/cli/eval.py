@@ -166,11 +166,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule.setup("test")
     scenes: list[dict[str, Any]] = []
     for batch in datamodule.test_dataloader():
-        hr = batch["hr"].float()
-        outputs = {
-            "bicubic": batch["lr_up"].float(),
-            "bicubic_registered": registered(batch["lr_up"].float())["sr"],
-        }
+        hr, lr_up = batch["hr"].float(), batch["lr_up"].float()
+        outputs = {"bicubic": lr_up, "bicubic_registered": registered(lr_up)["sr"]}
         for key, net in models.items():
             if net is not None:
                 outputs[key] = _run(net, batch, tile, device)
