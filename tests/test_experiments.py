@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import importlib
+import subprocess
 import sys
 from pathlib import Path
 
@@ -110,3 +111,46 @@ def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
     torch.testing.assert_close(
         (batch["lr_up"] - moved["lr_up"])[inner], torch.full((1, 5, 32, 32), slope * shift), atol=1e-4, rtol=0
     )
+
+
+def _git_tracks_the_weights() -> bool:
+    """True where this checkout is a git repository whose HEAD holds the shipped weights."""
+    root = EXPERIMENTS.parent
+    try:
+        out = subprocess.run(
+            ["git", "ls-tree", "--name-only", "HEAD", "src/sschsr/weights/"],
+            cwd=root,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return False
+    return ".safetensors" in out
+
+
+@pytest.mark.skipif(not _git_tracks_the_weights(), reason="needs a git checkout holding the weights")
+def test_weights_at_copies_the_shipped_weights_of_a_commit(tmp_path):
+    script = EXPERIMENTS / "weights_at.sh"
+    weights = EXPERIMENTS.parent / "src" / "sschsr" / "weights"
+    dirty = subprocess.run(
+        ["git", "status", "--porcelain", str(weights)],
+        cwd=EXPERIMENTS.parent,
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    done = subprocess.run(["bash", str(script), "HEAD", str(tmp_path / "w")], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    copied = sorted(p.name for p in (tmp_path / "w").iterdir())
+    assert copied == sorted(p.name for p in weights.glob("*.safetensors"))
+    if not dirty:  # the working tree's weights are HEAD's
+        for name in copied:
+            assert (tmp_path / "w" / name).read_bytes() == (weights / name).read_bytes()
+
+    bad = subprocess.run(
+        ["bash", str(script), "no-such-commit", str(tmp_path / "x")], capture_output=True, text=True
+    )
+    assert bad.returncode == 2 and "error:" in bad.stderr and not (tmp_path / "x").exists()
+    usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
+    assert usage.returncode == 2 and "usage:" in usage.stderr
