@@ -113,33 +113,26 @@ def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
     )
 
 
+def _git(*args: str) -> str:
+    """The output of ``git ARGS`` in this checkout."""
+    return subprocess.run(
+        ["git", *args], cwd=EXPERIMENTS.parent, capture_output=True, text=True, check=True
+    ).stdout
+
+
 def _git_tracks_the_weights() -> bool:
     """True where this checkout is a git repository whose HEAD holds the shipped weights."""
-    root = EXPERIMENTS.parent
     try:
-        out = subprocess.run(
-            ["git", "ls-tree", "--name-only", "HEAD", "src/sschsr/weights/"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        return ".safetensors" in _git("ls-tree", "--name-only", "HEAD", "src/sschsr/weights/")
     except (OSError, subprocess.CalledProcessError):
         return False
-    return ".safetensors" in out
 
 
 @pytest.mark.skipif(not _git_tracks_the_weights(), reason="needs a git checkout holding the weights")
 def test_weights_at_copies_the_shipped_weights_of_a_commit(tmp_path):
     script = EXPERIMENTS / "weights_at.sh"
     weights = EXPERIMENTS.parent / "src" / "sschsr" / "weights"
-    dirty = subprocess.run(
-        ["git", "status", "--porcelain", str(weights)],
-        cwd=EXPERIMENTS.parent,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout
+    dirty = _git("status", "--porcelain", str(weights))
     done = subprocess.run(["bash", str(script), "HEAD", str(tmp_path / "w")], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
     copied = sorted(p.name for p in (tmp_path / "w").iterdir())

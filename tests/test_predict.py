@@ -921,6 +921,24 @@ def test_export_script(models, tmp_path, capsys, monkeypatch):
     assert len(list((tmp_path / "weights").glob("*.safetensors"))) == 3 and not stale.exists()
 
 
+def test_a_part_already_saved_is_not_written_again_unless_damaged(tmp_path):
+    """Saving a model whose part file is already there leaves that file's bytes alone (a content-named file
+    written again changes only its header's order); a damaged one is replaced."""
+    net = tiny_sschsr()
+    save_model(net, tmp_path / "a.safetensors", scale=SCALE, parts=["flow_net"])
+    (flow,) = tmp_path.glob("flow_net-*.safetensors")
+    before = flow.stat().st_mtime_ns
+    save_model(net, tmp_path / "b.safetensors", scale=SCALE, parts=["flow_net"])
+    assert flow.stat().st_mtime_ns == before
+    flow.write_bytes(flow.read_bytes()[:-8])  # truncated: written again
+    save_model(net, tmp_path / "c.safetensors", scale=SCALE, parts=["flow_net"])
+    x = (torch.rand(1, BANDS, 16, 16), torch.rand(1, 3, 16, 16), torch.rand(1, 3, 16, 16))
+    with torch.no_grad():
+        assert torch.equal(
+            load_model(tmp_path / "a.safetensors", scale=SCALE)(*x)["sr"], net.eval()(*x)["sr"]
+        )
+
+
 def test_model_parts_are_shared_checked_and_joined(tmp_path):
     """save_model(parts=...) stores children in content-named files beside the model; load_model joins
     them, and refuses a missing, changed or misnamed part."""

@@ -458,11 +458,26 @@ def state_sha256(state: dict[str, Tensor]) -> str:
 def _save_part(state: dict[str, Tensor], folder: Path, name: str) -> dict[str, str]:
     """Write one part of a model (the weights of its child ``name``) as ``{name}-{hash}.safetensors`` in
     ``folder``, named by its content: models that share a part (e.g. one flow network
-    for two scales) share the file, and a different part never overwrites it. Returns its entry in ``parts``."""
+    for two scales) share the file, and a different part never overwrites it. A file already there with this
+    content is left as it is (writing it again would change only its header's order). Returns its entry
+    in ``parts``."""
     digest = state_sha256(state)
     file = f"{name}-{digest[:12]}.safetensors"
-    _write_safetensors(state, folder / file, {PART_KEY: name, "format": "pt"})
+    if not _holds_state(folder / file, digest):
+        _write_safetensors(state, folder / file, {PART_KEY: name, "format": "pt"})
     return {"file": file, "sha256": digest}
+
+
+def _holds_state(path: Path, digest: str) -> bool:
+    """True when ``path`` is a readable ``.safetensors`` file whose content hashes to ``digest``."""
+    from safetensors.torch import load_file
+
+    if not path.is_file():
+        return False
+    try:
+        return state_sha256(load_file(str(path), device="cpu")) == digest
+    except Exception:  # a corrupt or partial file: written again
+        return False
 
 
 def save_model(
