@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sschsr.cli._common import add_tta_option
+from sschsr.cli._common import add_flow_refine_option, add_tta_option
 from sschsr.data.datasets import render_rgb
 from sschsr.data.degrade import content_shift, degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
+from sschsr.ops.flow_refine import FlowRefiner
 from sschsr.ops.warp import move_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -186,6 +187,7 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         "1: the network alone)",
         flag="--flow-tta",
     )
+    add_flow_refine_option(p, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -197,7 +199,7 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
     """What a result of ``eval_flow.py`` / ``eval_warp.py`` was measured on, for its JSON."""
     return {
         "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters,
-        "flow_tta": alignment.tta, "data": args.data,
+        "flow_tta": alignment.tta, "flow_refine": alignment.refine, "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
         "lr_shift": args.lr_shift,
@@ -226,6 +228,8 @@ class Alignment:
     kind: str
     tta: int = 1
     shift: float = 0.0
+    refine: int = 0
+    scale: int = 1
 
     def to(self, device: torch.device) -> Alignment:
         for net in (self.flow_net, self.warpnet):
@@ -235,14 +239,16 @@ class Alignment:
 
     @torch.inference_mode()
     def flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
-        """``(B, 2, H, W)`` flow from the HSI's grid to ``ref`` (stage 1)."""
-        return dihedral_flow(
+        """``(B, 2, H, W)`` flow from the HSI's grid to ``ref`` (stage 1), refined by ``refine`` steps of
+        :class:`~sschsr.ops.flow_refine.FlowRefiner` at ``scale`` after the self-ensemble."""
+        flow = dihedral_flow(
             lambda a, b: self.flow_net(a, b, iters=self.iters, test_mode=True),
             rgb_hsi,
             ref,
             self.tta,
             self.shift,
         )
+        return FlowRefiner(self.scale, self.refine)(flow, rgb_hsi, ref) if self.refine else flow
 
     @torch.inference_mode()
     def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:
@@ -358,14 +364,14 @@ def run_pair_eval(
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)
-    alignment.tta = args.flow_tta
+    alignment.tta, alignment.refine = args.flow_tta, args.flow_refine
     if needs_warpnet and alignment.warpnet is None:
         raise InputError(
             f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one"
         )
     results = {}
     for scale in args.scales:
-        alignment.shift = content_shift(scale)
+        alignment.shift, alignment.scale = content_shift(scale), scale
         pooled = Pooled()
         for batch in test_batches(scale, args.data, pair_overrides(args)):
             batch = shift_lr_side(batch, scale, args.lr_shift)

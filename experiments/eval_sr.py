@@ -15,7 +15,9 @@ scored, as it is (``bicubic``) and moved back onto the HR grid by the degradatio
 (``bicubic_registered``: 3 px at x8, 1 px at x4, :func:`sschsr.data.degrade.content_shift`), the part of
 a trained network's gain over bicubic that is registration alone.
 ``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
-run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8).
+run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
+refined at test time by ``--flow-refine`` steps (default 0 here, so that the records made before the
+refinement existed stay reproducible; ``sschsr-predict`` refines with 150).
 
 ``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
 what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
@@ -46,11 +48,11 @@ from _common import (
     write_result,
 )
 
-from sschsr.cli._common import add_tta_option, exit_on_input_error
+from sschsr.cli._common import add_flow_refine_option, add_tta_option, exit_on_input_error
 from sschsr.cli.eval import _load, _run
 from sschsr.data.degrade import LR_GRIDS, content_shift
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_TTA, on_lr_grid, resolve_device, with_tta
+from sschsr.inference import DEFAULT_TTA, on_lr_grid, resolve_device, with_flow_refinement, with_tta
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 
@@ -104,10 +106,17 @@ def evaluate(
     scenes: list[str] | None = None,
     lr_shift: float = 0.0,
     lr_grid: str = "paper",
+    flow_refine: int = 0,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
-        name: on_lr_grid(with_tta(_load(path, scale, 31), scale, tta), scale, lr_grid).to(device).eval()
+        name: on_lr_grid(
+            with_tta(with_flow_refinement(_load(path, scale, 31), scale, flow_refine), scale, tta),
+            scale,
+            lr_grid,
+        )
+        .to(device)
+        .eval()
         for name, path in models.items()
     }
     overrides = ["data.eval_batch_size=1"]
@@ -150,6 +159,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
+    add_flow_refine_option(p, default=0)
     add_lr_shift_option(p)
     p.add_argument(
         "--lr-grid",
@@ -169,12 +179,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.scenes,
         args.lr_shift,
         args.lr_grid,
+        args.flow_refine,
     )
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
+        "flow_refine": args.flow_refine,
         "lr_shift": args.lr_shift,
         "lr_grid": args.lr_grid,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",

@@ -221,6 +221,19 @@ class TestRun:
         np.testing.assert_array_equal(np.load(inter / "flow.npy"), flows["8"])
         assert np.abs(flows["8"] - flows["1"]).max() > 1e-3
 
+    def test_flow_refine(self, inputs, models):
+        """The flow is refined by default; --flow-refine 0 gives the flow network's own, --flow-refine N
+        another refinement."""
+        inter = inputs["dir"] / "inter"
+        flows = {}
+        for steps in ("0", "20", None):
+            extra = ("--flow-refine", steps) if steps else ()
+            args = argv(inputs, models["sschsr"], "--tta", "1", *extra, "--save-intermediates", str(inter))
+            assert main([*args, "--overwrite"]) == 0
+            flows[steps] = np.load(inter / "flow.npy")
+        assert np.abs(flows[None] - flows["0"]).max() > 1e-3
+        assert np.abs(flows[None] - flows["20"]).max() > 1e-4 and np.isfinite(flows[None]).all()
+
     def test_lr_grid(self, inputs, models):
         """--lr-grid block moves the LR side by the paper's shift before the network: another result, the
         same shape; for the paper's grid (the default) nothing changes."""
@@ -351,6 +364,7 @@ BAD_INPUTS = {
     ),
     "REF taller": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "tall.png", 96, 64)), "aspect ratio"),
     "scale 2": (lambda i, m, t: argv(i, m["sschsr"], scale=2), "unsupported scale"),
+    "negative --flow-refine": (lambda i, m, t: argv(i, m["sschsr"], "--flow-refine", "-1"), "--flow-refine -1"),
     "scale 16 not trained": (lambda i, m, t: argv(i, m["fp16"], scale=16), "trained for x4"),
     "stage-1 ckpt": (lambda i, m, t: argv(i, _stage1_ckpt(t / "flow.ckpt")), "stage-1"),
     "safetensors without description": (

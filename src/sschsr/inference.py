@@ -329,6 +329,28 @@ def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
     return SelfEnsemble(net, tta, content_shift(scale))
 
 
+DEFAULT_FLOW_REFINE = 150  # steps of the flow's test-time refinement in sschsr-predict and sschsr-eval
+
+
+def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE) -> nn.Module:
+    """``net`` with its flow refined at test time by ``iters`` steps of
+    :class:`sschsr.ops.flow_refine.FlowRefiner` for LR data degraded at ``scale`` (0: the flow network's
+    flow as it is). Sets ``net.flow_refiner`` on a network that estimates a flow and returns ``net``;
+    networks without one (bicubic, single-image) are returned untouched. Apply it to the loaded network,
+    before :func:`with_tta` and :func:`on_lr_grid` (which present the data as the refinement expects).
+
+    Raises:
+        InputError: ``iters`` negative.
+    """
+    from sschsr.ops.flow_refine import FlowRefiner
+
+    if iters < 0:
+        raise InputError(f"flow refinement steps must be >= 0; got {iters}")
+    if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
+        net.flow_refiner = FlowRefiner(scale, iters) if iters else None
+    return net
+
+
 def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:
     """``net`` (trained on the paper's degradation, as every network here) for LR data of ``lr_grid``
     (:data:`sschsr.data.degrade.LR_GRIDS`): ``lr_up`` and ``rgb_hsi`` moved by the difference of the two

@@ -50,3 +50,23 @@ def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tt
         default=DEFAULT_TTA,
         help=f"{help} (default {DEFAULT_TTA})",
     )
+
+
+def add_flow_refine_option(
+    parser: argparse.ArgumentParser, flag: str = "--flow-refine", default: int | None = None
+) -> None:
+    """``flag``: steps of the flow's test-time refinement (:func:`sschsr.inference.with_flow_refinement`),
+    default :data:`sschsr.inference.DEFAULT_FLOW_REFINE` (``sschsr-predict``) or ``default`` (the
+    experiment scripts: 0, so that their records made before the refinement existed stay reproducible);
+    0 turns it off."""
+    from sschsr.inference import DEFAULT_FLOW_REFINE
+
+    default = DEFAULT_FLOW_REFINE if default is None else default
+    parser.add_argument(
+        flag,
+        type=int,
+        default=default,
+        metavar="STEPS",
+        help="steps of the test-time refinement of the flow against the LR side "
+        f"(default {default}; 0: the flow network's flow as it is; sschsr-predict: {DEFAULT_FLOW_REFINE})",
+    )

@@ -143,14 +143,27 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
     from sschsr.data.degrade import content_shift
-    from sschsr.inference import DEFAULT_TTA, resolve_device, with_tta
+    from sschsr.inference import (
+        DEFAULT_FLOW_REFINE,
+        DEFAULT_TTA,
+        resolve_device,
+        with_flow_refinement,
+        with_tta,
+    )
     from sschsr.models.baselines import Bicubic
 
     scale = int(cfg.scale)
     tta = cfg.get("tta")
     tta = DEFAULT_TTA if tta is None else int(tta)
+    refine = cfg.get("flow_refine")
+    refine = DEFAULT_FLOW_REFINE if refine is None else int(refine)
+    if refine < 0:
+        raise InputError(f"flow_refine={refine}: the number of steps must be >= 0")
     loaded = load_models(cfg)  # every model file is checked before the data is made
-    models = {key: None if net is None else with_tta(net, scale, tta) for key, net in loaded.items()}
+    models = {
+        key: None if net is None else with_tta(with_flow_refinement(net, scale, refine), scale, tta)
+        for key, net in loaded.items()
+    }
     torch.manual_seed(int(cfg.get("seed") or 0))
     device = resolve_device(str(cfg.get("device") or "auto"))
     tile = cfg.get("tile")

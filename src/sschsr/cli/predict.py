@@ -1,7 +1,7 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--tta 8] [--lr-grid paper|block]
+                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--lr-grid paper|block]
                    [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sschsr.cli._common import add_tta_option, fail
+from sschsr.cli._common import add_flow_refine_option, add_tta_option, fail
 from sschsr.data.degrade import LR_GRIDS
 from sschsr.errors import InputError
 
@@ -59,6 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
         "self-ensemble: run the network on this many flips/transpositions of the inputs and average; 1 is "
         "the fastest",
     )
+    add_flow_refine_option(p)
     p.add_argument(
         "--lr-grid",
         choices=LR_GRIDS,
@@ -150,6 +151,7 @@ def run(args: argparse.Namespace) -> str:
         predict_tiled,
         prepare_inputs,
         resolve_device,
+        with_flow_refinement,
         with_tta,
     )
 
@@ -157,6 +159,8 @@ def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
     check_output(out, args.overwrite)
     check_scale(args.scale)
+    if args.flow_refine < 0:
+        raise InputError(f"--flow-refine {args.flow_refine}: the number of steps must be >= 0")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
     device = resolve_device(args.device)
@@ -186,6 +190,7 @@ def run(args: argparse.Namespace) -> str:
     camera = getattr(net, "info", {}).get("camera", "cie1931")
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
+    net = with_flow_refinement(net, args.scale, args.flow_refine)
     model = on_lr_grid(with_tta(net, args.scale, args.tta), args.scale, args.lr_grid)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
 

@@ -29,14 +29,15 @@ def gaussian_kernel(size: int = 8, sigma: float = 3.0, dtype=torch.float32, devi
     return (k / k.sum()).to(dtype)
 
 
-def blur(x: Tensor, kernel: Tensor) -> Tensor:
-    """Blur every channel of ``x`` with ``kernel``, reflect-padded so the size is kept.
+def blur(x: Tensor, kernel: Tensor, stride: int = 1) -> Tensor:
+    """Blur every channel of ``x`` with ``kernel``, reflect-padded so the size is kept, keeping every
+    ``stride``-th pixel (``blur(x, k, s) == blur(x, k)[..., ::s, ::s]``, computed only where kept).
 
     Args:
         x: ``(B, C, H, W)``; kernel: ``(k, k)``.
 
     Returns:
-        ``(B, C, H, W)``.
+        ``(B, C, ceil(H / stride), ceil(W / stride))``.
     """
     k = kernel.shape[-1]
     pad_lo, pad_hi = (k - 1) // 2, k // 2
@@ -44,7 +45,7 @@ def blur(x: Tensor, kernel: Tensor) -> Tensor:
     mode = "reflect" if min(x.shape[-2:]) > max(pad_lo, pad_hi) else "replicate"
     xp = F.pad(x, (pad_lo, pad_hi, pad_lo, pad_hi), mode=mode)
     w = kernel.to(x)[None, None].expand(c, 1, k, k)
-    return F.conv2d(xp, w, groups=c)
+    return F.conv2d(xp, w, stride=stride, groups=c)
 
 
 def degrade(
@@ -69,7 +70,7 @@ def degrade(
         raise ValueError(f"degrade expects (B, C, H, W), got {tuple(hr.shape)}")
     if scale < 1 or hr.shape[-1] % scale or hr.shape[-2] % scale:
         raise ValueError(f"HR size {tuple(hr.shape[-2:])} must be divisible by the scale {scale}")
-    lr = blur(hr, gaussian_kernel(kernel_size, sigma, device=hr.device))[..., ::scale, ::scale]
+    lr = blur(hr, gaussian_kernel(kernel_size, sigma, device=hr.device), stride=scale)
     if noise_std > 0:
         noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype, device="cpu").to(lr.device)
         lr = lr + noise_std * noise

@@ -23,6 +23,7 @@ Levels are listed coarse to fine. Presets: ``paper`` has the official decoder's 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import Literal
 
@@ -209,6 +210,10 @@ class SSCHSR(nn.Module):
         self.n_bands, self.preset, self.cfg = n_bands, preset, cfg
         self.use_warpnet, self.iterative, self.use_rmca = use_warpnet, iterative, use_rmca
         self.flow_iters, self.freeze_flow, self.head = flow_iters, freeze_flow, head
+        # test-time refinement of the flow network's output, ``(flow, rgb_hsi, ref) -> flow`` (e.g.
+        # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.inference.with_flow_refinement`);
+        # not a part of the network: no weights, not in ``config``, never applied in training mode
+        self.flow_refiner: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
 
         self.flow_net = flow_net
         if flow_net is not None and freeze_flow:
@@ -243,12 +248,16 @@ class SSCHSR(nn.Module):
         return self
 
     def estimate_flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
-        """Stage 1: ``(B, 2, H, W)`` flow from the grid of ``rgb_hsi`` into ``ref`` (zero without a flow net)."""
+        """Stage 1: ``(B, 2, H, W)`` flow from the grid of ``rgb_hsi`` into ``ref`` (zero without a flow net),
+        refined by ``flow_refiner`` in evaluation mode when one is set."""
         b, _, h, w = rgb_hsi.shape
         if self.flow_net is None:
             return rgb_hsi.new_zeros(b, 2, h, w)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_flow):
-            return self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
+            flow = self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
+        if self.flow_refiner is not None and not self.training:
+            flow = self.flow_refiner(flow, rgb_hsi, ref).to(flow.dtype)
+        return flow
 
     def repair(self, rgb_hsi: Tensor, ref: Tensor, ref_warp0: Tensor, flow: Tensor) -> Tensor:
         """Stage 2: ``ref_warp (B, 3, H, W)``, or ``ref_warp0`` without a WarpNet."""

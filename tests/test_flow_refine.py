@@ -1,0 +1,145 @@
+"""Test-time flow refinement: it recovers a known flow from the LR observation, and how the package uses it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from sschsr.data.degrade import blur, degrade, gaussian_kernel, upsample
+from sschsr.errors import InputError
+from sschsr.inference import with_flow_refinement
+from sschsr.models.baselines import Bicubic
+from sschsr.models.flow import RAFT
+from sschsr.models.sschsr import SSCHSR
+from sschsr.ops.flow_refine import FlowRefiner, correction, local_normalise, observe, refine_flow
+from sschsr.ops.warp import coords_grid, flow_warp
+
+SCALE, SIZE = 4, 96
+
+
+def observed_pair(generator: torch.Generator):
+    """A textured reference ``(1, 3, 96, 96)``, a smooth true flow and ``rgb_hsi``: the reference warped by
+    that flow, degraded at x4 and upsampled as the LR side is."""
+    ref = F.interpolate(
+        torch.rand(1, 3, SIZE // 6, SIZE // 6, generator=generator), size=(SIZE, SIZE), mode="bicubic"
+    )
+    ref = ref.clamp(0, 1)
+    xy = coords_grid(1, SIZE, SIZE)
+    flow = torch.stack([1.5 + torch.sin(xy[:, 1] / 15), -1.0 + 0.8 * torch.cos(xy[:, 0] / 20)], 1)
+    rgb_hsi = upsample(degrade(flow_warp(ref, flow, padding_mode="border"), SCALE), SCALE)
+    return ref, flow, rgb_hsi
+
+
+def interior_epe(flow: torch.Tensor, truth: torch.Tensor, margin: int = 8) -> float:
+    return (flow - truth)[..., margin:-margin, margin:-margin].norm(dim=1).mean().item()
+
+
+@pytest.mark.parametrize("offset", [(1.5, -1.0), (2.5, 2.5)])
+def test_recovers_the_true_flow_from_a_perturbed_one(offset, generator):
+    ref, truth, rgb_hsi = observed_pair(generator)
+    start = truth + torch.tensor(offset).view(1, 2, 1, 1)
+    refined = FlowRefiner(SCALE, iters=100)(start, rgb_hsi, ref)
+    assert interior_epe(start, truth) > 1.5
+    assert interior_epe(refined, truth) < 0.15
+
+
+def test_the_true_flow_stays(generator):
+    ref, truth, rgb_hsi = observed_pair(generator)
+    assert interior_epe(FlowRefiner(SCALE, iters=50)(truth, rgb_hsi, ref), truth) < 0.1
+
+
+def test_works_under_inference_mode_and_returns_no_graph(generator):
+    ref, truth, rgb_hsi = observed_pair(generator)
+    with torch.inference_mode():
+        out = refine_flow(truth + 1, rgb_hsi, ref, FlowRefiner(SCALE, iters=5))
+    assert out.shape == truth.shape and out.dtype == torch.float32 and not out.requires_grad
+    assert torch.isfinite(out).all()
+
+
+def test_zero_steps_and_tiny_images_leave_the_flow_as_it_is(generator):
+    flow = torch.randn(2, 2, 24, 40, generator=generator).half()
+    rgb, ref = torch.rand(2, 2, 3, 24, 40, generator=generator)
+    assert torch.equal(FlowRefiner(4, iters=0)(flow, rgb, ref), flow.float())
+    tiny = torch.randn(1, 2, 12, 12, generator=generator)
+    assert torch.equal(FlowRefiner(4)(tiny, rgb[:1, :, :12, :12], ref[:1, :, :12, :12]), tiny)
+
+
+def test_odd_sizes(generator):
+    flow = torch.zeros(1, 2, 37, 53)
+    out = FlowRefiner(4, iters=3)(
+        flow, torch.rand(1, 3, 37, 53, generator=generator), torch.rand(1, 3, 40, 50, generator=generator)
+    )
+    assert out.shape == (1, 2, 37, 53) and torch.isfinite(out).all()
+
+
+def test_bad_inputs():
+    with pytest.raises(ValueError, match="refine_flow expects"):
+        FlowRefiner(4)(torch.zeros(1, 3, 32, 32), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+    with pytest.raises(ValueError, match="refine_flow expects"):
+        FlowRefiner(4)(torch.zeros(1, 2, 32, 32), torch.rand(1, 3, 16, 32), torch.rand(1, 3, 32, 32))
+    for bad in (
+        {"scale": 0},
+        {"scale": 4, "iters": -1},
+        {"scale": 4, "cells": ()},
+        {"scale": 4, "cells": (0,)},
+    ):
+        with pytest.raises(ValueError, match="invalid FlowRefiner"):
+            FlowRefiner(**bad)
+
+
+def test_observe_is_the_degradation_seen_on_the_lr_grid(generator):
+    x = torch.rand(2, 3, 32, 48, generator=generator)
+    expected = F.avg_pool2d(upsample(degrade(x, 4), 4), 4)
+    assert torch.allclose(observe(x, 4), expected, atol=1e-6)
+    # the strided blur degrade uses is the blur, subsampled
+    k = gaussian_kernel(8, 3.0)
+    assert torch.equal(blur(x, k, stride=3), blur(x, k)[..., ::3, ::3])
+
+
+def test_local_normalise_removes_gain_and_offset(generator):
+    x = torch.rand(1, 3, 20, 20, generator=generator)
+    a, b = local_normalise(x, 2, 1e-8), local_normalise(3 * x + 0.2, 2, 1e-8)
+    assert torch.allclose(a, b, atol=1e-3)
+    assert torch.equal(local_normalise(x, 0, 1e-5), x)
+
+
+def test_correction_is_bilinear_between_control_points():
+    d = torch.zeros(1, 2, 3, 3)
+    d[0, 0, 1, 1] = 1.0
+    field = correction([d], (4,), (9, 9))
+    assert field.shape == (1, 2, 9, 9)
+    assert field[0, 0, 4, 4] == 1.0 and field[0, 0, 4, 6] == 0.5 and field[0, 0, 0, 0] == 0.0
+    assert torch.equal(field[0, 1], torch.zeros(9, 9))
+
+
+class TestInTheNetwork:
+    def test_with_flow_refinement_sets_and_clears_the_refiner(self):
+        net = SSCHSR(4, flow_net=RAFT("small"))
+        assert with_flow_refinement(net, 8, 20) is net and net.flow_refiner == FlowRefiner(8, 20)
+        assert with_flow_refinement(net, 8, 0).flow_refiner is None
+        with pytest.raises(InputError, match=">= 0"):
+            with_flow_refinement(net, 8, -1)
+        bicubic = Bicubic()
+        assert with_flow_refinement(bicubic, 8) is bicubic and not hasattr(bicubic, "flow_refiner")
+        no_flow = SSCHSR(4)  # an aligned reference: nothing to refine
+        assert with_flow_refinement(no_flow, 8).flow_refiner is None
+
+    def test_estimate_flow_refines_in_evaluation_mode_only(self, generator):
+        calls = []
+
+        def refiner(flow, rgb_hsi, ref):
+            calls.append(flow.shape)
+            return flow + 1
+
+        net = SSCHSR(4, flow_net=RAFT("small"))
+        net.flow_refiner = refiner
+        rgb, ref = torch.rand(2, 1, 3, 32, 32, generator=generator)
+        net.eval()
+        with torch.no_grad():
+            plain = net.flow_net(rgb, ref, iters=net.flow_iters, test_mode=True)
+            assert torch.allclose(net.estimate_flow(rgb, ref), plain + 1)
+        net.train()
+        with torch.no_grad():
+            net.estimate_flow(rgb, ref)
+        assert calls == [(1, 2, 32, 32)]
