@@ -88,6 +88,49 @@ def test_pair_overrides_take_the_options_and_extra_overrides(common):
     assert out[-1] == "+data.synth.geometry.camera=false"
 
 
+def test_alignment_refines_its_flow_when_asked(common):
+    """``Alignment.flow`` with ``refine`` steps: the flow network's (here a stub's zero) flow corrected
+    towards the true flow of an observed pair; the option defaults to 0 in the scripts."""
+    from sschsr.data.degrade import degrade, upsample
+    from sschsr.ops.warp import flow_warp
+
+    g = torch.Generator().manual_seed(0)
+    ref = F.interpolate(torch.rand(1, 3, 16, 16, generator=g), size=(96, 96), mode="bicubic").clamp(0, 1)
+    truth = torch.tensor([1.5, -1.0]).view(1, 2, 1, 1).expand(1, 2, 96, 96)
+    rgb_hsi = upsample(degrade(flow_warp(ref, truth, padding_mode="border"), 4), 4)
+
+    def zero_flow(a, b, iters, test_mode):
+        return torch.zeros(a.shape[0], 2, *a.shape[-2:])
+
+    def epe(refine: int) -> float:
+        alignment = common.Alignment(zero_flow, None, iters=1, kind="stage1", refine=refine, scale=4)
+        return (alignment.flow(rgb_hsi, ref) - truth)[..., 8:-8, 8:-8].norm(dim=1).mean().item()
+
+    assert epe(0) == pytest.approx((1.5**2 + 1) ** 0.5, abs=1e-5)
+    assert epe(100) < 0.2
+    assert common.alignment_parser("doc", "x.json").parse_args(["--ckpt", "m.ckpt"]).flow_refine == 0
+
+
+def test_bench_flow_refine_writes_its_record(tmp_path):
+    for bench in experiments_module("bench_flow_refine"):
+        record = bench.main(
+            [
+                "--sizes",
+                "32",
+                "--scale",
+                "4",
+                "--steps",
+                "2",
+                "--repeats",
+                "1",
+                "--out",
+                str(tmp_path / "b.json"),
+            ]
+        )
+    assert set(record["seconds"]) == {"32"} and record["seconds"]["32"]["wall_s"] > 0
+    assert record["steps"] == 2 and (tmp_path / "b.json").is_file()
+
+
 def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
     from sschsr.data.degrade import degrade, upsample
     from sschsr.data.spectral import camera_srf, default_wavelengths
