@@ -15,6 +15,7 @@ from sschsr.models.ensemble import (
     SelfEnsemble,
     ShiftedInputs,
     dihedral_flow,
+    transform_flow,
     transform_image,
     untransform_flow,
     untransform_image,
@@ -129,6 +130,21 @@ def test_transform_round_trip():
         torch.testing.assert_close(untransform_image(y, g), x)
 
 
+def test_transform_flow_is_what_an_exact_estimator_finds_in_the_moved_frame():
+    """For a translated pair, the flow of the moved pair is ``transform_flow`` of the pair's flow, and
+    ``untransform_flow`` takes it back."""
+    scene = texture(40, 48, seed=3)
+    ref = move_content(scene, 2, -3)
+    flow = match(scene, ref)
+    for g in TRANSFORMS[8]:
+        moved = transform_flow(flow, g)
+        torch.testing.assert_close(moved, match(transform_image(scene, g), transform_image(ref, g)))
+        torch.testing.assert_close(untransform_flow(moved, g), flow)
+    field = torch.rand(1, 2, 5, 7)
+    for g in TRANSFORMS[8]:
+        torch.testing.assert_close(untransform_flow(transform_flow(field, g), g), field)
+
+
 def test_bad_transform_count():
     with pytest.raises(ValueError, match="transforms"):
         dihedral_flow(match, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 4)
@@ -168,6 +184,53 @@ def test_self_ensemble_of_a_network_that_learnt_the_shift(transforms):
         out["flow"], torch.tensor(t, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 40, 48)
     )
     torch.testing.assert_close(out["ref_warp0"][inner], scene[inner])  # the aligned reference
+
+
+class SharedFlowModel(torch.nn.Module):
+    """A stand-in for SSCHSR with a flow network: ``estimate_flow`` as a trained flow network (the shift
+    ``d`` added), ``refine_flow`` counted, and ``forward`` warping ``ref`` by the flow it is given."""
+
+    def __init__(self, d: float):
+        super().__init__()
+        self.d, self.flow_net, self.calls = d, torch.nn.Identity(), {"estimate": 0, "refine": 0, "given": 0}
+
+    def estimate_flow(self, rgb_hsi, ref, refine=True):
+        assert not refine
+        self.calls["estimate"] += 1
+        return match(rgb_hsi, ref) + self.d
+
+    def refine_flow(self, flow, rgb_hsi, ref):
+        self.calls["refine"] += 1
+        return flow
+
+    def forward(self, lr_up, ref, rgb_hsi, flow=None):
+        assert flow is not None
+        self.calls["given"] += 1
+        return {
+            "sr": move_content(lr_up, -self.d, -self.d),
+            "ref_warp": flow_warp(ref, flow, padding_mode="border"),
+        }
+
+
+@pytest.mark.parametrize("transforms", sorted(TRANSFORMS))
+def test_self_ensemble_aligns_once_for_all_passes(transforms):
+    """A model with a flow network: the ensemble's flow is estimated over the symmetries, refined once, and
+    each pass, given it moved into its frame, warps the reference onto the scene."""
+    d, t = 3.0, (2, -3)
+    scene = texture(40, 48, seed=2)
+    lr_up = move_content(scene, d, d)
+    ref = move_content(scene, *t)
+    model = SharedFlowModel(d)
+    out = SelfEnsemble(model, transforms, shift=d)(lr_up, ref, lr_up)
+    assert model.calls == {"estimate": transforms, "refine": 1, "given": transforms}
+    assert set(out) == {"sr", "ref_warp", "flow", "ref_warp0"}
+    inner = (..., slice(8, -8), slice(8, -8))
+    torch.testing.assert_close(
+        out["flow"], torch.tensor(t, dtype=torch.float32).view(1, 2, 1, 1).expand(1, 2, 40, 48)
+    )
+    torch.testing.assert_close(out["ref_warp"][inner], scene[inner])
+    torch.testing.assert_close(out["ref_warp0"][inner], scene[inner])
+    torch.testing.assert_close(out["sr"][inner], scene[inner])
 
 
 def model_module(fn):

@@ -143,3 +143,27 @@ class TestInTheNetwork:
         with torch.no_grad():
             net.estimate_flow(rgb, ref)
         assert calls == [(1, 2, 32, 32)]
+
+    def test_the_self_ensemble_refines_once_and_passes_the_flow_on(self, generator):
+        from sschsr.models.ensemble import SelfEnsemble
+
+        calls = []
+
+        def refiner(flow, rgb_hsi, ref):
+            calls.append(flow.shape)
+            return flow + 0.5
+
+        net = SSCHSR(4, flow_net=RAFT("small")).eval()
+        net.flow_refiner = refiner
+        lr_up, rgb, ref = (
+            torch.rand(1, 4, 32, 32, generator=generator),
+            *torch.rand(2, 1, 3, 32, 32, generator=generator),
+        )
+        with torch.no_grad():
+            out = SelfEnsemble(net, 8, shift=1.0)(lr_up, ref, rgb)
+            assert calls == [(1, 2, 32, 32)] and out["flow"].shape == (1, 2, 32, 32)
+            given = net(lr_up, ref, rgb, flow=out["flow"])
+        torch.testing.assert_close(given["flow"], out["flow"])
+        torch.testing.assert_close(given["ref_warp0"], out["ref_warp0"])
+        with pytest.raises(ValueError, match="flow"):
+            net(lr_up, ref, rgb, flow=torch.zeros(1, 2, 16, 32))

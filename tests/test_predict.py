@@ -364,7 +364,10 @@ BAD_INPUTS = {
     ),
     "REF taller": (lambda i, m, t: argv(i, m["sschsr"], ref=_png(t / "tall.png", 96, 64)), "aspect ratio"),
     "scale 2": (lambda i, m, t: argv(i, m["sschsr"], scale=2), "unsupported scale"),
-    "negative --flow-refine": (lambda i, m, t: argv(i, m["sschsr"], "--flow-refine", "-1"), "--flow-refine -1"),
+    "negative --flow-refine": (
+        lambda i, m, t: argv(i, m["sschsr"], "--flow-refine", "-1"),
+        "--flow-refine -1",
+    ),
     "scale 16 not trained": (lambda i, m, t: argv(i, m["fp16"], scale=16), "trained for x4"),
     "stage-1 ckpt": (lambda i, m, t: argv(i, _stage1_ckpt(t / "flow.ckpt")), "stage-1"),
     "safetensors without description": (

@@ -71,6 +71,16 @@ def untransform_flow(flow: Tensor, g: Transform) -> Tensor:
     return untransform_image(torch.stack([fy, fx] if transpose else [fx, fy], 1), g)
 
 
+def transform_flow(flow: Tensor, g: Transform) -> Tensor:
+    """The inverse of :func:`untransform_flow`: a flow ``(B, 2, H, W)`` of the original pair as the flow of
+    the pair moved by ``g`` (the field moved like an image, every vector multiplied by ``A``)."""
+    fx, fy = transform_image(flow, g).unbind(1)
+    transpose, hflip, vflip = g
+    if transpose:
+        fx, fy = fy, fx
+    return torch.stack([-fx if hflip else fx, -fy if vflip else fy], 1)
+
+
 def shifted_input(x: Tensor, g: Transform, shift: float) -> Tensor:
     """An input that shows the scene ``shift`` px off its grid (``lr_up``, ``rgb_hsi``) moved by ``g`` and
     corrected so that the shift is ``(shift, shift)`` again, as the network saw it in training."""
@@ -128,9 +138,13 @@ class ShiftedInputs(nn.Module):
 
 class SelfEnsemble(nn.Module):
     """A super-resolution network run on ``transforms`` symmetries of its inputs, outputs mapped back and
-    averaged: ``sr`` and ``ref_warp`` as images, ``flow`` as a flow (so the ensemble's flow is
-    :func:`dihedral_flow` of the network's flow estimator); ``ref_warp0`` is ``ref`` warped by that flow,
-    as for a single pass. Other outputs are dropped.
+    averaged: ``sr`` and ``ref_warp`` as images. A network with a flow network (``model.flow_net``, e.g.
+    :class:`~sschsr.models.sschsr.SSCHSR`) aligns once for all passes: the flow is :func:`dihedral_flow` of
+    its flow estimator (``model.estimate_flow(rgb_hsi, ref, refine=False)``), then refined once
+    (``model.refine_flow``, :mod:`sschsr.ops.flow_refine`), and every pass is given that flow, moved by its
+    transform (``model(..., flow=...)``); ``flow`` and ``ref_warp0`` (``ref`` warped by it) are returned as
+    for a single pass. A model without one has its passes' own ``flow`` outputs averaged as flows. Other
+    outputs are dropped.
 
     Args:
         model: ``model(lr_up, ref, rgb_hsi) -> dict`` with at least ``sr`` (e.g. :class:`~sschsr.models.sschsr.SSCHSR`).
@@ -142,7 +156,7 @@ class SelfEnsemble(nn.Module):
         as ``model``: ``(B, C, H, W)``, ``(B, 3, H, W)``, ``(B, 3, H, W)`` in; a dict of ``(B, K, H, W)`` out.
     """
 
-    IMAGES = ("sr", "ref_warp")  # averaged as images; ref_warp0 is made from the averaged flow
+    IMAGES = ("sr", "ref_warp")  # averaged as images
 
     def __init__(self, model: nn.Module, transforms: int = 8, shift: float = 0.0):
         super().__init__()
@@ -150,25 +164,40 @@ class SelfEnsemble(nn.Module):
             raise ValueError(f"transforms must be one of {sorted(TRANSFORMS)}; got {transforms}")
         self.model, self.transforms, self.shift = model, transforms, shift
 
+    def ensemble_flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor | None:
+        """The model's flow over the symmetries, refined once; None for a model without a flow network."""
+        if getattr(self.model, "flow_net", None) is None:
+            return None
+        flow = dihedral_flow(
+            lambda a, b: self.model.estimate_flow(a, b, refine=False),
+            rgb_hsi,
+            ref,
+            self.transforms,
+            self.shift,
+        )
+        return self.model.refine_flow(flow, rgb_hsi, ref)
+
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        flow = self.ensemble_flow(rgb_hsi, ref)
+        keys = self.IMAGES if flow is not None else (*self.IMAGES, "flow")  # else: each pass's own flow
         total: dict[str, Tensor] = {}
         warps = False  # whether the model returns ref_warp0
         for g in TRANSFORMS[self.transforms]:
+            given = {} if flow is None else {"flow": transform_flow(flow, g)}
             out = self.model(
                 shifted_input(lr_up, g, self.shift),
                 transform_image(ref, g),
                 shifted_input(rgb_hsi, g, self.shift),
+                **given,
             )
             warps = warps or "ref_warp0" in out
-            for key, value in out.items():
-                if key in self.IMAGES:
-                    value = untransform_image(value, g)
-                elif key == "flow":
-                    value = untransform_flow(value, g)
-                else:
-                    continue
-                total[key] = value if key not in total else total[key] + value
+            for key in keys:
+                if key in out:
+                    value = untransform_flow(out[key], g) if key == "flow" else untransform_image(out[key], g)
+                    total[key] = value if key not in total else total[key] + value
         out = {k: v / len(TRANSFORMS[self.transforms]) for k, v in total.items()}
-        if warps and "flow" in out:  # the stage-1 warp is that of the ensemble's flow
+        if flow is not None:
+            out["flow"] = flow
+        if (warps or flow is not None) and "flow" in out:  # the stage-1 warp is that of the ensemble's flow
             out["ref_warp0"] = flow_warp(ref, out["flow"].to(ref.dtype), padding_mode="border")
         return out

@@ -170,7 +170,7 @@ class SSCHSR(nn.Module):
 
     Shape:
         ``forward(lr_up (B, C, H, W), ref (B, 3, H, W), rgb_hsi (B, 3, H, W))`` with float inputs in [0, 1]
-        returns a dict of
+        (and optionally ``flow (B, 2, H, W)``: stage 1's flow given, not estimated) returns a dict of
         ``sr (B, C, H, W)``, ``ref_warp (B, 3, H, W)``, ``ref_warp0 (B, 3, H, W)``, ``flow (B, 2, H, W)``
         (x, y pixels; ``rgb_hsi[p] ~ ref[p + flow[p]]``) and the matching result at the padded ``H/4``
         grid: ``match (B, 2, ceil(H/4), ceil(W/4))`` offsets and ``match_score (B, 1, ...)``. Any ``H, W``:
@@ -247,17 +247,21 @@ class SSCHSR(nn.Module):
             self.flow_net.eval()  # a frozen estimator keeps its inference behaviour (norms, dropout)
         return self
 
-    def estimate_flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
+    def estimate_flow(self, rgb_hsi: Tensor, ref: Tensor, refine: bool = True) -> Tensor:
         """Stage 1: ``(B, 2, H, W)`` flow from the grid of ``rgb_hsi`` into ``ref`` (zero without a flow net),
-        refined by ``flow_refiner`` in evaluation mode when one is set."""
+        refined by ``flow_refiner`` in evaluation mode when one is set and ``refine``."""
         b, _, h, w = rgb_hsi.shape
         if self.flow_net is None:
             return rgb_hsi.new_zeros(b, 2, h, w)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_flow):
             flow = self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
-        if self.flow_refiner is not None and not self.training:
-            flow = self.flow_refiner(flow, rgb_hsi, ref).to(flow.dtype)
-        return flow
+        return self.refine_flow(flow, rgb_hsi, ref) if refine else flow
+
+    def refine_flow(self, flow: Tensor, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
+        """``flow`` refined by ``flow_refiner`` (evaluation mode only), or as it is."""
+        if self.flow_refiner is None or self.training:
+            return flow
+        return self.flow_refiner(flow, rgb_hsi, ref).to(flow.dtype)
 
     def repair(self, rgb_hsi: Tensor, ref: Tensor, ref_warp0: Tensor, flow: Tensor) -> Tensor:
         """Stage 2: ``ref_warp (B, 3, H, W)``, or ``ref_warp0`` without a WarpNet."""
@@ -296,7 +300,9 @@ class SSCHSR(nn.Module):
         sr = reconstruct(x[..., :h, :w], lr_up, self.head)  # the network predicts the detail bicubic lacks
         return sr, offset, score
 
-    def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+    def forward(
+        self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor, flow: Tensor | None = None
+    ) -> dict[str, Tensor]:
         if lr_up.ndim != 4 or lr_up.shape[1] != self.n_bands:
             raise ValueError(
                 f"SSCHSR({self.n_bands} bands) expects lr_up (B, {self.n_bands}, H, W); got {tuple(lr_up.shape)}"
@@ -307,7 +313,12 @@ class SSCHSR(nn.Module):
                 raise ValueError(
                     f"SSCHSR expects {name} {expected} (the grid of lr_up); got {tuple(t.shape)}"
                 )
-        flow = self.estimate_flow(rgb_hsi, ref)
+        if flow is None:
+            flow = self.estimate_flow(rgb_hsi, ref)
+        elif tuple(flow.shape) != (lr_up.shape[0], 2, *lr_up.shape[-2:]):
+            raise ValueError(
+                f"SSCHSR expects flow (B, 2, H, W) on the grid of lr_up; got {tuple(flow.shape)}"
+            )
         ref_warp0 = flow_warp(ref, flow.to(ref.dtype), padding_mode="border")
         ref_warp = self.repair(rgb_hsi, ref, ref_warp0, flow)
         sr, match, match_score = self.super_resolve(lr_up, rgb_hsi, ref_warp)
