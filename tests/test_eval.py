@@ -100,6 +100,7 @@ def test_ckpt_and_exported_safetensors(models):
     check_structure(from_ckpt)
     assert from_ckpt["meta"]["model"] == "SSCHSR" and from_ckpt["meta"]["scale"] == SCALE
     assert from_ckpt["meta"]["weights"] == str(models["ckpt"])
+    assert from_ckpt["meta"]["flow_refine"] == 150  # the flow's test-time refinement is on by default
     for key in ("command", "commit", "date", "device", "conventions"):
         assert key in from_ckpt["meta"]
     # the random model is not bicubic, and its float16 export scores the same within float16 rounding
@@ -189,8 +190,8 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("scale=8", "trained for x4"), ("tta=4", "tta must be one of")],
-    ids=["scale", "tta"],
+    [("scale=8", "trained for x4"), ("tta=4", "tta must be one of"), ("flow_refine=-1", "flow_refine=-1")],
+    ids=["scale", "tta", "flow_refine"],
 )
 def test_console_script_bad_input_is_one_error_line(override, message, models, tmp_path):
     run_dir = tmp_path / "run"

@@ -218,6 +218,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "device": device.type,
             "tile": tile,
             "tta": tta,
+            "flow_refine": refine,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
             "commit": _commit(),
