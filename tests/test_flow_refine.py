@@ -167,3 +167,19 @@ class TestInTheNetwork:
         torch.testing.assert_close(given["ref_warp0"], out["ref_warp0"])
         with pytest.raises(ValueError, match="flow"):
             net(lr_up, ref, rgb, flow=torch.zeros(1, 2, 16, 32))
+
+
+def test_sr_module_trains_on_the_refined_flow(generator):
+    """``SRModule(flow_refine=N)`` hands the network the refined flow of its frozen flow network."""
+    from sschsr.lit.sr import SRModule
+
+    net = SSCHSR(4, flow_net=RAFT("small"))
+    lr_up = torch.rand(1, 4, 64, 64, generator=generator)
+    rgb, ref = torch.rand(2, 1, 3, 64, 64, generator=generator)
+    plain = SRModule(net, scale=4)(lr_up, ref, rgb)["flow"]
+    refined = SRModule(net, scale=4, flow_refine=5)(lr_up, ref, rgb)["flow"]
+    expected = FlowRefiner(4, 5)(plain.detach(), rgb, ref)
+    torch.testing.assert_close(refined, expected)
+    assert (refined - plain).abs().max() > 1e-4
+    with pytest.raises(ValueError, match="flow_refine"):
+        SRModule(net, scale=4, flow_refine=-1)

@@ -230,6 +230,10 @@ class SRModule(L.LightningModule):
             descriptors of ``rgb_hsi`` and of the unwarped ``ref`` at the true flow of the batch (training
             steps of networks with ``match_descriptors``, on batches with ``flow``); 0: end-to-end only.
         match_points, match_temperature: positions drawn per image, and the softmax temperature.
+        flow_refine: steps of the flow's test-time refinement (:class:`sschsr.ops.flow_refine.FlowRefiner`
+            at ``scale``) applied in training and evaluation alike, so that the network learns on the flow
+            ``sschsr-predict`` gives it; the refined flow carries no gradient to the flow network. 0: the
+            flow network's flow.
 
     A network without trainable parameters (:class:`~sschsr.models.baselines.Bicubic`) trains nothing:
     no optimiser, training steps only log the loss; validation and test score it as usual.
@@ -256,8 +260,11 @@ class SRModule(L.LightningModule):
         match_weight: float = 0.0,
         match_points: int = 256,
         match_temperature: float = 0.07,
+        flow_refine: int = 0,
     ):
         super().__init__()
+        if flow_refine < 0:
+            raise ValueError(f"flow_refine must be >= 0; got {flow_refine}")
         # only plain values go into the checkpoint: Lightning resumes with torch.load(weights_only=True),
         # which refuses pickled partials (the run's Hydra config records the optimiser anyway)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -275,8 +282,15 @@ class SRModule(L.LightningModule):
         return any(p.requires_grad for p in self.parameters())
 
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
-        """The network's outputs (see ``net``)."""
-        return self.net(lr_up, ref, rgb_hsi)
+        """The network's outputs (see ``net``), on the refined flow when ``flow_refine`` is set."""
+        steps = self.hparams.flow_refine
+        if not steps or getattr(self.net, "flow_net", None) is None:
+            return self.net(lr_up, ref, rgb_hsi)
+        from sschsr.ops.flow_refine import FlowRefiner
+
+        flow = self.net.estimate_flow(rgb_hsi, ref, refine=False)
+        flow = FlowRefiner(self.hparams.scale, steps)(flow, rgb_hsi, ref).to(flow.dtype)
+        return self.net(lr_up, ref, rgb_hsi, flow=flow)
 
     def _step(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
         out = self(batch["lr_up"], batch["ref"], batch["rgb_hsi"])
