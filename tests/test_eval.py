@@ -190,7 +190,11 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
 
 @pytest.mark.parametrize(
     ("override", "message"),
-    [("scale=8", "trained for x4"), ("tta=4", "tta must be one of"), ("flow_refine=-1", "flow_refine=-1")],
+    [
+        ("scale=8", "trained for x4"),
+        ("tta=4", "tta must be one of"),
+        ("flow_refine=-1", "flow_refine=-1: the number"),
+    ],
     ids=["scale", "tta", "flow_refine"],
 )
 def test_console_script_bad_input_is_one_error_line(override, message, models, tmp_path):

@@ -118,7 +118,7 @@ class TestInTheNetwork:
         net = SSCHSR(4, flow_net=RAFT("small"))
         assert with_flow_refinement(net, 8, 20) is net and net.flow_refiner == FlowRefiner(8, 20)
         assert with_flow_refinement(net, 8, 0).flow_refiner is None
-        with pytest.raises(InputError, match=">= 0"):
+        with pytest.raises(InputError, match="must be >= 0"):
             with_flow_refinement(net, 8, -1)
         bicubic = Bicubic()
         assert with_flow_refinement(bicubic, 8) is bicubic and not hasattr(bicubic, "flow_refiner")

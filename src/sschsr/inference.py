@@ -332,6 +332,13 @@ def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
 DEFAULT_FLOW_REFINE = 150  # steps of the flow's test-time refinement in sschsr-predict and sschsr-eval
 
 
+def check_flow_refine(steps: int, given: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``steps`` of flow refinement is a count (>= 0); the message starts
+    with ``given``, how the user wrote it (e.g. ``--flow-refine -1``)."""
+    if steps < 0:
+        raise InputError(f"{given or f'flow refinement steps {steps}'}: the number of steps must be >= 0")
+
+
 def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE) -> nn.Module:
     """``net`` with its flow refined at test time by ``iters`` steps of
     :class:`sschsr.ops.flow_refine.FlowRefiner` for LR data degraded at ``scale`` (0: the flow network's
@@ -344,8 +351,7 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
     """
     from sschsr.ops.flow_refine import FlowRefiner
 
-    if iters < 0:
-        raise InputError(f"flow refinement steps must be >= 0; got {iters}")
+    check_flow_refine(iters)
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
         net.flow_refiner = FlowRefiner(scale, iters) if iters else None
     return net

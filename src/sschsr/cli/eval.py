@@ -146,6 +146,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     from sschsr.inference import (
         DEFAULT_FLOW_REFINE,
         DEFAULT_TTA,
+        check_flow_refine,
         resolve_device,
         with_flow_refinement,
         with_tta,
@@ -157,8 +158,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     tta = DEFAULT_TTA if tta is None else int(tta)
     refine = cfg.get("flow_refine")
     refine = DEFAULT_FLOW_REFINE if refine is None else int(refine)
-    if refine < 0:
-        raise InputError(f"flow_refine={refine}: the number of steps must be >= 0")
+    check_flow_refine(refine, f"flow_refine={refine}")
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {
         key: None if net is None else with_tta(with_flow_refinement(net, scale, refine), scale, tta)

@@ -144,6 +144,7 @@ def run(args: argparse.Namespace) -> str:
     """
     from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_npy, write_png
     from sschsr.inference import (
+        check_flow_refine,
         check_reference,
         check_scale,
         load_model,
@@ -159,8 +160,7 @@ def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
     check_output(out, args.overwrite)
     check_scale(args.scale)
-    if args.flow_refine < 0:
-        raise InputError(f"--flow-refine {args.flow_refine}: the number of steps must be >= 0")
+    check_flow_refine(args.flow_refine, f"--flow-refine {args.flow_refine}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
     device = resolve_device(args.device)
