@@ -183,3 +183,12 @@ def test_sr_module_trains_on_the_refined_flow(generator):
     assert (refined - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="flow_refine"):
         SRModule(net, scale=4, flow_refine=-1)
+
+
+def test_autocast_does_not_lower_its_precision(generator):
+    ref, truth, rgb_hsi = observed_pair(generator)
+    start = truth + 1.0
+    plain = FlowRefiner(SCALE, iters=20)(start, rgb_hsi, ref)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        autocast = FlowRefiner(SCALE, iters=20)(start, rgb_hsi, ref)
+    torch.testing.assert_close(autocast, plain)

@@ -117,7 +117,7 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
     Returns:
         ``(B, 2, H, W)`` float32, without gradient history; ``flow`` itself (as float32) when
         ``refiner.iters`` is 0 or the image spans fewer than 4 LR pixels a side. Works under
-        ``torch.inference_mode`` (it optimises on copies outside it).
+        ``torch.inference_mode`` (it optimises on copies outside it) and autocast (it computes in float32).
     """
     if flow.ndim != 4 or flow.shape[1] != 2 or rgb_hsi.shape[-2:] != flow.shape[-2:]:
         raise ValueError(
@@ -127,7 +127,8 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
     h, w = flow.shape[-2:]
     if refiner.iters == 0 or min(h, w) < 4 * s:
         return flow.float()
-    with torch.inference_mode(False), torch.enable_grad():
+    autocast_off = torch.autocast(device_type=flow.device.type, enabled=False)  # float32 throughout
+    with torch.inference_mode(False), torch.enable_grad(), autocast_off:
         flow0, ref = flow.detach().float().clone(), ref.detach().float().clone()
         target = local_normalise(
             F.avg_pool2d(rgb_hsi.detach().float().clone(), s), refiner.window, refiner.var_eps
