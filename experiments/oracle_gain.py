@@ -49,10 +49,10 @@ def high_pass_modulation(
 ) -> torch.Tensor:
     """``lr_up * (Y + eps) / (low(Y) + eps)``, ``Y`` the mean of ``rgb (B, 3, H, W)`` and ``low`` the
     paper's degradation followed by bicubic upsampling (what ``lr_up`` went through)."""
-    from sschsr.data.degrade import degrade, upsample
+    from sschsr.data.degrade import low_pass
 
     y = rgb.mean(1, keepdim=True)
-    low = upsample(degrade(y, scale), scale)[..., : y.shape[-2], : y.shape[-1]]
+    low = low_pass(y, scale)
     return lr_up * (y + eps) / (low + eps)
 
 

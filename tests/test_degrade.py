@@ -68,3 +68,12 @@ class TestDegrade:
     def test_gradient(self):
         hr = torch.rand(1, 2, 8, 8, dtype=torch.float64, requires_grad=True)
         assert torch.autograd.gradcheck(lambda x: degrade(x, 2), (hr,))
+
+
+def test_low_pass_is_the_degradation_upsampled_at_any_size():
+    from sschsr.data.degrade import low_pass
+
+    x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(low_pass(x, 8), upsample(degrade(x, 8), 8))
+    odd = low_pass(x[..., :29, :45], 4)
+    assert odd.shape == (2, 3, 29, 45) and torch.isfinite(odd).all()

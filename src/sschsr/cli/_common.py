@@ -68,5 +68,7 @@ def add_flow_refine_option(
         default=default,
         metavar="STEPS",
         help="steps of the test-time refinement of the flow against the LR side "
-        f"(default {default}; 0: the flow network's flow as it is; sschsr-predict: {DEFAULT_FLOW_REFINE})",
+        f"(default {default}; 0: the flow network's flow as it is"
+        + ("" if default == DEFAULT_FLOW_REFINE else f"; sschsr-predict: {DEFAULT_FLOW_REFINE}")
+        + ")",
     )

@@ -89,6 +89,23 @@ def upsample(lr: Tensor, scale: int) -> Tensor:
     return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
 
 
+def low_pass(x: Tensor, scale: int) -> Tensor:
+    """``x`` as the upsampled LR side shows it: the paper's blur (:func:`gaussian_kernel`'s defaults, as
+    :func:`degrade`) kept at every ``scale``-th pixel, bicubic back up (:func:`upsample`), cropped to ``x``'s
+    size. Unlike :func:`degrade` any size is taken; for sizes divisible by ``scale`` it is
+    ``upsample(degrade(x, scale), scale)``.
+
+    Args:
+        x: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B, C, H, W)``.
+    """
+    h, w = x.shape[-2:]
+    lr = blur(x, gaussian_kernel(dtype=x.dtype, device=x.device), stride=scale)
+    return upsample(lr, scale)[..., :h, :w]
+
+
 def content_shift(scale: int, kernel_size: int = 8) -> float:
     """How far (HR pixels, in x and in y alike) ``upsample(degrade(hr, scale), scale)`` shows ``hr``'s
     content from where it is in ``hr``: ``lr_up(p) ~ hr(p - shift)``.

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sschsr.data.degrade import blur, gaussian_kernel, upsample
+from sschsr.data.degrade import low_pass
 from sschsr.ops.warp import flow_warp
 
 
@@ -68,12 +68,9 @@ class FlowRefiner:
 
 
 def observe(x: Tensor, scale: int) -> Tensor:
-    """``(B, C, H, W)`` as the LR side shows it, on the LR grid: the paper's degradation, bicubic
-    upsampling (``rgb_hsi`` is made that way), then the mean of each ``scale x scale`` block:
-    ``(B, C, H // scale, W // scale)``."""
-    h, w = x.shape[-2:]
-    lr = blur(x, gaussian_kernel(8, 3.0, dtype=x.dtype, device=x.device), stride=scale)
-    return F.avg_pool2d(upsample(lr, scale)[..., :h, :w], scale)
+    """``(B, C, H, W)`` as the LR side shows it (:func:`sschsr.data.degrade.low_pass`: ``rgb_hsi`` is made
+    that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``."""
+    return F.avg_pool2d(low_pass(x, scale), scale)
 
 
 def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
