@@ -16,8 +16,9 @@ scored, as it is (``bicubic``) and moved back onto the HR grid by the degradatio
 a trained network's gain over bicubic that is registration alone.
 ``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
-refined at test time by ``--flow-refine`` steps (default 0 here, so that the records made before the
-refinement existed stay reproducible; ``sschsr-predict`` refines with 150).
+refined at test time by ``--flow-refine`` steps and its output back-projected onto the LR input by
+``--back-project`` steps (both 0 by default here, so that the records made before they existed stay
+reproducible; ``sschsr-predict`` uses 150 and 20).
 
 ``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
 what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
@@ -48,11 +49,23 @@ from _common import (
     write_result,
 )
 
-from sschsr.cli._common import add_flow_refine_option, add_tta_option, exit_on_input_error
+from sschsr.cli._common import (
+    add_back_project_option,
+    add_flow_refine_option,
+    add_tta_option,
+    exit_on_input_error,
+)
 from sschsr.cli.eval import _load, _run
 from sschsr.data.degrade import LR_GRIDS, content_shift
 from sschsr.errors import InputError
-from sschsr.inference import DEFAULT_TTA, on_lr_grid, resolve_device, with_flow_refinement, with_tta
+from sschsr.inference import (
+    DEFAULT_TTA,
+    on_lr_grid,
+    resolve_device,
+    with_back_projection,
+    with_flow_refinement,
+    with_tta,
+)
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 
@@ -107,11 +120,16 @@ def evaluate(
     lr_shift: float = 0.0,
     lr_grid: str = "paper",
     flow_refine: int = 0,
+    back_project: int = 0,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
         name: on_lr_grid(
-            with_tta(with_flow_refinement(_load(path, scale, 31), scale, flow_refine), scale, tta),
+            with_back_projection(
+                with_tta(with_flow_refinement(_load(path, scale, 31), scale, flow_refine), scale, tta),
+                scale,
+                back_project,
+            ),
             scale,
             lr_grid,
         )
@@ -160,6 +178,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     add_flow_refine_option(p, default=0)
+    add_back_project_option(p, default=0)
     add_lr_shift_option(p)
     p.add_argument(
         "--lr-grid",
@@ -180,6 +199,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.lr_shift,
         args.lr_grid,
         args.flow_refine,
+        args.back_project,
     )
     record = {
         **provenance(device),
@@ -187,6 +207,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
         "flow_refine": args.flow_refine,
+        "back_project": args.back_project,
         "lr_shift": args.lr_shift,
         "lr_grid": args.lr_grid,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",

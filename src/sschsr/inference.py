@@ -332,11 +332,11 @@ def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
 DEFAULT_FLOW_REFINE = 150  # steps of the flow's test-time refinement in sschsr-predict and sschsr-eval
 
 
-def check_flow_refine(steps: int, given: str | None = None) -> None:
-    """Raise :class:`InputError` unless ``steps`` of flow refinement is a count (>= 0); the message starts
-    with ``given``, how the user wrote it (e.g. ``--flow-refine -1``)."""
+def check_steps(steps: int, given: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``steps`` (of the flow refinement, of back-projection) is a count
+    (>= 0); the message starts with ``given``, how the user wrote it (e.g. ``--flow-refine -1``)."""
     if steps < 0:
-        raise InputError(f"{given or f'flow refinement steps {steps}'}: the number of steps must be >= 0")
+        raise InputError(f"{given or f'steps {steps}'}: the number of steps must be >= 0")
 
 
 def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE) -> nn.Module:
@@ -351,17 +351,37 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
     """
     from sschsr.ops.flow_refine import FlowRefiner
 
-    check_flow_refine(iters)
+    check_steps(iters)
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
         net.flow_refiner = FlowRefiner(scale, iters) if iters else None
     return net
+
+
+DEFAULT_BACK_PROJECT = 20  # conjugate-gradient steps of back-projection in sschsr-predict and sschsr-eval
+
+
+def with_back_projection(net: nn.Module, scale: int, iters: int = DEFAULT_BACK_PROJECT) -> nn.Module:
+    """``net`` with its ``sr`` back-projected onto its LR input by ``iters`` steps
+    (:func:`sschsr.ops.back_projection.back_project` for LR data degraded at ``scale``;
+    :class:`~sschsr.models.ensemble.BackProjected`); ``net`` itself for 0. Apply it outside :func:`with_tta`
+    (once, on the ensemble's mean) and inside :func:`on_lr_grid` (which presents the data as the degradation
+    model expects).
+
+    Raises:
+        InputError: ``iters`` negative.
+    """
+    from sschsr.models.ensemble import BackProjected
+
+    check_steps(iters)
+    return BackProjected(net, scale, iters) if iters else net
 
 
 def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:
     """``net`` (trained on the paper's degradation, as every network here) for LR data of ``lr_grid``
     (:data:`sschsr.data.degrade.LR_GRIDS`): ``lr_up`` and ``rgb_hsi`` moved by the difference of the two
     conventions' :func:`~sschsr.data.degrade.lr_grid_shift` (:class:`~sschsr.models.ensemble.ShiftedInputs`,
-    3 px at x8 for ``block`` data); ``net`` itself for ``paper`` data. Apply it outside :func:`with_tta`.
+    3 px at x8 for ``block`` data); ``net`` itself for ``paper`` data. Apply it outside :func:`with_tta` and
+    :func:`with_back_projection`.
 
     Raises:
         InputError: an unknown ``lr_grid``.

@@ -52,6 +52,22 @@ def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tt
     )
 
 
+def _add_steps_option(
+    parser: argparse.ArgumentParser, flag: str, default: int, package_default: int, what: str, off: str
+) -> None:
+    """``flag``: a number of steps of a test-time procedure, ``default`` here; the help says what
+    ``sschsr-predict`` uses (``package_default``) where that differs."""
+    parser.add_argument(
+        flag,
+        type=int,
+        default=default,
+        metavar="STEPS",
+        help=f"{what} (default {default}; 0: {off}"
+        + ("" if default == package_default else f"; sschsr-predict: {package_default}")
+        + ")",
+    )
+
+
 def add_flow_refine_option(
     parser: argparse.ArgumentParser, flag: str = "--flow-refine", default: int | None = None
 ) -> None:
@@ -61,14 +77,29 @@ def add_flow_refine_option(
     0 turns it off."""
     from sschsr.inference import DEFAULT_FLOW_REFINE
 
-    default = DEFAULT_FLOW_REFINE if default is None else default
-    parser.add_argument(
+    _add_steps_option(
+        parser,
         flag,
-        type=int,
-        default=default,
-        metavar="STEPS",
-        help="steps of the test-time refinement of the flow against the LR side "
-        f"(default {default}; 0: the flow network's flow as it is"
-        + ("" if default == DEFAULT_FLOW_REFINE else f"; sschsr-predict: {DEFAULT_FLOW_REFINE}")
-        + ")",
+        DEFAULT_FLOW_REFINE if default is None else default,
+        DEFAULT_FLOW_REFINE,
+        "steps of the test-time refinement of the flow against the LR side",
+        "the flow network's flow as it is",
+    )
+
+
+def add_back_project_option(
+    parser: argparse.ArgumentParser, flag: str = "--back-project", default: int | None = None
+) -> None:
+    """``flag``: conjugate-gradient steps of back-projection (:func:`sschsr.inference.with_back_projection`),
+    default :data:`sschsr.inference.DEFAULT_BACK_PROJECT` (``sschsr-predict``) or ``default`` (the
+    experiment scripts: 0, so that their older records stay reproducible); 0 turns it off."""
+    from sschsr.inference import DEFAULT_BACK_PROJECT
+
+    _add_steps_option(
+        parser,
+        flag,
+        DEFAULT_BACK_PROJECT if default is None else default,
+        DEFAULT_BACK_PROJECT,
+        "steps of back-projection: the output made to agree with the LR input under the paper's degradation",
+        "the network's output as it is",
     )

@@ -144,10 +144,12 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
     from sschsr.data.degrade import content_shift
     from sschsr.inference import (
+        DEFAULT_BACK_PROJECT,
         DEFAULT_FLOW_REFINE,
         DEFAULT_TTA,
-        check_flow_refine,
+        check_steps,
         resolve_device,
+        with_back_projection,
         with_flow_refinement,
         with_tta,
     )
@@ -158,10 +160,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     tta = DEFAULT_TTA if tta is None else int(tta)
     refine = cfg.get("flow_refine")
     refine = DEFAULT_FLOW_REFINE if refine is None else int(refine)
-    check_flow_refine(refine, f"flow_refine={refine}")
+    check_steps(refine, f"flow_refine={refine}")
+    back = cfg.get("back_project")
+    back = DEFAULT_BACK_PROJECT if back is None else int(back)
+    check_steps(back, f"back_project={back}")
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {
-        key: None if net is None else with_tta(with_flow_refinement(net, scale, refine), scale, tta)
+        key: None
+        if net is None
+        else with_back_projection(with_tta(with_flow_refinement(net, scale, refine), scale, tta), scale, back)
         for key, net in loaded.items()
     }
     torch.manual_seed(int(cfg.get("seed") or 0))
@@ -219,6 +226,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "tile": tile,
             "tta": tta,
             "flow_refine": refine,
+            "back_project": back,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
             "commit": _commit(),

@@ -1,7 +1,8 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--lr-grid paper|block]
+                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--back-project 20]
+                   [--lr-grid paper|block]
                    [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
@@ -19,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sschsr.cli._common import add_flow_refine_option, add_tta_option, fail
+from sschsr.cli._common import add_back_project_option, add_flow_refine_option, add_tta_option, fail
 from sschsr.data.degrade import LR_GRIDS
 from sschsr.errors import InputError
 
@@ -60,6 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the fastest",
     )
     add_flow_refine_option(p)
+    add_back_project_option(p)
     p.add_argument(
         "--lr-grid",
         choices=LR_GRIDS,
@@ -144,14 +146,15 @@ def run(args: argparse.Namespace) -> str:
     """
     from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_npy, write_png
     from sschsr.inference import (
-        check_flow_refine,
         check_reference,
         check_scale,
+        check_steps,
         load_model,
         on_lr_grid,
         predict_tiled,
         prepare_inputs,
         resolve_device,
+        with_back_projection,
         with_flow_refinement,
         with_tta,
     )
@@ -160,7 +163,8 @@ def run(args: argparse.Namespace) -> str:
     out = Path(args.out)
     check_output(out, args.overwrite)
     check_scale(args.scale)
-    check_flow_refine(args.flow_refine, f"--flow-refine {args.flow_refine}")
+    check_steps(args.flow_refine, f"--flow-refine {args.flow_refine}")
+    check_steps(args.back_project, f"--back-project {args.back_project}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
     device = resolve_device(args.device)
@@ -191,7 +195,8 @@ def run(args: argparse.Namespace) -> str:
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
     net = with_flow_refinement(net, args.scale, args.flow_refine)
-    model = on_lr_grid(with_tta(net, args.scale, args.tta), args.scale, args.lr_grid)
+    net = with_back_projection(with_tta(net, args.scale, args.tta), args.scale, args.back_project)
+    model = on_lr_grid(net, args.scale, args.lr_grid)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
 
     sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)

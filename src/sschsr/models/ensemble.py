@@ -1,5 +1,6 @@
 """Self-ensembles over the eight symmetries of the square (test-time augmentation), of a flow network
-(:func:`dihedral_flow`) and of the whole super-resolution network (:class:`SelfEnsemble`).
+(:func:`dihedral_flow`) and of the whole super-resolution network (:class:`SelfEnsemble`), and the other
+test-time wrappers of a network (:class:`ShiftedInputs`, :class:`BackProjected`).
 
 A network is not equivariant to flips and transpositions: its errors on a mirrored or transposed input
 are partly independent of those on the input itself, so the mean of the eight predictions, each mapped
@@ -29,6 +30,7 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
+from sschsr.ops.back_projection import back_project
 from sschsr.ops.warp import flow_warp, move_content
 
 Transform = tuple[bool, bool, bool]  # (transpose, hflip, vflip)
@@ -134,6 +136,25 @@ class ShiftedInputs(nn.Module):
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
         d = self.shift
         return self.model(move_content(lr_up, d, d), ref, move_content(rgb_hsi, d, d))
+
+
+class BackProjected(nn.Module):
+    """``model`` whose ``sr`` is made to agree with its ``lr_up`` by ``iters`` steps of
+    :func:`sschsr.ops.back_projection.back_project` at ``scale`` (other outputs as they are).
+    :func:`sschsr.inference.with_back_projection` makes it.
+
+    Shape:
+        as ``model``.
+    """
+
+    def __init__(self, model: nn.Module, scale: int, iters: int):
+        super().__init__()
+        self.model, self.scale, self.iters = model, scale, iters
+
+    def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        out = self.model(lr_up, ref, rgb_hsi)
+        sr = back_project(out["sr"], lr_up, self.scale, self.iters).to(out["sr"].dtype)
+        return {**out, "sr": sr}
 
 
 class SelfEnsemble(nn.Module):
