@@ -101,6 +101,7 @@ def test_ckpt_and_exported_safetensors(models):
     assert from_ckpt["meta"]["model"] == "SSCHSR" and from_ckpt["meta"]["scale"] == SCALE
     assert from_ckpt["meta"]["weights"] == str(models["ckpt"])
     assert from_ckpt["meta"]["flow_refine"] == 150  # the flow's test-time refinement is on by default
+    assert from_ckpt["meta"]["back_project"] == 20  # and so is back-projection
     for key in ("command", "commit", "date", "device", "conventions"):
         assert key in from_ckpt["meta"]
     # the random model is not bicubic, and its float16 export scores the same within float16 rounding
@@ -194,8 +195,9 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
         ("scale=8", "trained for x4"),
         ("tta=4", "tta must be one of"),
         ("flow_refine=-1", "flow_refine=-1: the number"),
+        ("back_project=-1", "back_project=-1: the number"),
     ],
-    ids=["scale", "tta", "flow_refine"],
+    ids=["scale", "tta", "flow_refine", "back_project"],
 )
 def test_console_script_bad_input_is_one_error_line(override, message, models, tmp_path):
     run_dir = tmp_path / "run"

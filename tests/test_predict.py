@@ -234,6 +234,21 @@ class TestRun:
         assert np.abs(flows[None] - flows["0"]).max() > 1e-3
         assert np.abs(flows[None] - flows["20"]).max() > 1e-4 and np.isfinite(flows[None]).all()
 
+    def test_back_project(self, inputs, models):
+        """By default the output is back-projected onto the LR input: seen through the paper's degradation
+        it is the input (up to the unconverged part); --back-project 0 leaves the network's output, which is
+        not."""
+        from sschsr.data.degrade import low_pass, upsample
+
+        lr = torch.from_numpy(np.load(inputs["lr"]).transpose(2, 0, 1))[None]
+        mismatch = {}
+        for steps in ("0", None):
+            extra = ("--back-project", steps) if steps else ()
+            assert main(argv(inputs, models["sschsr"], "--tta", "1", *extra, "--overwrite")) == 0
+            sr = torch.from_numpy(np.load(inputs["out"]).transpose(2, 0, 1))[None]
+            mismatch[steps] = (low_pass(sr, SCALE) - upsample(lr, SCALE)).square().mean().sqrt().item()
+        assert mismatch[None] < 0.1 * mismatch["0"]
+
     def test_lr_grid(self, inputs, models):
         """--lr-grid block moves the LR side by the paper's shift before the network: another result, the
         same shape; for the paper's grid (the default) nothing changes."""
@@ -367,6 +382,10 @@ BAD_INPUTS = {
     "negative --flow-refine": (
         lambda i, m, t: argv(i, m["sschsr"], "--flow-refine", "-1"),
         "--flow-refine -1",
+    ),
+    "negative --back-project": (
+        lambda i, m, t: argv(i, m["sschsr"], "--back-project", "-2"),
+        "--back-project -2",
     ),
     "scale 16 not trained": (lambda i, m, t: argv(i, m["fp16"], scale=16), "trained for x4"),
     "stage-1 ckpt": (lambda i, m, t: argv(i, _stage1_ckpt(t / "flow.ckpt")), "stage-1"),

@@ -363,7 +363,8 @@ DEFAULT_BACK_PROJECT = 20  # conjugate-gradient steps of back-projection in ssch
 def with_back_projection(net: nn.Module, scale: int, iters: int = DEFAULT_BACK_PROJECT) -> nn.Module:
     """``net`` with its ``sr`` back-projected onto its LR input by ``iters`` steps
     (:func:`sschsr.ops.back_projection.back_project` for LR data degraded at ``scale``;
-    :class:`~sschsr.models.ensemble.BackProjected`); ``net`` itself for 0. Apply it outside :func:`with_tta`
+    :class:`~sschsr.models.ensemble.BackProjected`); ``net`` itself for 0 and for networks without weights
+    (bicubic stays bicubic, as in :func:`with_tta`). Apply it outside :func:`with_tta`
     (once, on the ensemble's mean) and inside :func:`on_lr_grid` (which presents the data as the degradation
     model expects).
 
@@ -373,7 +374,7 @@ def with_back_projection(net: nn.Module, scale: int, iters: int = DEFAULT_BACK_P
     from sschsr.models.ensemble import BackProjected
 
     check_steps(iters)
-    return BackProjected(net, scale, iters) if iters else net
+    return BackProjected(net, scale, iters) if iters and next(net.parameters(), None) is not None else net
 
 
 def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:
