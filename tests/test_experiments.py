@@ -111,24 +111,17 @@ def test_alignment_refines_its_flow_when_asked(common):
     assert common.alignment_parser("doc", "x.json").parse_args(["--ckpt", "m.ckpt"]).flow_refine == 0
 
 
-def test_bench_flow_refine_writes_its_record(tmp_path):
-    for bench in experiments_module("bench_flow_refine"):
+def test_bench_test_time_writes_its_record(tmp_path):
+    for bench in experiments_module("bench_test_time"):
         record = bench.main(
             [
-                "--sizes",
-                "32",
-                "--scale",
-                "4",
-                "--steps",
-                "2",
-                "--repeats",
-                "1",
-                "--out",
-                str(tmp_path / "b.json"),
+                *("--sizes", "32", "--scale", "4", "--flow-refine", "2", "--back-project", "2"),
+                *("--bands", "3", "--repeats", "1", "--out", str(tmp_path / "b.json")),
             ]
         )
-    assert set(record["seconds"]) == {"32"} and record["seconds"]["32"]["wall_s"] > 0
-    assert record["steps"] == 2 and (tmp_path / "b.json").is_file()
+    for step in ("flow_refine", "back_project"):
+        assert set(record["seconds"][step]) == {"32"} and record["seconds"][step]["32"]["wall_s"] > 0
+    assert record["steps"] == {"flow_refine": 2, "back_project": 2} and (tmp_path / "b.json").is_file()
 
 
 def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):

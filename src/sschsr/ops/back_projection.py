@@ -18,7 +18,7 @@ It is the classical iterative back-projection of super-resolution with the exact
 degradation; the degradation must be the data's (LR data made otherwise: move them onto the paper's grid
 first, :func:`sschsr.inference.on_lr_grid`). The README ("Measured") has what it does on held-out CAVE
 scenes, ``experiments/results/sr_eval_*_bp.json`` the records. The cost is ``iters`` applications of the
-degradation and of its adjoint at the output's size.
+degradation and of its adjoint at the output's size (``experiments/bench_test_time.py``).
 """
 
 from __future__ import annotations
