@@ -48,6 +48,15 @@ class TestDegrade:
         assert out[0, 1].abs().max() == 0
         assert out[0, 0].sum().item() == pytest.approx(1.0, abs=1e-5)
 
+    @pytest.mark.parametrize("size", [(16, 16), (13, 21), (5, 7)])
+    @pytest.mark.parametrize("stride", [1, 3, 8])
+    def test_separable_blur_equals_the_2d_kernel(self, size, stride):
+        x = torch.rand(2, 3, *size, generator=torch.Generator().manual_seed(0))
+        for k in (gaussian_kernel(8, 3.0), gaussian_kernel(13, 2.0)):
+            g = k.sum(0)
+            torch.testing.assert_close(torch.outer(g, g), k)
+            torch.testing.assert_close(blur(x, g, stride), blur(x, k, stride), rtol=0, atol=1e-6)
+
     def test_noise_is_seeded(self):
         hr = torch.rand(1, 3, 16, 16)
         a = degrade(hr, 4, noise_std=0.01, generator=torch.Generator().manual_seed(0))

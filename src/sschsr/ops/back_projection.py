@@ -23,20 +23,10 @@ degradation and of its adjoint at the output's size (``experiments/bench_test_ti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 import torch
 from torch import Tensor
 
 from sschsr.data.degrade import blur, gaussian_kernel, low_pass
-
-
-def _adjoint(op: Callable[[Tensor], Tensor], residual: Tensor) -> Tensor:
-    """The adjoint of the linear ``op`` applied to ``residual`` ``(B, C, H, W)``: the gradient of
-    ``<op(x), residual>`` with respect to ``x``; same shape."""
-    x = torch.zeros_like(residual, requires_grad=True)
-    (grad,) = torch.autograd.grad(op(x), x, grad_outputs=residual)
-    return grad
 
 
 def back_project(sr: Tensor, lr_up: Tensor, scale: int, iters: int, sigma: float | None = None) -> Tensor:
@@ -72,7 +62,8 @@ def back_project(sr: Tensor, lr_up: Tensor, scale: int, iters: int, sigma: float
     with torch.inference_mode(False), torch.enable_grad(), autocast_off:
         x, target = sr.detach().float().clone(), lr_up.detach().float().clone()
         size = 2 * round(3 * sigma) + 1
-        kernel = gaussian_kernel(size, sigma, device=x.device) if sigma > 0 else None
+        # its 1-D factor (a row sum of the normalised 2-D kernel): blur() then filters separably
+        kernel = gaussian_kernel(size, sigma, device=x.device).sum(0) if sigma > 0 else None
 
         def smooth(z: Tensor) -> Tensor:
             return z if kernel is None else blur(z, kernel)
@@ -84,15 +75,20 @@ def back_project(sr: Tensor, lr_up: Tensor, scale: int, iters: int, sigma: float
             return (a * b).sum((-2, -1), keepdim=True)
 
         z = torch.zeros_like(x)
+        _, vjp = torch.func.vjp(op, z)  # op is linear: one vector-Jacobian product function serves every step
+
+        def adjoint(residual: Tensor) -> Tensor:
+            return vjp(residual)[0]
+
         residual = target - low_pass(x, scale)
-        step = _adjoint(op, residual)  # steepest descent direction of the least-squares problem in z
+        step = adjoint(residual)  # steepest descent direction of the least-squares problem in z
         direction, norm = step, dot(step, step)
         for _ in range(iters):
             image = op(direction)
             alpha = norm / dot(image, image).clamp_min(1e-30)
             z = z + alpha * direction
             residual = residual - alpha * image
-            step = _adjoint(op, residual)
+            step = adjoint(residual)
             new_norm = dot(step, step)
             direction = step + new_norm / norm.clamp_min(1e-30) * direction
             norm = new_norm
