@@ -4,9 +4,9 @@ A network's output ``sr`` need not explain its input: seen through the degradati
 (:func:`sschsr.data.degrade.low_pass`, the paper's blur, decimation and bicubic upsampling), it differs from
 ``lr_up``, mostly in the low frequencies of each band (brightness and spectral slope over tens of pixels),
 which the degradation keeps and which therefore are known exactly. :func:`back_project` replaces that part
-by the data's: it returns the cube nearest to ``sr`` (Euclidean, per band) among those whose degradation is
-``lr_up``. Nearest in the Euclidean norm, the correction would be a sum of copies of the blur kernel, one
-per LR pixel: at x8 the 8-tap kernel covers its own 8 x 8 block and little more, so a smooth error would be
+by the data's: it returns ``sr`` plus the smallest smooth correction after which its degradation is
+``lr_up``, per band. The nearest such cube in the Euclidean norm would take a correction that is a sum of
+copies of the blur kernel, one per LR pixel: at x8 the 8-tap kernel covers its own 8 x 8 block and little more, so a smooth error would be
 replaced by a pattern of bumps. The correction is therefore sought as ``d = G z`` with ``G`` a Gaussian blur
 of ``sigma`` HR px (default a quarter of an LR pixel), ``z`` the smallest that explains the data: conjugate
 gradients on ``min_z ||low_pass(sr + G z) - lr_up||^2`` from ``z = 0`` (CGLS, whose iterates stay in the row
@@ -30,16 +30,16 @@ from sschsr.data.degrade import blur, gaussian_kernel, low_pass
 
 
 def back_project(sr: Tensor, lr_up: Tensor, scale: int, iters: int, sigma: float | None = None) -> Tensor:
-    """``sr`` moved the least (per band) so that its degradation matches ``lr_up``.
+    """``sr`` plus the smallest smooth correction (per band) after which its degradation is ``lr_up``.
 
     Args:
         sr: ``(B, C, H, W)`` a super-resolved cube.
         lr_up: ``(B, C, H, W)`` the upsampled LR data ``sr`` was made from, ``low_pass(hr, scale)`` for the
             scene ``hr`` (the network's input of that name).
         scale: the degradation factor.
-        iters: conjugate-gradient steps (0: ``sr`` unchanged). Each band converges independently: at x8
-            in about 5 steps, at x4 in about 20 (the blur removes less there, and the least-constrained
-            directions take longer).
+        iters: conjugate-gradient steps (0: ``sr`` unchanged). Each band converges independently; on the
+            CAVE validation scenes the PSNR settled within 10 steps at x8 and moved by about 0.01 dB from
+            20 to 30 steps at x4 (the blur removes less there; the least-constrained directions take longer).
         sigma: of the Gaussian that smooths the correction, HR px (None: ``scale / 4``; 0: none, the
             Euclidean projection).
 
