@@ -18,6 +18,7 @@ import statistics
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import torch
@@ -57,9 +58,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         flow = torch.randn(1, 2, s, s, generator=g)
         rgb_hsi, ref = torch.rand(2, 1, 3, s, s, generator=g)
         sr, lr_up = torch.rand(2, 1, args.bands, s, s, generator=g)
-        seconds["flow_refine"][str(s)] = median_seconds(lambda: refiner(flow, rgb_hsi, ref), args.repeats)
+        seconds["flow_refine"][str(s)] = median_seconds(partial(refiner, flow, rgb_hsi, ref), args.repeats)
         seconds["back_project"][str(s)] = median_seconds(
-            lambda: back_project(sr, lr_up, args.scale, args.back_project), args.repeats
+            partial(back_project, sr, lr_up, args.scale, args.back_project), args.repeats
         )
     record = {
         **provenance(torch.device("cpu")),

@@ -124,6 +124,39 @@ def test_bench_test_time_writes_its_record(tmp_path):
     assert record["steps"] == {"flow_refine": 2, "back_project": 2} and (tmp_path / "b.json").is_file()
 
 
+def test_true_flow_gain_scores_the_three_flows(tmp_path):
+    for script in experiments_module("true_flow_gain"):
+        truth = torch.randn(1, 2, 8, 8)
+        valid = torch.ones(1, 8, 8, dtype=torch.bool)
+        assert script.mean_epe(truth, truth, valid) == 0
+        assert script.mean_epe(
+            truth + torch.tensor([3.0, 4.0])[:, None, None], truth, valid
+        ) == pytest.approx(5)
+        record = script.main(
+            [
+                *(
+                    "--scale",
+                    "8",
+                    "--flow-refine",
+                    "3",
+                    "--back-project",
+                    "3",
+                    "--out",
+                    str(tmp_path / "t.json"),
+                ),
+                *(
+                    "--overrides",
+                    "data.eval_crop_size=64",
+                    "data.lists.val=null",
+                    "data.lists.test=[balloons]",
+                ),
+            ]
+        )
+    assert set(record["means"]) == {"own", "refined", "true"} and (tmp_path / "t.json").is_file()
+    assert "epe" in record["means"]["own"] and "epe" not in record["means"]["true"]
+    assert all(v["psnr"] > 15 for v in record["means"].values())
+
+
 def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
     from sschsr.data.degrade import degrade, upsample
     from sschsr.data.spectral import camera_srf, default_wavelengths
