@@ -13,7 +13,8 @@ self-ensemble), each output back-projected by ``--back-project`` steps as ``ssch
 - ``true``: the pair's exact flow (``batch["flow"]``): the network with perfect alignment, everything
   else unchanged.
 
-For the first two the mean end-point error over the valid pixels is recorded beside the metrics (as
+For the first two the end-point error over the valid pixels (mean, median, 90th percentile) is recorded
+beside the metrics (as
 ``sschsr-eval``: outputs clamped to [0, 1]); means over scenes, in
 ``experiments/results/true_flow_gain_x{scale}.json`` with the command, commit, device and date.
 """
@@ -39,9 +40,11 @@ from sschsr.ops.flow_refine import FlowRefiner
 FLOWS = ("own", "refined", "true")
 
 
-def mean_epe(flow: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> float:
-    """Mean end-point error (px) of ``flow`` ``(B, 2, H, W)`` against ``truth`` over its valid pixels."""
-    return endpoint_error(flow, truth)[flow_valid_mask(truth, valid)].mean().item()
+def epe_stats(flow: torch.Tensor, truth: torch.Tensor, valid: torch.Tensor) -> dict[str, float]:
+    """Mean, median and 90th percentile of the end-point error (px) of ``flow`` ``(B, 2, H, W)`` against
+    ``truth`` over its valid pixels: ``{"epe", "epe_median", "epe_p90"}``."""
+    e = endpoint_error(flow, truth)[flow_valid_mask(truth, valid)].double()
+    return {"epe": e.mean().item(), "epe_median": e.median().item(), "epe_p90": e.quantile(0.9).item()}
 
 
 def flows(net: torch.nn.Module, batch: dict[str, Any], refine: int, scale: int) -> dict[str, torch.Tensor]:
@@ -80,7 +83,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             sr = back_project(sr, batch["lr_up"], args.scale, args.back_project).cpu()
             row[name] = scores(sr, hr, args.scale)
             if name != "true":
-                row[name]["epe"] = mean_epe(flow, batch["flow"].float(), batch["valid"])
+                row[name] |= epe_stats(flow, batch["flow"].float(), batch["valid"])
         rows.append(row)
         print(
             f"{row['name']}: "

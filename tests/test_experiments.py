@@ -128,10 +128,12 @@ def test_true_flow_gain_scores_the_three_flows(tmp_path):
     for script in experiments_module("true_flow_gain"):
         truth = torch.randn(1, 2, 8, 8)
         valid = torch.ones(1, 8, 8, dtype=torch.bool)
-        assert script.mean_epe(truth, truth, valid) == 0
-        assert script.mean_epe(
-            truth + torch.tensor([3.0, 4.0])[:, None, None], truth, valid
-        ) == pytest.approx(5)
+        assert script.epe_stats(truth, truth, valid) == {"epe": 0, "epe_median": 0, "epe_p90": 0}
+        off = truth.clone()
+        off[..., :2, :] += torch.tensor([3.0, 4.0])[:, None, None]  # a quarter of the pixels 5 px off
+        stats = script.epe_stats(off, truth, valid)
+        assert stats["epe"] == pytest.approx(1.25) and stats["epe_median"] == pytest.approx(0, abs=1e-6)
+        assert stats["epe_p90"] == pytest.approx(5)
         record = script.main(
             [
                 *(
