@@ -20,6 +20,10 @@ refined at test time by ``--flow-refine`` steps and its output back-projected on
 ``--back-project`` steps (both 0 by default here, so that the records made before they existed stay
 reproducible; ``sschsr-predict`` uses 150 and 20).
 
+``--noise-std S`` adds Gaussian noise of that standard deviation to the LR cube (before upsampling, as the
+datamodules' ``noise_std``): real LR data are noisy, and back-projection, which makes the output reproduce
+the LR data, reproduces their noise too.
+
 ``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
 what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
 the paper's even kernel at x8; OpenCV's anchor for an even kernel: +1), to measure how much a model
@@ -121,6 +125,7 @@ def evaluate(
     lr_grid: str = "paper",
     flow_refine: int = 0,
     back_project: int = 0,
+    noise_std: float = 0.0,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
@@ -137,7 +142,7 @@ def evaluate(
         .eval()
         for name, path in models.items()
     }
-    overrides = ["data.eval_batch_size=1"]
+    overrides = ["data.eval_batch_size=1", f"data.noise_std={noise_std}"]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
     registered = Bicubic(shift=content_shift(scale))  # what the models learn to undo, nothing more
@@ -179,6 +184,12 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     add_flow_refine_option(p, default=0)
     add_back_project_option(p, default=0)
+    p.add_argument(
+        "--noise-std",
+        type=float,
+        default=0.0,
+        help="Gaussian noise added to the LR cube (its values in [0, 1]; seeded by the data's view_seed): default 0",
+    )
     add_lr_shift_option(p)
     p.add_argument(
         "--lr-grid",
@@ -200,6 +211,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.lr_grid,
         args.flow_refine,
         args.back_project,
+        args.noise_std,
     )
     record = {
         **provenance(device),
@@ -208,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tta": args.tta,
         "flow_refine": args.flow_refine,
         "back_project": args.back_project,
+        "noise_std": args.noise_std,
         "lr_shift": args.lr_shift,
         "lr_grid": args.lr_grid,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",

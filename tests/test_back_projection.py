@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from sschsr.data.degrade import low_pass
 from sschsr.errors import InputError
-from sschsr.inference import with_back_projection
+from sschsr.inference import default_back_project, with_back_projection
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import BackProjected
 from sschsr.ops.back_projection import back_project
@@ -124,6 +124,12 @@ def test_the_wrapper_back_projects_sr_only(generator):
     assert (low_pass(out["sr"], 8) - lr_up).abs().max() < 1e-4
     assert with_back_projection(net, 8, 0) is net
     bicubic = Bicubic()
-    assert with_back_projection(bicubic, 8) is bicubic  # a method without weights stays what it is
+    assert with_back_projection(bicubic, 8, 20) is bicubic  # a method without weights stays what it is
     with pytest.raises(InputError, match="must be >= 0"):
         with_back_projection(net, 8, -1)
+
+
+def test_default_steps_by_scale():
+    """On by default where it is robust to noise in the LR data (x8, x16), off at x4."""
+    assert default_back_project(8) == default_back_project(16) == 20
+    assert default_back_project(4) == 0

@@ -235,19 +235,20 @@ class TestRun:
         assert np.abs(flows[None] - flows["20"]).max() > 1e-4 and np.isfinite(flows[None]).all()
 
     def test_back_project(self, inputs, models):
-        """By default the output is back-projected onto the LR input: seen through the paper's degradation
-        it is the input (up to the unconverged part); --back-project 0 leaves the network's output, which is
-        not."""
+        """--back-project N makes the output agree with the LR input: seen through the paper's degradation
+        it is the input (up to the unconverged part); by default at x4 (as --back-project 0) the network's
+        output is left as it is, which is not."""
         from sschsr.data.degrade import low_pass, upsample
 
         lr = torch.from_numpy(np.load(inputs["lr"]).transpose(2, 0, 1))[None]
         mismatch = {}
-        for steps in ("0", None):
+        for steps in ("0", "20", None):
             extra = ("--back-project", steps) if steps else ()
             assert main(argv(inputs, models["sschsr"], "--tta", "1", *extra, "--overwrite")) == 0
             sr = torch.from_numpy(np.load(inputs["out"]).transpose(2, 0, 1))[None]
             mismatch[steps] = (low_pass(sr, SCALE) - upsample(lr, SCALE)).square().mean().sqrt().item()
-        assert mismatch[None] < 0.1 * mismatch["0"]
+        assert mismatch["20"] < 0.1 * mismatch["0"]
+        assert mismatch[None] == mismatch["0"]  # SCALE is 4: off by default
 
     def test_lr_grid(self, inputs, models):
         """--lr-grid block moves the LR side by the paper's shift before the network: another result, the

@@ -53,17 +53,23 @@ def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tt
 
 
 def _add_steps_option(
-    parser: argparse.ArgumentParser, flag: str, default: int, package_default: int, what: str, off: str
+    parser: argparse.ArgumentParser,
+    flag: str,
+    default: int | None,
+    package_default: str,
+    what: str,
+    off: str,
 ) -> None:
-    """``flag``: a number of steps of a test-time procedure, ``default`` here; the help says what
-    ``sschsr-predict`` uses (``package_default``) where that differs."""
+    """``flag``: a number of steps of a test-time procedure, ``default`` here (None: ``package_default``,
+    which describes what ``sschsr-predict`` uses); the help names ``package_default`` where that differs."""
+    here = package_default if default is None else str(default)
     parser.add_argument(
         flag,
         type=int,
         default=default,
         metavar="STEPS",
-        help=f"{what} (default {default}; 0: {off}"
-        + ("" if default == package_default else f"; sschsr-predict: {package_default}")
+        help=f"{what} (default {here}; 0: {off}"
+        + ("" if here == package_default else f"; sschsr-predict: {package_default}")
         + ")",
     )
 
@@ -81,7 +87,7 @@ def add_flow_refine_option(
         parser,
         flag,
         DEFAULT_FLOW_REFINE if default is None else default,
-        DEFAULT_FLOW_REFINE,
+        str(DEFAULT_FLOW_REFINE),
         "steps of the test-time refinement of the flow against the LR side",
         "the flow network's flow as it is",
     )
@@ -91,15 +97,16 @@ def add_back_project_option(
     parser: argparse.ArgumentParser, flag: str = "--back-project", default: int | None = None
 ) -> None:
     """``flag``: conjugate-gradient steps of back-projection (:func:`sschsr.inference.with_back_projection`),
-    default :data:`sschsr.inference.DEFAULT_BACK_PROJECT` (``sschsr-predict``) or ``default`` (the
-    experiment scripts: 0, so that their older records stay reproducible); 0 turns it off."""
-    from sschsr.inference import DEFAULT_BACK_PROJECT
+    default None (``sschsr-predict``: :func:`sschsr.inference.default_back_project` of the scale) or
+    ``default`` (the experiment scripts: 0, so that their older records stay reproducible); 0 turns it off."""
+    from sschsr.inference import BACK_PROJECT_SCALES, BACK_PROJECT_STEPS
 
+    scales = " and ".join(f"x{s}" for s in BACK_PROJECT_SCALES)
     _add_steps_option(
         parser,
         flag,
-        DEFAULT_BACK_PROJECT if default is None else default,
-        DEFAULT_BACK_PROJECT,
+        default,
+        f"{BACK_PROJECT_STEPS} at {scales}, 0 at x4, where it amplifies the LR data's noise",
         "steps of back-projection: the output made to agree with the LR input under the paper's degradation",
         "the network's output as it is",
     )
