@@ -16,7 +16,10 @@ and ``sigma`` = s/4 was the best of the values tried at x4 and x8.)
 
 It is the classical iterative back-projection of super-resolution with the exact adjoint of the paper's
 degradation; the degradation must be the data's (LR data made otherwise: move them onto the paper's grid
-first, :func:`sschsr.inference.on_lr_grid`). The README ("Measured") has what it does on held-out CAVE
+first, :func:`sschsr.inference.on_lr_grid`), and the output reproduces the data's noise too: where the
+blur leaves the finest LR frequencies weak (x4 with the paper's sigma 3) that noise comes out amplified, so
+``sschsr-predict`` runs it by default only at x8 and x16 (:func:`sschsr.inference.default_back_project`).
+The README ("Measured") has what it does on held-out CAVE
 scenes, ``experiments/results/sr_eval_*_bp.json`` the records. The cost is ``iters`` applications of the
 degradation and of its adjoint at the output's size (``experiments/bench_test_time.py``).
 """
