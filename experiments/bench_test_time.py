@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from _common import RESULTS, provenance, write_result
 
+from sschsr.inference import BACK_PROJECT_STEPS, DEFAULT_FLOW_REFINE
 from sschsr.ops.back_projection import back_project
 from sschsr.ops.flow_refine import FlowRefiner
 
@@ -44,8 +45,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--sizes", type=int, nargs="+", default=[256, 512])
     p.add_argument("--scale", type=int, default=8)
-    p.add_argument("--flow-refine", type=int, default=150, help="steps of the flow refinement")
-    p.add_argument("--back-project", type=int, default=20, help="steps of back-projection")
+    p.add_argument(
+        "--flow-refine", type=int, default=DEFAULT_FLOW_REFINE, help="steps of the flow refinement"
+    )
+    p.add_argument("--back-project", type=int, default=BACK_PROJECT_STEPS, help="steps of back-projection")
     p.add_argument("--bands", type=int, default=31, help="of the back-projected cube")
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--out", default=str(RESULTS / "bench_test_time.json"))

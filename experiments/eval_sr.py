@@ -18,7 +18,7 @@ a trained network's gain over bicubic that is registration alone.
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
 refined at test time by ``--flow-refine`` steps and its output back-projected onto the LR input by
 ``--back-project`` steps (both 0 by default here, so that the records made before they existed stay
-reproducible; ``sschsr-predict`` uses 150 and 20).
+reproducible; ``sschsr-predict`` uses 150, and 20 at x8 and x16).
 
 ``--noise-std S`` adds Gaussian noise of that standard deviation to the LR cube (before upsampling, as the
 datamodules' ``noise_std``): real LR data are noisy, and back-projection, which makes the output reproduce

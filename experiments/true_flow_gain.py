@@ -6,7 +6,8 @@ refined at test time, and the true flow of the synthetic pair.
 
 On the CAVE test scenes, made as :mod:`eval_sr` makes them (whole 512 x 512 cubes, the reference a synthetic
 view by another camera whose exact flow the pair carries), the network runs once per flow (one pass, no
-self-ensemble), each output back-projected by ``--back-project`` steps as ``sschsr-predict`` does:
+self-ensemble), each output back-projected by ``--back-project`` steps (default 20 at every scale, as
+``sschsr-predict`` does at x8; 0: the network's outputs as they are):
 
 - ``own``: the flow network's flow;
 - ``refined``: that flow refined by ``--flow-refine`` steps (what ``sschsr-predict --tta 1`` runs);
@@ -32,7 +33,7 @@ from eval_sr import COLUMNS, scores
 from sschsr.cli._common import add_back_project_option, add_flow_refine_option, exit_on_input_error
 from sschsr.cli.eval import _load
 from sschsr.errors import InputError
-from sschsr.inference import resolve_device
+from sschsr.inference import BACK_PROJECT_STEPS, resolve_device
 from sschsr.losses import endpoint_error, flow_valid_mask
 from sschsr.ops.back_projection import back_project
 from sschsr.ops.flow_refine import FlowRefiner
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--model", default="shipped", help="a full-model .ckpt / .safetensors, or 'shipped'")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_flow_refine_option(p)
-    add_back_project_option(p)
+    add_back_project_option(p, default=BACK_PROJECT_STEPS)  # at every scale, so the outputs compare alike
     p.add_argument(
         "--overrides", nargs="*", default=[], help="more data config overrides (tests: small data)"
     )

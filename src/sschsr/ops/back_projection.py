@@ -6,8 +6,8 @@ A network's output ``sr`` need not explain its input: seen through the degradati
 which the degradation keeps and which therefore are known exactly. :func:`back_project` replaces that part
 by the data's: it returns ``sr`` plus the smallest smooth correction after which its degradation is
 ``lr_up``, per band. The nearest such cube in the Euclidean norm would take a correction that is a sum of
-copies of the blur kernel, one per LR pixel: at x8 the 8-tap kernel covers its own 8 x 8 block and little more, so a smooth error would be
-replaced by a pattern of bumps. The correction is therefore sought as ``d = G z`` with ``G`` a Gaussian blur
+copies of the blur kernel, one per LR pixel: at x8 the 8-tap kernel covers its own 8 x 8 block and little
+more, so a smooth error would be replaced by a pattern of bumps. The correction is therefore sought as ``d = G z`` with ``G`` a Gaussian blur
 of ``sigma`` HR px (default a quarter of an LR pixel), ``z`` the smallest that explains the data: conjugate
 gradients on ``min_z ||low_pass(sr + G z) - lr_up||^2`` from ``z = 0`` (CGLS, whose iterates stay in the row
 space of the operator). Detail the degradation removes, where the reference helps, is left to the network.
@@ -19,8 +19,8 @@ degradation; the degradation must be the data's (LR data made otherwise: move th
 first, :func:`sschsr.inference.on_lr_grid`), and the output reproduces the data's noise too: where the
 blur leaves the finest LR frequencies weak (x4 with the paper's sigma 3) that noise comes out amplified, so
 ``sschsr-predict`` runs it by default only at x8 and x16 (:func:`sschsr.inference.default_back_project`).
-The README ("Measured") has what it does on held-out CAVE
-scenes, ``experiments/results/sr_eval_*_bp.json`` the records. The cost is ``iters`` applications of the
+The README ("Measured") has what it
+does on held-out CAVE scenes, ``experiments/results/sr_eval_*_bp.json`` the records. The cost is ``iters`` applications of the
 degradation and of its adjoint at the output's size (``experiments/bench_test_time.py``).
 """
 
