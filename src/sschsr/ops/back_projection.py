@@ -11,8 +11,8 @@ more, so a smooth error would be replaced by a pattern of bumps. The correction 
 of ``sigma`` HR px (default a quarter of an LR pixel), ``z`` the smallest that explains the data: conjugate
 gradients on ``min_z ||low_pass(sr + G z) - lr_up||^2`` from ``z = 0`` (CGLS, whose iterates stay in the row
 space of the operator). Detail the degradation removes, where the reference helps, is left to the network.
-(On the validation scenes at x8 the smoothed correction scored 0.07-0.14 dB above the plain projection,
-and ``sigma`` = s/4 was the best of the values tried at x4 and x8.)
+(``sigma`` and the default number of steps were chosen on the CAVE validation scenes, not on the scenes
+scored.)
 
 It is the classical iterative back-projection of super-resolution with the exact adjoint of the paper's
 degradation; the degradation must be the data's (LR data made otherwise: move them onto the paper's grid
@@ -40,9 +40,8 @@ def back_project(sr: Tensor, lr_up: Tensor, scale: int, iters: int, sigma: float
         lr_up: ``(B, C, H, W)`` the upsampled LR data ``sr`` was made from, ``low_pass(hr, scale)`` for the
             scene ``hr`` (the network's input of that name).
         scale: the degradation factor.
-        iters: conjugate-gradient steps (0: ``sr`` unchanged). Each band converges independently; on the
-            CAVE validation scenes the PSNR settled within 10 steps at x8 and moved by about 0.01 dB from
-            20 to 30 steps at x4 (the blur removes less there; the least-constrained directions take longer).
+        iters: conjugate-gradient steps (0: ``sr`` unchanged). Each band converges independently, faster
+            at x8 than at x4 (the blur removes less there; the least-constrained directions take longer).
         sigma: of the Gaussian that smooths the correction, HR px (None: ``scale / 4``; 0: none, the
             Euclidean projection).
 
