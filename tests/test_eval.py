@@ -21,7 +21,7 @@ from omegaconf import DictConfig
 from sschsr.cli._common import CONF_DIR
 from sschsr.cli.eval import evaluate, load_models
 from sschsr.errors import InputError
-from sschsr.inference import default_back_project, export_weights
+from sschsr.inference import BACK_PROJECT_STEPS, export_weights
 from sschsr.metrics import SR_METRICS
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
@@ -101,7 +101,7 @@ def test_ckpt_and_exported_safetensors(models):
     assert from_ckpt["meta"]["model"] == "SSCHSR" and from_ckpt["meta"]["scale"] == SCALE
     assert from_ckpt["meta"]["weights"] == str(models["ckpt"])
     assert from_ckpt["meta"]["flow_refine"] == 150  # the flow's test-time refinement is on by default
-    assert from_ckpt["meta"]["back_project"] == default_back_project(SCALE)  # by scale: x4 off, x8 on
+    assert from_ckpt["meta"]["back_project"] == BACK_PROJECT_STEPS  # on by default, at every scale
     for key in ("command", "commit", "date", "device", "conventions"):
         assert key in from_ckpt["meta"]
     # the random model is not bicubic, and its float16 export scores the same within float16 rounding

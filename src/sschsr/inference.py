@@ -357,17 +357,10 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
     return net
 
 
-BACK_PROJECT_STEPS = 20  # conjugate-gradient steps of back-projection where it is on by default
-BACK_PROJECT_SCALES = (8, 16)  # where it is on by default (see default_back_project)
-
-
-def default_back_project(scale: int) -> int:
-    """Steps of back-projection ``sschsr-predict`` and ``sschsr-eval`` run at ``scale`` unless told:
-    :data:`BACK_PROJECT_STEPS` at x8 and x16, 0 at x4. At x4 the paper's blur (sigma 3 HR px) leaves the
-    finest LR frequencies at a few percent of their strength, and making the output reproduce them
-    amplifies the LR data's noise: with noise of standard deviation 0.005 on the CAVE test scenes it costs
-    2 dB at x4 where it gains 0.9 dB on noise-free data (README, "Back-projection")."""
-    return BACK_PROJECT_STEPS if scale in BACK_PROJECT_SCALES else 0
+# conjugate-gradient steps of back-projection in sschsr-predict and sschsr-eval unless told otherwise, at
+# every scale: the correction is damped by the noise it estimates in the LR data
+# (sschsr.ops.back_projection.back_project; README, "Back-projection")
+BACK_PROJECT_STEPS = 20
 
 
 def with_back_projection(net: nn.Module, scale: int, iters: int) -> nn.Module:

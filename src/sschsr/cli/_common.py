@@ -97,16 +97,15 @@ def add_back_project_option(
     parser: argparse.ArgumentParser, flag: str = "--back-project", default: int | None = None
 ) -> None:
     """``flag``: conjugate-gradient steps of back-projection (:func:`sschsr.inference.with_back_projection`),
-    default None (``sschsr-predict``: :func:`sschsr.inference.default_back_project` of the scale) or
-    ``default`` (the experiment scripts: 0, so that their older records stay reproducible); 0 turns it off."""
-    from sschsr.inference import BACK_PROJECT_SCALES, BACK_PROJECT_STEPS
+    default :data:`sschsr.inference.BACK_PROJECT_STEPS` (``sschsr-predict``) or ``default`` (the experiment
+    scripts: 0, so that their older records stay reproducible); 0 turns it off."""
+    from sschsr.inference import BACK_PROJECT_STEPS
 
-    scales = " and ".join(f"x{s}" for s in BACK_PROJECT_SCALES)
     _add_steps_option(
         parser,
         flag,
-        default,
-        f"{BACK_PROJECT_STEPS} at {scales}, 0 at x4, where it amplifies the LR data's noise",
+        BACK_PROJECT_STEPS if default is None else default,
+        str(BACK_PROJECT_STEPS),
         "steps of back-projection: the output made to agree with the LR input under the paper's degradation",
         "the network's output as it is",
     )

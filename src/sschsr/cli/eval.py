@@ -144,10 +144,10 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
     from sschsr.data.degrade import content_shift
     from sschsr.inference import (
+        BACK_PROJECT_STEPS,
         DEFAULT_FLOW_REFINE,
         DEFAULT_TTA,
         check_steps,
-        default_back_project,
         resolve_device,
         with_back_projection,
         with_flow_refinement,
@@ -162,7 +162,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     refine = DEFAULT_FLOW_REFINE if refine is None else int(refine)
     check_steps(refine, f"flow_refine={refine}")
     back = cfg.get("back_project")
-    back = default_back_project(scale) if back is None else int(back)
+    back = BACK_PROJECT_STEPS if back is None else int(back)
     check_steps(back, f"back_project={back}")
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {

@@ -1,7 +1,7 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--back-project STEPS]
+                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--back-project 20]
                    [--lr-grid paper|block]
                    [--save-intermediates DIR] [--overwrite]
 
@@ -149,7 +149,6 @@ def run(args: argparse.Namespace) -> str:
         check_reference,
         check_scale,
         check_steps,
-        default_back_project,
         load_model,
         on_lr_grid,
         predict_tiled,
@@ -165,9 +164,7 @@ def run(args: argparse.Namespace) -> str:
     check_output(out, args.overwrite)
     check_scale(args.scale)
     check_steps(args.flow_refine, f"--flow-refine {args.flow_refine}")
-    if args.back_project is not None:
-        check_steps(args.back_project, f"--back-project {args.back_project}")
-    back_project = default_back_project(args.scale) if args.back_project is None else args.back_project
+    check_steps(args.back_project, f"--back-project {args.back_project}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
     device = resolve_device(args.device)
@@ -198,7 +195,7 @@ def run(args: argparse.Namespace) -> str:
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
     net = with_flow_refinement(net, args.scale, args.flow_refine)
-    net = with_back_projection(with_tta(net, args.scale, args.tta), args.scale, back_project)
+    net = with_back_projection(with_tta(net, args.scale, args.tta), args.scale, args.back_project)
     model = on_lr_grid(net, args.scale, args.lr_grid)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
 
