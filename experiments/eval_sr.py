@@ -18,11 +18,11 @@ a trained network's gain over bicubic that is registration alone.
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
 refined at test time by ``--flow-refine`` steps and its output back-projected onto the LR input by
 ``--back-project`` steps (both 0 by default here, so that the records made before they existed stay
-reproducible; ``sschsr-predict`` uses 150, and 20 at x8 and x16).
+reproducible; ``sschsr-predict`` uses 150 and 20).
 
 ``--noise-std S`` adds Gaussian noise of that standard deviation to the LR cube (before upsampling, as the
-datamodules' ``noise_std``): real LR data are noisy, and back-projection, which makes the output reproduce
-the LR data, reproduces their noise too.
+datamodules' ``noise_std``): real LR data are noisy, and back-projection, which makes the output agree with
+the LR data, must not reproduce their noise (it estimates it, :mod:`sschsr.ops.back_projection`).
 
 ``--lr-shift D`` makes the LR side from the scene moved by ``D`` px in x and in y (the HR target stays):
 what LR data degraded with the blur centred ``D`` px elsewhere look like (a centred Gaussian: +0.5 px from
