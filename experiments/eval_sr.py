@@ -72,6 +72,7 @@ from sschsr.inference import (
 )
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
+from sschsr.ops.back_projection import CORRECTION_STD
 
 BASELINES = ("bicubic", "bicubic_registered")  # always scored
 COLUMNS = {
@@ -126,6 +127,7 @@ def evaluate(
     flow_refine: int = 0,
     back_project: int = 0,
     noise_std: float = 0.0,
+    exact_fit: bool = False,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
     nets = {
@@ -134,6 +136,7 @@ def evaluate(
                 with_tta(with_flow_refinement(_load(path, scale, 31), scale, flow_refine), scale, tta),
                 scale,
                 back_project,
+                None if exact_fit else CORRECTION_STD,
             ),
             scale,
             lr_grid,
@@ -190,6 +193,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default=0.0,
         help="Gaussian noise added to the LR cube (its values in [0, 1]; seeded by the data's view_seed): default 0",
     )
+    p.add_argument(
+        "--exact-fit",
+        action="store_true",
+        help="back-projection fits the LR data exactly, not told their noise (correction_std=None)",
+    )
     add_lr_shift_option(p)
     p.add_argument(
         "--lr-grid",
@@ -212,6 +220,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.flow_refine,
         args.back_project,
         args.noise_std,
+        args.exact_fit,
     )
     record = {
         **provenance(device),
@@ -221,6 +230,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "flow_refine": args.flow_refine,
         "back_project": args.back_project,
         "noise_std": args.noise_std,
+        "exact_fit": args.exact_fit,
         "lr_shift": args.lr_shift,
         "lr_grid": args.lr_grid,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",

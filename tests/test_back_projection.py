@@ -13,6 +13,7 @@ from sschsr.inference import with_back_projection
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import BackProjected
 from sschsr.ops.back_projection import (
+    CORRECTION_STD,
     MIN_NOISE_BANDS,
     back_project,
     band_noise,
@@ -129,6 +130,10 @@ def test_the_wrapper_back_projects_sr_only(generator):
     assert set(out) == {"sr", "flow"} and torch.equal(out["flow"], torch.zeros(2, 2, 48, 64))
     assert (low_pass(out["sr"], 8) - lr_up).abs().max() < 1e-4
     assert with_back_projection(net, 8, 0) is net
+    assert (
+        wrapped.correction_std == CORRECTION_STD
+        and with_back_projection(net, 8, 20, None).correction_std is None
+    )
     bicubic = Bicubic()
     assert with_back_projection(bicubic, 8, 20) is bicubic  # a method without weights stays what it is
     with pytest.raises(InputError, match="must be >= 0"):

@@ -47,6 +47,7 @@ from torch import Tensor, nn
 from sschsr.data.degrade import content_shift, lr_grid_shift, upsample
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
+from sschsr.ops.back_projection import CORRECTION_STD
 
 log = logging.getLogger(__name__)
 
@@ -363,13 +364,15 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
 BACK_PROJECT_STEPS = 20
 
 
-def with_back_projection(net: nn.Module, scale: int, iters: int) -> nn.Module:
+def with_back_projection(
+    net: nn.Module, scale: int, iters: int, correction_std: float | None = CORRECTION_STD
+) -> nn.Module:
     """``net`` with its ``sr`` back-projected onto its LR input by ``iters`` steps
     (:func:`sschsr.ops.back_projection.back_project` for LR data degraded at ``scale``;
     :class:`~sschsr.models.ensemble.BackProjected`); ``net`` itself for 0 and for networks without weights
     (bicubic stays bicubic, as in :func:`with_tta`). Apply it outside :func:`with_tta`
     (once, on the ensemble's mean) and inside :func:`on_lr_grid` (which presents the data as the degradation
-    model expects).
+    model expects). ``correction_std``: as ``back_project``'s (None: the exact fit, not told the noise).
 
     Raises:
         InputError: ``iters`` negative.
@@ -377,7 +380,11 @@ def with_back_projection(net: nn.Module, scale: int, iters: int) -> nn.Module:
     from sschsr.models.ensemble import BackProjected
 
     check_steps(iters)
-    return BackProjected(net, scale, iters) if iters and next(net.parameters(), None) is not None else net
+    return (
+        BackProjected(net, scale, iters, correction_std)
+        if iters and next(net.parameters(), None) is not None
+        else net
+    )
 
 
 def on_lr_grid(net: nn.Module, scale: int, lr_grid: str = "paper") -> nn.Module:

@@ -30,7 +30,7 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
-from sschsr.ops.back_projection import back_project
+from sschsr.ops.back_projection import CORRECTION_STD, back_project
 from sschsr.ops.warp import flow_warp, move_content
 
 Transform = tuple[bool, bool, bool]  # (transpose, hflip, vflip)
@@ -140,20 +140,25 @@ class ShiftedInputs(nn.Module):
 
 class BackProjected(nn.Module):
     """``model`` whose ``sr`` is made to agree with its ``lr_up`` by ``iters`` steps of
-    :func:`sschsr.ops.back_projection.back_project` at ``scale`` (other outputs as they are).
+    :func:`sschsr.ops.back_projection.back_project` at ``scale`` with ``correction_std`` (None: the exact
+    fit; other outputs as they are).
     :func:`sschsr.inference.with_back_projection` makes it.
 
     Shape:
         as ``model``.
     """
 
-    def __init__(self, model: nn.Module, scale: int, iters: int):
+    def __init__(
+        self, model: nn.Module, scale: int, iters: int, correction_std: float | None = CORRECTION_STD
+    ):
         super().__init__()
-        self.model, self.scale, self.iters = model, scale, iters
+        self.model, self.scale, self.iters, self.correction_std = model, scale, iters, correction_std
 
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
         out = self.model(lr_up, ref, rgb_hsi)
-        sr = back_project(out["sr"], lr_up, self.scale, self.iters).to(out["sr"].dtype)
+        sr = back_project(out["sr"], lr_up, self.scale, self.iters, correction_std=self.correction_std).to(
+            out["sr"].dtype
+        )
         return {**out, "sr": sr}
 
 
