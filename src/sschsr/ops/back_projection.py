@@ -19,8 +19,7 @@ degradation; the degradation must be the data's (LR data made otherwise: move th
 first, :func:`sschsr.inference.on_lr_grid`).
 
 **Noise.** Fitting the data exactly reproduces their noise, amplified where the blur leaves the finest LR
-frequencies weak (x4 with the paper's sigma 3: there the exact fit of noisy data ends below the network's
-output it started from). By default the fit is therefore told the noise, estimated from the data
+frequencies weak (x4 with the paper's sigma 3; README, "Back-projection", has what that costs). By default the fit is therefore told the noise, estimated from the data
 themselves: each band's noise is what the other bands cannot explain (:func:`band_noise`, HySime's
 estimate; a hyperspectral cube's spectra span a few directions, noise spans all). The data are first
 filtered along the spectrum (:func:`spectral_denoise`, a Wiener filter on the bands' principal directions),
