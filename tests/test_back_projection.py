@@ -187,8 +187,8 @@ def test_the_spectral_filter_keeps_the_spectra_and_removes_noise(generator):
 @pytest.mark.parametrize("scale", [4, 8])
 def test_noisy_lr_data_are_not_reproduced_noise_and_all(scale, generator):
     """With noise in the LR data, the exact fit reproduces it (amplified where the blur left the LR
-    frequencies weak, x4); the damped correction, kept to the bands' signal directions, stays near the
-    scene and still removes most of a smooth error. Told the data are noise-free, it is the exact fit."""
+    frequencies weak, x4); fitted to the spectrally filtered data with a damped correction, the output
+    stays near the scene and still loses most of a smooth error. Told the data are noise-free, it is the exact fit."""
     hr = spectral_scene(generator)
     lr = degrade(hr, scale, noise_std=0.01, generator=generator)
     lr_up = upsample(lr, scale)
