@@ -81,6 +81,7 @@ def test_bad_inputs():
     for bad in (
         {"scale": 0},
         {"scale": 4, "iters": -1},
+        {"scale": 4, "lr": 0.0},
         {"scale": 4, "cells": ()},
         {"scale": 4, "cells": (0,)},
     ):
