@@ -1,5 +1,6 @@
 import pytest
 import torch
+import torch.nn.functional as F
 
 from sschsr.data.degrade import Degradation, blur, degrade, gaussian_kernel, upsample
 
@@ -26,6 +27,29 @@ class TestDegrade:
         lr = degrade(hr, scale)
         assert lr.shape == (2, 5, 32 // scale, 48 // scale)
         assert upsample(lr, scale).shape == hr.shape
+
+    @pytest.mark.parametrize("scale", [1, 2, 3, 4, 8])
+    def test_upsample_is_pytorchs_bicubic(self, scale):
+        # values and gradients of F.interpolate(bicubic, align_corners=False), odd and 1-pixel sizes too
+        for h, w in [(7, 5), (1, 3), (2, 2), (16, 9)]:
+            lr = torch.rand(2, 3, h, w, dtype=torch.float64, requires_grad=True)
+            got, want = upsample(lr, scale), F.interpolate(lr, scale_factor=scale, mode="bicubic")
+            torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+            seed = torch.rand_like(want)
+            (g_got,) = torch.autograd.grad(got, lr, seed)
+            (g_want,) = torch.autograd.grad(want, lr, seed)
+            torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
+
+    def test_upsample_keeps_the_dtype_and_ignores_autocast(self):
+        lr = torch.rand(1, 2, 6, 6)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            out = upsample(lr, 4)
+        assert out.dtype == torch.float32
+        torch.testing.assert_close(out, F.interpolate(lr, scale_factor=4, mode="bicubic"), atol=2e-6, rtol=0)
+        assert upsample(lr.double(), 2).dtype == torch.float64
+        assert upsample(lr[0, 0], 2).shape == (12, 12)  # any leading dimensions
+        with pytest.raises(ValueError, match="bicubic_matrix"):
+            upsample(lr, 0)
 
     def test_constant_is_kept(self):
         hr = torch.full((1, 3, 32, 32), 0.42)

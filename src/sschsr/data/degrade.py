@@ -8,6 +8,8 @@ pixels ``0, s, 2s, ...`` as MATLAB's ``(1:s:end)`` does.
 
 from __future__ import annotations
 
+import functools
+import math
 from dataclasses import dataclass
 
 import torch
@@ -84,15 +86,55 @@ def degrade(
 
 
 def upsample(lr: Tensor, scale: int) -> Tensor:
-    """Bicubic interpolation to ``scale`` times the size (the network's ``lr_up`` input).
+    """Bicubic interpolation to ``scale`` times the size (the network's ``lr_up`` input): PyTorch's
+    ``F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)`` (tested equal within
+    float rounding), computed as two matrix products (:func:`bicubic_matrix`): on one CPU core 9x faster
+    forward and 18x with the backward pass, through which back-projection and the flow refinement
+    differentiate (31 bands, 64 -> 512 px). Computed in ``lr``'s dtype, never under autocast.
 
     Args:
-        lr: ``(B, C, h, w)``.
+        lr: ``(..., h, w)``.
 
     Returns:
-        ``(B, C, h * scale, w * scale)``, not clamped.
+        ``(..., h * scale, w * scale)``, not clamped.
     """
-    return F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)
+    h, w = lr.shape[-2:]
+    with torch.autocast(device_type=lr.device.type, enabled=False):
+        my = _bicubic_matrix_as(h, scale, lr.device, lr.dtype)
+        mx = _bicubic_matrix_as(w, scale, lr.device, lr.dtype)
+        along_x = (lr.reshape(-1, w) @ mx.mT).reshape(*lr.shape[:-1], w * scale)  # one matrix product
+        return my @ along_x
+
+
+@functools.lru_cache(maxsize=64)
+def _bicubic_matrix_as(n: int, scale: int, device: torch.device, dtype: torch.dtype) -> Tensor:
+    """:func:`bicubic_matrix` on ``device`` in ``dtype``, made once per size, scale, device and dtype."""
+    return bicubic_matrix(n, scale).to(device, dtype)
+
+
+@functools.lru_cache(maxsize=64)
+def bicubic_matrix(n: int, scale: int) -> Tensor:
+    """``(n * scale, n)`` float64 matrix of PyTorch's bicubic upsampling along one axis: sample ``i`` at
+    ``(i + 0.5) / scale - 0.5`` (align_corners=False), the cubic convolution kernel with ``A = -0.75``,
+    indices clamped at the borders, as ``upsample_bicubic2d`` does."""
+    if n < 1 or scale < 1:
+        raise ValueError(f"bicubic_matrix needs n >= 1 and scale >= 1; got {n}, {scale}")
+    a = -0.75
+
+    def near(x: float) -> float:  # |x| <= 1
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x: float) -> float:  # 1 < |x| < 2
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+
+    m = torch.zeros(n * scale, n, dtype=torch.float64)
+    for i in range(n * scale):
+        x = (i + 0.5) / scale - 0.5
+        x0 = math.floor(x)
+        t = x - x0
+        for k, wk in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t)), strict=True):
+            m[i, min(max(x0 + k, 0), n - 1)] += wk
+    return m
 
 
 def low_pass(x: Tensor, scale: int) -> Tensor:
