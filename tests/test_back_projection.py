@@ -205,3 +205,27 @@ def test_noisy_lr_data_are_not_reproduced_noise_and_all(scale, generator):
     torch.testing.assert_close(back_project(sr, lr_up, scale, 20, noise=0.0), exact)
     with pytest.raises(ValueError, match="correction_std > 0"):
         back_project(sr, lr_up, scale, 20, correction_std=0.0)
+
+
+def test_smoothed_low_pass_is_the_smoothing_then_the_degradation():
+    # one matrix per axis for the smoothing and the paper's blur-and-decimate: equal to the convolutions
+    from sschsr.data.degrade import blur, gaussian_kernel
+    from sschsr.ops.back_projection import smoothed_low_pass
+
+    gen = torch.Generator().manual_seed(0)
+    for (h, w), scale, sigma in [
+        ((32, 48), 8, 2.0),
+        ((29, 45), 4, 1.0),
+        ((12, 20), 4, 2.5),
+        ((6, 9), 2, 0.5),
+    ]:
+        z = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+        kernel = gaussian_kernel(2 * round(3 * sigma) + 1, sigma, dtype=torch.float64).sum(0)
+        want = low_pass(blur(z, kernel), scale)
+        got = smoothed_low_pass(z, scale, sigma)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        seed = torch.rand_like(want)
+        (g_got,), (g_want,) = torch.autograd.grad(got, z, seed), torch.autograd.grad(want, z, seed)
+        torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
+    z = torch.rand(1, 2, 16, 16, generator=gen)
+    assert torch.equal(smoothed_low_pass(z, 4, 0.0), low_pass(z, 4))

@@ -22,13 +22,11 @@ from sschsr.data.datasets import (
     MixedScenes,
     PairDataset,
     ProceduralScenes,
-    fast_degrade,
     fast_match_histograms,
     render_rgb,
     split_names,
     stable_seed,
 )
-from sschsr.data.degrade import degrade
 from sschsr.data.spectral import match_histograms, render
 from sschsr.errors import InputError
 from sschsr.ops.warp import flow_warp
@@ -128,17 +126,7 @@ def test_stable_seed():
     assert stable_seed(0, "a") == 6539243125055167529  # the same on every machine and Python run
 
 
-def test_fast_paths_match_reference(generator):
-    for h, w, s, k, sigma in [
-        (32, 40, 4, 8, 3.0),
-        (16, 16, 8, 8, 3.0),
-        (4, 4, 4, 8, 3.0),
-        (30, 21, 3, 5, 1.5),
-    ]:
-        hr = torch.rand(3, h, w, generator=generator)
-        want = degrade(hr[None], s, k, sigma, 0.01, torch.Generator().manual_seed(0))[0]
-        got = fast_degrade(hr, s, k, sigma, 0.01, torch.Generator().manual_seed(0))
-        torch.testing.assert_close(got, want, atol=1e-6, rtol=0)
+def test_fast_histogram_match_is_the_reference(generator):
     src, ref = torch.rand(3, 16, 20, generator=generator), torch.rand(3, 16, 20, generator=generator) ** 2
     torch.testing.assert_close(fast_match_histograms(src, ref), match_histograms(src, ref))
 

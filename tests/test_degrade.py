@@ -51,6 +51,38 @@ class TestDegrade:
         with pytest.raises(ValueError, match="bicubic_matrix"):
             upsample(lr, 0)
 
+    def test_blur_decimate_is_the_strided_convolution(self):
+        # values and gradients of blur(x, gaussian_kernel(k, sigma), stride=s): odd sizes, sizes not
+        # divisible by s, odd kernels, grids too small to reflect (replicated)
+        from sschsr.data.degrade import blur_decimate
+
+        gen = torch.Generator().manual_seed(0)
+        for h, w, s, k, sigma in [
+            (32, 40, 4, 8, 3.0),
+            (16, 16, 8, 8, 3.0),
+            (29, 45, 8, 8, 3.0),
+            (30, 21, 3, 5, 1.5),
+            (4, 9, 2, 8, 3.0),
+            (1, 3, 1, 8, 3.0),
+        ]:
+            x = torch.rand(2, 3, h, w, generator=gen, dtype=torch.float64, requires_grad=True)
+            got = blur_decimate(x, s, k, sigma)
+            want = blur(x, gaussian_kernel(k, sigma, dtype=torch.float64), stride=s)
+            torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+            seed = torch.rand_like(want)
+            (g_got,), (g_want,) = torch.autograd.grad(got, x, seed), torch.autograd.grad(want, x, seed)
+            torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            assert blur_decimate(torch.rand(1, 2, 16, 16), 4).dtype == torch.float32
+
+    def test_noise_is_drawn_from_the_generator(self):
+        hr = torch.rand(1, 3, 16, 16)
+        a = degrade(hr, 4, noise_std=0.01, generator=torch.Generator().manual_seed(0))
+        b = degrade(hr, 4, noise_std=0.01, generator=torch.Generator().manual_seed(0))
+        assert torch.equal(a, b) and not torch.equal(a, degrade(hr, 4))
+        noise = a - degrade(hr, 4)
+        assert 0.005 < float(noise.std()) < 0.015
+
     def test_constant_is_kept(self):
         hr = torch.full((1, 3, 32, 32), 0.42)
         assert torch.allclose(degrade(hr, 4), torch.full((1, 3, 8, 8), 0.42), atol=1e-6)

@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sschsr.data.degrade import blur, degrade, gaussian_kernel, upsample
+from sschsr.data.degrade import blur, degrade, gaussian_kernel, low_pass, upsample
 from sschsr.errors import InputError
 from sschsr.inference import with_flow_refinement
 from sschsr.models.baselines import Bicubic
@@ -93,6 +93,14 @@ def test_observe_is_the_degradation_seen_on_the_lr_grid(generator):
     x = torch.rand(2, 3, 32, 48, generator=generator)
     expected = F.avg_pool2d(upsample(degrade(x, 4), 4), 4)
     assert torch.allclose(observe(x, 4), expected, atol=1e-6)
+    # any size, float64, gradients: the block means of low_pass (one matrix per axis computes it)
+    for (h, w), s in [((29, 45), 8), ((12, 20), 4), ((6, 9), 3)]:
+        z = torch.rand(1, 2, h, w, generator=generator, dtype=torch.float64, requires_grad=True)
+        got, want = observe(z, s), F.avg_pool2d(low_pass(z, s), s)
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)
+        seed = torch.rand_like(want)
+        (g_got,), (g_want,) = torch.autograd.grad(got, z, seed), torch.autograd.grad(want, z, seed)
+        torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
     # the strided blur degrade uses is the blur, subsampled
     k = gaussian_kernel(8, 3.0)
     assert torch.equal(blur(x, k, stride=3), blur(x, k)[..., ::3, ::3])
@@ -112,6 +120,22 @@ def test_correction_is_bilinear_between_control_points():
     assert field.shape == (1, 2, 9, 9)
     assert field[0, 0, 4, 4] == 1.0 and field[0, 0, 4, 6] == 0.5 and field[0, 0, 0, 0] == 0.0
     assert torch.equal(field[0, 1], torch.zeros(9, 9))
+    # PyTorch's bilinear interpolation (align_corners) of each level, cropped, summed
+    gen = torch.Generator().manual_seed(0)
+    deltas = [
+        torch.rand(2, 2, 4, 6, generator=gen, dtype=torch.float64),
+        torch.rand(2, 2, 7, 11, generator=gen, dtype=torch.float64),
+    ]
+    want = sum(
+        F.interpolate(
+            d,
+            size=((d.shape[-2] - 1) * c + 1, (d.shape[-1] - 1) * c + 1),
+            mode="bilinear",
+            align_corners=True,
+        )[..., :23, :37]
+        for d, c in zip(deltas, (8, 4), strict=True)
+    )
+    torch.testing.assert_close(correction(deltas, (8, 4), (23, 37)), want, atol=1e-12, rtol=0)
 
 
 class TestInTheNetwork:

@@ -35,10 +35,20 @@ applications of the degradation and of its adjoint at the output's size, plus a 
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from sschsr.data.degrade import blur, gaussian_kernel, low_pass
+from sschsr.data.degrade import (
+    blur,
+    blur_decimate_matrix,
+    gaussian_kernel,
+    low_pass,
+    matrix_as,
+    separable,
+    upsample,
+)
 
 CORRECTION_STD = 0.02  # the prior size of the correction's coefficients (see back_project's damping)
 MIN_NOISE_BANDS = 8  # fewer bands: no spectral redundancy to estimate the noise from (taken as 0)
@@ -116,6 +126,39 @@ def spectral_denoise(cube: Tensor, noise: Tensor) -> Tensor:
     return mean + (spectral_filter(cube, noise) @ (cube - mean).flatten(2)).view_as(cube)
 
 
+def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
+    """``low_pass(blur(z, g), scale)`` with ``g`` the normalised Gaussian of ``sigma`` HR px (size
+    ``2 round(3 sigma) + 1``; ``sigma`` 0: no smoothing): a correction shaped that way, seen as the LR data
+    see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
+    (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size.
+
+    Args:
+        z: ``(..., H, W)``.
+
+    Returns:
+        ``(..., H, W)``.
+    """
+    h, w = z.shape[-2:]
+    if sigma == 0:
+        return low_pass(z, scale)
+    reflect = (
+        min(h, w) > round(3 * sigma),
+        min(h, w) > 4,
+    )  # as blur() pads the two kernels (4: the paper's 8 // 2)
+    my = matrix_as(_smoothed_blur_matrix, (h, scale, float(sigma), *reflect), z)
+    mx = matrix_as(_smoothed_blur_matrix, (w, scale, float(sigma), *reflect), z)
+    return upsample(separable(z, my, mx), scale)[..., :h, :w]
+
+
+@functools.lru_cache(maxsize=32)
+def _smoothed_blur_matrix(
+    n: int, scale: int, sigma: float, reflect_smooth: bool, reflect_blur: bool
+) -> Tensor:
+    """``(ceil(n / scale), n)``: the paper's blur-and-decimate after the Gaussian of ``sigma``, along one axis."""
+    smooth = blur_decimate_matrix(n, 1, 2 * round(3 * sigma) + 1, sigma, reflect_smooth)
+    return blur_decimate_matrix(n, scale, 8, 3.0, reflect_blur) @ smooth
+
+
 def back_project(
     sr: Tensor,
     lr_up: Tensor,
@@ -168,15 +211,9 @@ def back_project(
             noise = torch.as_tensor(noise, dtype=x.dtype, device=x.device).expand_as(damping)
             damping = (noise / correction_std).square()
             target = spectral_denoise(target, noise)
-        size = 2 * round(3 * sigma) + 1
-        # its 1-D factor (a row sum of the normalised 2-D kernel): blur() then filters separably
-        kernel = gaussian_kernel(size, sigma, device=x.device).sum(0) if sigma > 0 else None
-
-        def smooth(z: Tensor) -> Tensor:
-            return z if kernel is None else blur(z, kernel)
 
         def op(z: Tensor) -> Tensor:
-            return low_pass(smooth(z), scale)
+            return smoothed_low_pass(z, scale, sigma)
 
         def dot(a: Tensor, b: Tensor) -> Tensor:  # per (sample, band)
             return (a * b).sum((-2, -1), keepdim=True)
@@ -199,4 +236,6 @@ def back_project(
             new_norm = dot(step, step)
             direction = step + new_norm / norm.clamp_min(1e-30) * direction
             norm = new_norm
-        return (x + smooth(z)).detach()
+        if sigma > 0:  # the correction itself, G z: the Gaussian's 1-D factor, filtered separably
+            z = blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, device=z.device).sum(0))
+        return (x + z).detach()

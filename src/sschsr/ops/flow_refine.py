@@ -24,6 +24,7 @@ at the input's size (``experiments/bench_test_time.py``).
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -31,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sschsr.data.degrade import low_pass
+from sschsr.data.degrade import bicubic_matrix, blur_decimate_matrix, matrix_as, separable
 from sschsr.ops.warp import flow_warp
 
 
@@ -76,8 +77,27 @@ class FlowRefiner:
 
 def observe(x: Tensor, scale: int) -> Tensor:
     """``(B, C, H, W)`` as the LR side shows it (:func:`sschsr.data.degrade.low_pass`: ``rgb_hsi`` is made
-    that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``."""
-    return F.avg_pool2d(low_pass(x, scale), scale)
+    that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``.
+    Blur, decimation, bicubic upsampling and block means are linear and separable: one matrix per axis
+    (:func:`observe_matrix`), so nothing runs at the HR size but one matrix product."""
+    h, w = x.shape[-2:]
+    reflect = min(h, w) > 4  # as low_pass's blur pads the paper's kernel of 8
+    return separable(
+        x,
+        matrix_as(observe_matrix, (h, scale, reflect), x),
+        matrix_as(observe_matrix, (w, scale, reflect), x),
+    )
+
+
+@functools.lru_cache(maxsize=32)
+def observe_matrix(n: int, scale: int, reflect: bool) -> Tensor:
+    """``(n // scale, n)`` float64: :func:`observe` along one axis (block means of the first ``n // scale``
+    blocks of the bicubic upsampling, cropped to ``n``, of the paper's blur and decimation)."""
+    blocks = torch.zeros(n // scale, n, dtype=torch.float64)
+    for i in range(n // scale):
+        blocks[i, i * scale : (i + 1) * scale] = 1 / scale
+    up = bicubic_matrix(math.ceil(n / scale), scale)[:n]
+    return blocks @ up @ blur_decimate_matrix(n, scale, 8, 3.0, reflect)
 
 
 def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
@@ -97,13 +117,30 @@ def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
 
 def correction(deltas: list[Tensor], cells: tuple[int, ...], size: tuple[int, int]) -> Tensor:
     """The sum of the bilinear fields of control points ``deltas[i]`` ``(B, 2, h_i, w_i)`` spaced
-    ``cells[i]`` px, on an ``size`` grid: ``(B, 2, H, W)``."""
+    ``cells[i]`` px, on an ``size`` grid: ``(B, 2, H, W)``. Each field is one matrix per axis
+    (:func:`bilinear_matrix`)."""
     h, w = size
     total = 0
     for d, c in zip(deltas, cells, strict=True):
-        full = ((d.shape[-2] - 1) * c + 1, (d.shape[-1] - 1) * c + 1)
-        total = total + F.interpolate(d, size=full, mode="bilinear", align_corners=True)[..., :h, :w]
+        my = matrix_as(bilinear_matrix, (d.shape[-2], c, h), d)
+        mx = matrix_as(bilinear_matrix, (d.shape[-1], c, w), d)
+        total = total + separable(d, my, mx)
     return total
+
+
+@functools.lru_cache(maxsize=32)
+def bilinear_matrix(points: int, cell: int, n: int) -> Tensor:
+    """``(n, points)`` float64: linear interpolation between control points ``cell`` px apart (point ``j``
+    at px ``j * cell``) at px ``0 .. n - 1`` (``n <= (points - 1) * cell + 1``)."""
+    if n > (points - 1) * cell + 1:
+        raise ValueError(f"{points} control points {cell} px apart do not cover {n} px")
+    m = torch.zeros(n, points, dtype=torch.float64)
+    for i in range(n):
+        j, frac = divmod(i, cell)
+        m[i, j] = 1 - frac / cell
+        if frac:
+            m[i, j + 1] = frac / cell
+    return m
 
 
 def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner) -> Tensor:
