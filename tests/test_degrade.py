@@ -40,6 +40,15 @@ class TestDegrade:
             (g_want,) = torch.autograd.grad(want, lr, seed)
             torch.testing.assert_close(g_got, g_want, atol=1e-12, rtol=0)
 
+    def test_matrices_first_made_under_inference_mode_serve_gradients(self):
+        # sschsr-predict upsamples its LR data under inference_mode; back-projection later differentiates
+        # through the same (cached) matrix
+        with torch.inference_mode():
+            upsample(torch.rand(1, 1, 37, 41), 3)
+        lr = torch.rand(1, 1, 37, 41, requires_grad=True)
+        upsample(lr, 3).sum().backward()
+        assert lr.grad is not None and lr.grad.shape == lr.shape
+
     def test_upsample_keeps_the_dtype_and_ignores_autocast(self):
         lr = torch.rand(1, 2, 6, 6)
         with torch.autocast("cpu", dtype=torch.bfloat16):

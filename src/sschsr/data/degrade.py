@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
@@ -150,14 +151,17 @@ def upsample(lr: Tensor, scale: int) -> Tensor:
     return separable(lr, matrix_as(bicubic_matrix, (h, scale), lr), matrix_as(bicubic_matrix, (w, scale), lr))
 
 
-def matrix_as(make, args: tuple, like: Tensor) -> Tensor:
-    """``make(*args)`` (a cached float64 CPU matrix) on ``like``'s device in its dtype, converted once."""
+def matrix_as(make: Callable[..., Tensor], args: tuple, like: Tensor) -> Tensor:
+    """``make(*args)`` (a float64 CPU matrix) on ``like``'s device in its dtype, made and converted once
+    per arguments, device and dtype. Always an ordinary tensor, even when first asked for under
+    ``torch.inference_mode``: back-projection and the flow refinement differentiate through it later."""
     return _converted(make, args, like.device, like.dtype)
 
 
 @functools.lru_cache(maxsize=128)
-def _converted(make, args: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
-    return make(*args).to(device, dtype)
+def _converted(make: Callable[..., Tensor], args: tuple, device: torch.device, dtype: torch.dtype) -> Tensor:
+    with torch.inference_mode(False):
+        return make(*args).to(device, dtype).clone()
 
 
 @functools.lru_cache(maxsize=64)
