@@ -29,8 +29,8 @@ correction_std)^2``, the Gaussian-prior reading of Tikhonov regularisation (damp
 data give ``noise`` near 0 and nearly the exact fit back. ``correction_std`` and the filter were chosen
 on the CAVE validation scenes with and without noise; the README ("Back-projection") has what it does on
 the test scenes, ``experiments/results/sr_eval_*_bp*.json`` the records. The cost is ``iters``
-applications of the degradation and of its adjoint at the output's size, plus a ``C x C`` eigenproblem
-(``experiments/bench_test_time.py``).
+applications of the degradation and of its adjoint, each a few matrix products per band
+(:func:`smoothed_low_pass`), plus a ``C x C`` eigenproblem (``experiments/bench_test_time.py``).
 """
 
 from __future__ import annotations

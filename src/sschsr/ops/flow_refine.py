@@ -18,8 +18,9 @@ On held-out CAVE pairs with the shipped flow networks and their self-ensemble
 (``experiments/results/flow_eval_*_refined.json``) the end-point error goes from 2.05 to 1.31 px at x8 and
 from 2.15 to 1.14 px at x4 (homography + elastic pairs: 1.74 -> 0.87 and 1.80 -> 0.73 px); the README
 ("Measured") has what it does to the super-resolution. The settings were chosen on pairs of CAVE training
-scenes, not on the scenes scored. The cost is ``iters`` forward and backward passes of a warp and a blur
-at the input's size (``experiments/bench_test_time.py``).
+scenes, not on the scenes scored. The cost is ``iters`` forward and backward passes of a warp at the input's
+size; the degradation and the correction fields are matrix products on the LR grid and the control points
+(:func:`observe_matrix`, :func:`bilinear_matrix`; ``experiments/bench_test_time.py``).
 """
 
 from __future__ import annotations
