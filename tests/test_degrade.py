@@ -151,3 +151,31 @@ def test_low_pass_is_the_degradation_upsampled_at_any_size():
     torch.testing.assert_close(low_pass(x, 8), upsample(degrade(x, 8), 8))
     odd = low_pass(x[..., :29, :45], 4)
     assert odd.shape == (2, 3, 29, 45) and torch.isfinite(odd).all()
+
+
+def test_long_inputs_take_the_convolution_path_with_the_same_result(monkeypatch):
+    # beyond MATRIX_MAX_SIZE the separable maps run as convolutions / PyTorch's interpolation
+    from sschsr.data import degrade as module
+    from sschsr.ops.back_projection import smoothed_low_pass
+    from sschsr.ops.flow_refine import correction, observe
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.rand(2, 3, 40, 56, generator=gen, dtype=torch.float64)
+    lr = torch.rand(2, 3, 5, 7, generator=gen, dtype=torch.float64)
+    deltas = [torch.rand(2, 2, 6, 8, generator=gen, dtype=torch.float64)]
+
+    def run():
+        return (
+            module.upsample(lr, 8),
+            module.blur_decimate(x, 8),
+            module.low_pass(x, 4),
+            smoothed_low_pass(x, 8, 2.0),
+            observe(x, 8),
+            correction(deltas, (8,), (40, 56)),
+        )
+
+    dense = run()
+    monkeypatch.setattr(module, "MATRIX_MAX_SIZE", 4)
+    assert not module.use_matrices(5, 7)
+    for got, want in zip(run(), dense, strict=True):
+        torch.testing.assert_close(got, want, atol=1e-12, rtol=0)

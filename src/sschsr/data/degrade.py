@@ -57,10 +57,25 @@ def blur(x: Tensor, kernel: Tensor, stride: int = 1) -> Tensor:
     return F.conv2d(xp, w[None, None].expand(c, 1, k, k), stride=stride, groups=c)
 
 
+MATRIX_MAX_SIZE = 1024
+"""The longest input side (px) that the separable linear maps here (:func:`blur_decimate`,
+:func:`upsample`, and those of back-projection and the flow refinement) apply as dense matrices. A dense
+matrix costs a multiply per input pixel of the row for each output pixel, against a few taps for a
+convolution: on tiles it is much faster (fewer, larger matrix products, cheap backward passes), on whole
+remote-sensing scenes it would be far slower, so longer inputs take the convolution / interpolation path
+(equal within float rounding, tested)."""
+
+
+def use_matrices(*lengths: int) -> bool:
+    """Whether inputs with sides of these ``lengths`` (px) take the dense-matrix path (:data:`MATRIX_MAX_SIZE`)."""
+    return max(lengths) <= MATRIX_MAX_SIZE
+
+
 def blur_decimate(x: Tensor, scale: int, kernel_size: int = 8, sigma: float = 3.0) -> Tensor:
     """``blur(x, gaussian_kernel(kernel_size, sigma), stride=scale)`` (tested equal within float
-    rounding) as two matrix products (:func:`blur_decimate_matrix`; the kernel is separable): on one CPU
-    core several times faster than the convolution, forward and backward. Never under autocast.
+    rounding), as two matrix products (:func:`blur_decimate_matrix`; the kernel is separable) up to
+    :data:`MATRIX_MAX_SIZE`, as the separable convolution beyond: on tiles several times faster than the
+    convolution on CPU, forward and backward. Never under autocast.
 
     Args:
         x: ``(..., H, W)``, any size.
@@ -68,6 +83,11 @@ def blur_decimate(x: Tensor, scale: int, kernel_size: int = 8, sigma: float = 3.
     Returns:
         ``(..., ceil(H / scale), ceil(W / scale))`` in ``x``'s dtype.
     """
+    if not use_matrices(*x.shape[-2:]):
+        kernel = gaussian_kernel(kernel_size, sigma, dtype=x.dtype, device=x.device).sum(0)  # separable
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            out = blur(x.reshape(-1, 1, *x.shape[-2:]), kernel, stride=scale)
+        return out.reshape(*x.shape[:-2], *out.shape[-2:])
     h, w = x.shape[-2:]
     reflect = min(h, w) > kernel_size // 2  # as blur() pads: reflected, or replicated on tiny grids
     my = matrix_as(blur_decimate_matrix, (h, scale, kernel_size, float(sigma), reflect), x)
@@ -137,9 +157,9 @@ def degrade(
 def upsample(lr: Tensor, scale: int) -> Tensor:
     """Bicubic interpolation to ``scale`` times the size (the network's ``lr_up`` input): PyTorch's
     ``F.interpolate(lr, scale_factor=scale, mode="bicubic", align_corners=False)`` (tested equal within
-    float rounding), computed as two matrix products (:func:`bicubic_matrix`): on one CPU core 9x faster
-    forward and 18x with the backward pass, through which back-projection and the flow refinement
-    differentiate (31 bands, 64 -> 512 px). Computed in ``lr``'s dtype, never under autocast.
+    float rounding), computed as two matrix products (:func:`bicubic_matrix`) up to
+    :data:`MATRIX_MAX_SIZE`: on CPU several times faster, forward and backward (back-projection and the
+    flow refinement differentiate through it). Computed in ``lr``'s dtype, never under autocast.
 
     Args:
         lr: ``(..., h, w)``.
@@ -148,6 +168,10 @@ def upsample(lr: Tensor, scale: int) -> Tensor:
         ``(..., h * scale, w * scale)``, not clamped.
     """
     h, w = lr.shape[-2:]
+    if not use_matrices(h, w):
+        flat = lr.reshape(-1, 1, h, w)
+        up = F.interpolate(flat, scale_factor=scale, mode="bicubic", align_corners=False)
+        return up.reshape(*lr.shape[:-2], h * scale, w * scale)
     return separable(lr, matrix_as(bicubic_matrix, (h, scale), lr), matrix_as(bicubic_matrix, (w, scale), lr))
 
 

@@ -48,6 +48,7 @@ from sschsr.data.degrade import (
     matrix_as,
     separable,
     upsample,
+    use_matrices,
 )
 
 CORRECTION_STD = 0.02  # the prior size of the correction's coefficients (see back_project's damping)
@@ -141,6 +142,11 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
     h, w = z.shape[-2:]
     if sigma == 0:
         return low_pass(z, scale)
+    if not use_matrices(h, w):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
+        return low_pass(
+            blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, dtype=z.dtype, device=z.device).sum(0)),
+            scale,
+        )
     reflect = (
         min(h, w) > round(3 * sigma),
         min(h, w) > 4,

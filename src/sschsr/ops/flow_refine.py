@@ -33,7 +33,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sschsr.data.degrade import bicubic_matrix, blur_decimate_matrix, matrix_as, separable
+from sschsr.data.degrade import (
+    bicubic_matrix,
+    blur_decimate_matrix,
+    low_pass,
+    matrix_as,
+    separable,
+    use_matrices,
+)
 from sschsr.ops.warp import flow_warp
 
 
@@ -81,6 +88,8 @@ def observe(x: Tensor, scale: int) -> Tensor:
     that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``.
     Blur, decimation, bicubic upsampling and block means are linear and separable: one matrix per axis
     (:func:`observe_matrix`), so nothing runs at the HR size but one matrix product."""
+    if not use_matrices(*x.shape[-2:]):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
+        return F.avg_pool2d(low_pass(x, scale), scale)
     h, w = x.shape[-2:]
     reflect = min(h, w) > 4  # as low_pass's blur pads the paper's kernel of 8
     return separable(
@@ -123,6 +132,10 @@ def correction(deltas: list[Tensor], cells: tuple[int, ...], size: tuple[int, in
     h, w = size
     total = 0
     for d, c in zip(deltas, cells, strict=True):
+        if not use_matrices(h, w):  # a long side: PyTorch's interpolation, cropped
+            full = ((d.shape[-2] - 1) * c + 1, (d.shape[-1] - 1) * c + 1)
+            total = total + F.interpolate(d, size=full, mode="bilinear", align_corners=True)[..., :h, :w]
+            continue
         my = matrix_as(bilinear_matrix, (d.shape[-2], c, h), d)
         mx = matrix_as(bilinear_matrix, (d.shape[-1], c, w), d)
         total = total + separable(d, my, mx)
