@@ -196,20 +196,20 @@ def bicubic_matrix(n: int, scale: int) -> Tensor:
     if n < 1 or scale < 1:
         raise ValueError(f"bicubic_matrix needs n >= 1 and scale >= 1; got {n}, {scale}")
     a = -0.75
+    x = (torch.arange(n * scale, dtype=torch.float64) + 0.5) / scale - 0.5
+    x0 = x.floor()
+    t = x - x0
 
-    def near(x: float) -> float:  # |x| <= 1
-        return ((a + 2) * x - (a + 3)) * x * x + 1
+    def near(d: Tensor) -> Tensor:  # |d| <= 1
+        return ((a + 2) * d - (a + 3)) * d * d + 1
 
-    def far(x: float) -> float:  # 1 < |x| < 2
-        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    def far(d: Tensor) -> Tensor:  # 1 < |d| < 2
+        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
 
+    rows = torch.arange(n * scale)
     m = torch.zeros(n * scale, n, dtype=torch.float64)
-    for i in range(n * scale):
-        x = (i + 0.5) / scale - 0.5
-        x0 = math.floor(x)
-        t = x - x0
-        for k, wk in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t)), strict=True):
-            m[i, min(max(x0 + k, 0), n - 1)] += wk
+    for k, wk in zip((-1, 0, 1, 2), (far(t + 1), near(t), near(1 - t), far(2 - t)), strict=True):
+        m.index_put_((rows, (x0.long() + k).clamp(0, n - 1)), wk, accumulate=True)
     return m
 
 
