@@ -17,8 +17,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+KERNEL_SIZE = 8  # the paper's Gaussian blur: size and sigma (HR px)
+SIGMA = 3.0
 
-def gaussian_kernel(size: int = 8, sigma: float = 3.0, dtype=torch.float32, device=None) -> Tensor:
+
+def gaussian_kernel(
+    size: int = KERNEL_SIZE, sigma: float = SIGMA, dtype=torch.float32, device=None
+) -> Tensor:
     """A normalised 2-D Gaussian kernel, centred at ``(size - 1) / 2`` (between pixels for even sizes).
 
     Returns:
@@ -71,7 +76,7 @@ def use_matrices(*lengths: int) -> bool:
     return max(lengths) <= MATRIX_MAX_SIZE
 
 
-def blur_decimate(x: Tensor, scale: int, kernel_size: int = 8, sigma: float = 3.0) -> Tensor:
+def blur_decimate(x: Tensor, scale: int, kernel_size: int = KERNEL_SIZE, sigma: float = SIGMA) -> Tensor:
     """``blur(x, gaussian_kernel(kernel_size, sigma), stride=scale)`` (tested equal within float
     rounding), as two matrix products (:func:`blur_decimate_matrix`; the kernel is separable) up to
     :data:`MATRIX_MAX_SIZE`, as the separable convolution beyond: on tiles several times faster than the
@@ -127,8 +132,8 @@ def blur_decimate_matrix(n: int, scale: int, kernel_size: int, sigma: float, ref
 def degrade(
     hr: Tensor,
     scale: int,
-    kernel_size: int = 8,
-    sigma: float = 3.0,
+    kernel_size: int = KERNEL_SIZE,
+    sigma: float = SIGMA,
     noise_std: float = 0.0,
     generator: torch.Generator | None = None,
 ) -> Tensor:
@@ -229,7 +234,7 @@ def low_pass(x: Tensor, scale: int) -> Tensor:
     return upsample(blur_decimate(x, scale), scale)[..., :h, :w]
 
 
-def content_shift(scale: int, kernel_size: int = 8) -> float:
+def content_shift(scale: int, kernel_size: int = KERNEL_SIZE) -> float:
     """How far (HR pixels, in x and in y alike) ``upsample(degrade(hr, scale), scale)`` shows ``hr``'s
     content from where it is in ``hr``: ``lr_up(p) ~ hr(p - shift)``.
 
@@ -272,8 +277,8 @@ class Degradation:
     """Configured degradation, callable on ``(B, C, H, W)`` HR cubes; see :func:`degrade`."""
 
     scale: int
-    kernel_size: int = 8
-    sigma: float = 3.0
+    kernel_size: int = KERNEL_SIZE
+    sigma: float = SIGMA
     noise_std: float = 0.0
 
     def __call__(self, hr: Tensor, generator: torch.Generator | None = None) -> Tensor:

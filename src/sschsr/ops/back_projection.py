@@ -41,6 +41,8 @@ import torch
 from torch import Tensor
 
 from sschsr.data.degrade import (
+    KERNEL_SIZE,
+    SIGMA,
     blur,
     blur_decimate_matrix,
     gaussian_kernel,
@@ -149,8 +151,8 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
         )
     reflect = (
         min(h, w) > round(3 * sigma),
-        min(h, w) > 4,
-    )  # as blur() pads the two kernels (4: the paper's 8 // 2)
+        min(h, w) > KERNEL_SIZE // 2,
+    )  # as blur() pads the smoothing and the paper's kernel
     my = matrix_as(_smoothed_blur_matrix, (h, scale, float(sigma), *reflect), z)
     mx = matrix_as(_smoothed_blur_matrix, (w, scale, float(sigma), *reflect), z)
     return upsample(separable(z, my, mx), scale)[..., :h, :w]
@@ -162,7 +164,7 @@ def _smoothed_blur_matrix(
 ) -> Tensor:
     """``(ceil(n / scale), n)``: the paper's blur-and-decimate after the Gaussian of ``sigma``, along one axis."""
     smooth = blur_decimate_matrix(n, 1, 2 * round(3 * sigma) + 1, sigma, reflect_smooth)
-    return blur_decimate_matrix(n, scale, 8, 3.0, reflect_blur) @ smooth
+    return blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect_blur) @ smooth
 
 
 def back_project(

@@ -34,6 +34,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from sschsr.data.degrade import (
+    KERNEL_SIZE,
+    SIGMA,
     bicubic_matrix,
     blur_decimate_matrix,
     low_pass,
@@ -91,7 +93,7 @@ def observe(x: Tensor, scale: int) -> Tensor:
     if not use_matrices(*x.shape[-2:]):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
         return F.avg_pool2d(low_pass(x, scale), scale)
     h, w = x.shape[-2:]
-    reflect = min(h, w) > 4  # as low_pass's blur pads the paper's kernel of 8
+    reflect = min(h, w) > KERNEL_SIZE // 2  # as low_pass's blur pads the paper's kernel
     return separable(
         x,
         matrix_as(observe_matrix, (h, scale, reflect), x),
@@ -107,7 +109,7 @@ def observe_matrix(n: int, scale: int, reflect: bool) -> Tensor:
     for i in range(n // scale):
         blocks[i, i * scale : (i + 1) * scale] = 1 / scale
     up = bicubic_matrix(math.ceil(n / scale), scale)[:n]
-    return blocks @ up @ blur_decimate_matrix(n, scale, 8, 3.0, reflect)
+    return blocks @ up @ blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
 
 
 def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
