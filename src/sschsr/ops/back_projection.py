@@ -130,9 +130,8 @@ def spectral_denoise(cube: Tensor, noise: Tensor) -> Tensor:
 
 
 def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
-    """``low_pass(blur(z, g), scale)`` with ``g`` the normalised Gaussian of ``sigma`` HR px (size
-    ``2 round(3 sigma) + 1``; ``sigma`` 0: no smoothing): a correction shaped that way, seen as the LR data
-    see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
+    """``low_pass(smooth(z, sigma), scale)`` (:func:`smooth`): a correction shaped by the Gaussian of
+    ``sigma`` HR px, seen as the LR data see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
     (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size.
 
     Args:
@@ -145,10 +144,7 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
     if sigma == 0:
         return low_pass(z, scale)
     if not use_matrices(h, w):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
-        return low_pass(
-            blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, dtype=z.dtype, device=z.device).sum(0)),
-            scale,
-        )
+        return low_pass(smooth(z, sigma), scale)
     reflect = (
         min(h, w) > round(3 * sigma),
         min(h, w) > KERNEL_SIZE // 2,
@@ -156,6 +152,14 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
     my = matrix_as(_smoothed_blur_matrix, (h, scale, float(sigma), *reflect), z)
     mx = matrix_as(_smoothed_blur_matrix, (w, scale, float(sigma), *reflect), z)
     return upsample(separable(z, my, mx), scale)[..., :h, :w]
+
+
+def smooth(z: Tensor, sigma: float) -> Tensor:
+    """``z`` ``(B, C, H, W)`` filtered by the normalised Gaussian of ``sigma`` HR px, size
+    ``2 round(3 sigma) + 1``, separably (:func:`sschsr.data.degrade.blur`); ``sigma`` 0: ``z``."""
+    if sigma == 0:
+        return z
+    return blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, dtype=z.dtype, device=z.device).sum(0))
 
 
 @functools.lru_cache(maxsize=32)
@@ -244,6 +248,4 @@ def back_project(
             new_norm = dot(step, step)
             direction = step + new_norm / norm.clamp_min(1e-30) * direction
             norm = new_norm
-        if sigma > 0:  # the correction itself, G z: the Gaussian's 1-D factor, filtered separably
-            z = blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, device=z.device).sum(0))
-        return (x + z).detach()
+        return (x + smooth(z, sigma)).detach()  # the correction itself, G z
