@@ -37,6 +37,14 @@ def gaussian_kernel(
     return (k / k.sum()).to(dtype)
 
 
+def gaussian_kernel_1d(
+    size: int = KERNEL_SIZE, sigma: float = SIGMA, dtype=torch.float32, device=None
+) -> Tensor:
+    """The 1-D factor of :func:`gaussian_kernel`: ``(size,)``, sums to 1; ``outer(g, g)`` is the 2-D kernel.
+    :func:`blur` with it filters separably."""
+    return gaussian_kernel(size, sigma, dtype=dtype, device=device).sum(0)
+
+
 def blur(x: Tensor, kernel: Tensor, stride: int = 1) -> Tensor:
     """Blur every channel of ``x`` with ``kernel``, reflect-padded so the size is kept, keeping every
     ``stride``-th pixel (``blur(x, k, s) == blur(x, k)[..., ::s, ::s]``, computed only where kept).
@@ -89,7 +97,7 @@ def blur_decimate(x: Tensor, scale: int, kernel_size: int = KERNEL_SIZE, sigma: 
         ``(..., ceil(H / scale), ceil(W / scale))`` in ``x``'s dtype.
     """
     if not use_matrices(*x.shape[-2:]):
-        kernel = gaussian_kernel(kernel_size, sigma, dtype=x.dtype, device=x.device).sum(0)  # separable
+        kernel = gaussian_kernel_1d(kernel_size, sigma, dtype=x.dtype, device=x.device)
         with torch.autocast(device_type=x.device.type, enabled=False):
             out = blur(x.reshape(-1, 1, *x.shape[-2:]), kernel, stride=scale)
         return out.reshape(*x.shape[:-2], *out.shape[-2:])
@@ -117,7 +125,7 @@ def blur_decimate_matrix(n: int, scale: int, kernel_size: int, sigma: float, ref
     first."""
     if n < 1 or scale < 1:
         raise ValueError(f"blur_decimate_matrix needs n >= 1 and scale >= 1; got {n}, {scale}")
-    g = gaussian_kernel(kernel_size, sigma, dtype=torch.float64).sum(0)  # its 1-D factor, sums to 1
+    g = gaussian_kernel_1d(kernel_size, sigma, dtype=torch.float64)
     pad_lo = (kernel_size - 1) // 2
     m = torch.zeros(math.ceil(n / scale), n, dtype=torch.float64)
     for i in range(m.shape[0]):

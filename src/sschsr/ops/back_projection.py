@@ -45,7 +45,7 @@ from sschsr.data.degrade import (
     SIGMA,
     blur,
     blur_decimate_matrix,
-    gaussian_kernel,
+    gaussian_kernel_1d,
     low_pass,
     matrix_as,
     separable,
@@ -145,21 +145,26 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
         return low_pass(z, scale)
     if not use_matrices(h, w):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
         return low_pass(smooth(z, sigma), scale)
-    reflect = (
-        min(h, w) > round(3 * sigma),
+    reflect = (  # as blur() pads the smoothing and the paper's kernel
+        min(h, w) > smoothing_size(sigma) // 2,
         min(h, w) > KERNEL_SIZE // 2,
-    )  # as blur() pads the smoothing and the paper's kernel
+    )
     my = matrix_as(_smoothed_blur_matrix, (h, scale, float(sigma), *reflect), z)
     mx = matrix_as(_smoothed_blur_matrix, (w, scale, float(sigma), *reflect), z)
     return upsample(separable(z, my, mx), scale)[..., :h, :w]
 
 
+def smoothing_size(sigma: float) -> int:
+    """The size of :func:`smooth`'s Gaussian kernel: ``2 round(3 sigma) + 1``."""
+    return 2 * round(3 * sigma) + 1
+
+
 def smooth(z: Tensor, sigma: float) -> Tensor:
-    """``z`` ``(B, C, H, W)`` filtered by the normalised Gaussian of ``sigma`` HR px, size
-    ``2 round(3 sigma) + 1``, separably (:func:`sschsr.data.degrade.blur`); ``sigma`` 0: ``z``."""
+    """``z`` ``(B, C, H, W)`` filtered by the normalised Gaussian of ``sigma`` HR px
+    (:func:`smoothing_size`), separably (:func:`sschsr.data.degrade.blur`); ``sigma`` 0: ``z``."""
     if sigma == 0:
         return z
-    return blur(z, gaussian_kernel(2 * round(3 * sigma) + 1, sigma, dtype=z.dtype, device=z.device).sum(0))
+    return blur(z, gaussian_kernel_1d(smoothing_size(sigma), sigma, dtype=z.dtype, device=z.device))
 
 
 @functools.lru_cache(maxsize=32)
@@ -167,7 +172,7 @@ def _smoothed_blur_matrix(
     n: int, scale: int, sigma: float, reflect_smooth: bool, reflect_blur: bool
 ) -> Tensor:
     """``(ceil(n / scale), n)``: the paper's blur-and-decimate after the Gaussian of ``sigma``, along one axis."""
-    smooth = blur_decimate_matrix(n, 1, 2 * round(3 * sigma) + 1, sigma, reflect_smooth)
+    smooth = blur_decimate_matrix(n, 1, smoothing_size(sigma), sigma, reflect_smooth)
     return blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect_blur) @ smooth
 
 
