@@ -24,12 +24,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sschsr.cli._common import add_flow_refine_option, add_tta_option
+from sschsr.cli._common import add_flow_factor_option, add_flow_refine_option, add_tta_option
 from sschsr.data.datasets import render_rgb
 from sschsr.data.degrade import content_shift, degrade, upsample
 from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
+from sschsr.ops.coarse_flow import coarse_flow
 from sschsr.ops.flow_refine import FlowRefiner
 from sschsr.ops.warp import move_content
 
@@ -187,6 +188,7 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
         "1: the network alone)",
         flag="--flow-tta",
     )
+    add_flow_factor_option(p, default=1)
     add_flow_refine_option(p, default=0)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
@@ -199,7 +201,8 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
     """What a result of ``eval_flow.py`` / ``eval_warp.py`` was measured on, for its JSON."""
     return {
         "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters,
-        "flow_tta": alignment.tta, "flow_refine": alignment.refine, "data": args.data,
+        "flow_tta": alignment.tta, "flow_factor": alignment.factor, "flow_refine": alignment.refine,
+        "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
         "lr_shift": args.lr_shift,
@@ -220,7 +223,8 @@ class Alignment:
     """The alignment stages of a checkpoint: the flow network, WarpNet (None for stage 1) and the
     number of flow updates; ``kind`` is ``stage1``, ``stage2`` or ``full``. The flow is self-ensembled
     over ``tta`` flips/transpositions, ``shift`` being the pairs' :func:`~sschsr.data.degrade.content_shift`
-    (set per scale by :func:`run_pair_eval`)."""
+    (set per scale by :func:`run_pair_eval`), each pass on the pair shrunk by ``factor``
+    (:func:`~sschsr.ops.coarse_flow.coarse_flow`)."""
 
     flow_net: nn.Module
     warpnet: nn.Module | None
@@ -230,6 +234,7 @@ class Alignment:
     shift: float = 0.0
     refine: int = 0
     scale: int = 1
+    factor: int = 1
 
     def to(self, device: torch.device) -> Alignment:
         for net in (self.flow_net, self.warpnet):
@@ -241,8 +246,12 @@ class Alignment:
     def flow(self, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
         """``(B, 2, H, W)`` flow from the HSI's grid to ``ref`` (stage 1), refined by ``refine`` steps of
         :class:`~sschsr.ops.flow_refine.FlowRefiner` at ``scale`` after the self-ensemble."""
+
+        def flow_fn(a: Tensor, b: Tensor) -> Tensor:
+            return self.flow_net(a, b, iters=self.iters, test_mode=True)
+
         flow = dihedral_flow(
-            lambda a, b: self.flow_net(a, b, iters=self.iters, test_mode=True),
+            lambda a, b: coarse_flow(flow_fn, a, b, self.factor, self.shift),
             rgb_hsi,
             ref,
             self.tta,
@@ -364,7 +373,7 @@ def run_pair_eval(
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)
-    alignment.tta, alignment.refine = args.flow_tta, args.flow_refine
+    alignment.tta, alignment.refine, alignment.factor = args.flow_tta, args.flow_refine, args.flow_factor
     if needs_warpnet and alignment.warpnet is None:
         raise InputError(
             f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one"

@@ -18,7 +18,8 @@ a trained network's gain over bicubic that is registration alone.
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
 refined at test time by ``--flow-refine`` steps and its output back-projected onto the LR input by
 ``--back-project`` steps (both 0 by default here, so that the records made before they existed stay
-reproducible; ``sschsr-predict`` uses 150 and 20).
+reproducible; ``sschsr-predict`` uses 150 and 20), its flow network run on the pair shrunk ``--flow-factor``
+times (1 here; ``sschsr-predict`` shrinks pairs of 512 px a side and more by 2, as these whole scenes).
 
 ``--noise-std S`` adds Gaussian noise of that standard deviation to the LR cube (before upsampling, as the
 datamodules' ``noise_std``): real LR data are noisy, and back-projection, which makes the output agree with
@@ -55,6 +56,7 @@ from _common import (
 
 from sschsr.cli._common import (
     add_back_project_option,
+    add_flow_factor_option,
     add_flow_refine_option,
     add_tta_option,
     exit_on_input_error,
@@ -67,6 +69,7 @@ from sschsr.inference import (
     on_lr_grid,
     resolve_device,
     with_back_projection,
+    with_coarse_flow,
     with_flow_refinement,
     with_tta,
 )
@@ -128,12 +131,17 @@ def evaluate(
     back_project: int = 0,
     noise_std: float = 0.0,
     exact_fit: bool = False,
+    flow_factor: int = 1,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
+
+    def loaded(path: str) -> torch.nn.Module:
+        return with_coarse_flow(_load(path, scale, 31), scale, flow_factor)
+
     nets = {
         name: on_lr_grid(
             with_back_projection(
-                with_tta(with_flow_refinement(_load(path, scale, 31), scale, flow_refine), scale, tta),
+                with_tta(with_flow_refinement(loaded(path), scale, flow_refine), scale, tta),
                 scale,
                 back_project,
                 None if exact_fit else CORRECTION_STD,
@@ -185,6 +193,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
+    add_flow_factor_option(p, default=1)
     add_flow_refine_option(p, default=0)
     add_back_project_option(p, default=0)
     p.add_argument(
@@ -221,12 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.back_project,
         args.noise_std,
         args.exact_fit,
+        args.flow_factor,
     )
     record = {
         **provenance(device),
         "scale": args.scale,
         "models": dict(parse_models(args.model)),
         "tta": args.tta,
+        "flow_factor": args.flow_factor,
         "flow_refine": args.flow_refine,
         "back_project": args.back_project,
         "noise_std": args.noise_std,

@@ -102,6 +102,7 @@ def test_ckpt_and_exported_safetensors(models):
     assert from_ckpt["meta"]["weights"] == str(models["ckpt"])
     assert from_ckpt["meta"]["flow_refine"] == 150  # the flow's test-time refinement is on by default
     assert from_ckpt["meta"]["back_project"] == BACK_PROJECT_STEPS  # on by default, at every scale
+    assert from_ckpt["meta"]["flow_factor"] == "auto"  # by the size of each pair
     for key in ("command", "commit", "date", "device", "conventions"):
         assert key in from_ckpt["meta"]
     # the random model is not bicubic, and its float16 export scores the same within float16 rounding
@@ -196,8 +197,9 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
         ("tta=4", "tta must be one of"),
         ("flow_refine=-1", "flow_refine=-1: the number"),
         ("back_project=-1", "back_project=-1: the number"),
+        ("flow_factor=0", "flow_factor=0: the flow's shrink factor"),
     ],
-    ids=["scale", "tta", "flow_refine", "back_project"],
+    ids=["scale", "tta", "flow_refine", "back_project", "flow_factor"],
 )
 def test_console_script_bad_input_is_one_error_line(override, message, models, tmp_path):
     run_dir = tmp_path / "run"

@@ -392,6 +392,10 @@ BAD_INPUTS = {
         lambda i, m, t: argv(i, m["sschsr"], "--flow-refine", "-1"),
         "--flow-refine -1",
     ),
+    "--flow-factor 0": (
+        lambda i, m, t: argv(i, m["sschsr"], "--flow-factor", "0"),
+        "--flow-factor 0: the flow's shrink factor",
+    ),
     "negative --back-project": (
         lambda i, m, t: argv(i, m["sschsr"], "--back-project", "-2"),
         "--back-project -2",

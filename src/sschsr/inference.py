@@ -358,6 +358,33 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
     return net
 
 
+def check_flow_factor(factor: int, given: str | None = None) -> None:
+    """Raise :class:`InputError` unless ``factor`` (the flow's shrink factor) is at least 1; the message
+    starts with ``given``, how the user wrote it (e.g. ``--flow-factor 0``)."""
+    if factor < 1:
+        raise InputError(f"{given or f'flow factor {factor}'}: the flow's shrink factor must be >= 1")
+
+
+def with_coarse_flow(net: nn.Module, scale: int, factor: int | None = None) -> nn.Module:
+    """``net`` with its flow network run at test time on the pair shrunk by ``factor``
+    (:class:`sschsr.ops.coarse_flow.CoarseFlow`, corrected for the content shift of ``rgb_hsi`` at
+    ``scale``; None: :func:`~sschsr.ops.coarse_flow.auto_factor` of each pair, the default of
+    ``sschsr-predict`` and ``sschsr-eval``; 1: the pair as it is). Sets ``net.coarse_flow`` on a network that
+    estimates a flow and returns ``net``; networks without one are returned untouched. Apply it to the loaded
+    network, before :func:`with_tta`.
+
+    Raises:
+        InputError: ``factor`` below 1.
+    """
+    from sschsr.ops.coarse_flow import CoarseFlow
+
+    if factor is not None:
+        check_flow_factor(factor)
+    if getattr(net, "flow_net", None) is not None and hasattr(net, "coarse_flow"):
+        net.coarse_flow = None if factor == 1 else CoarseFlow(factor, content_shift(scale))
+    return net
+
+
 # conjugate-gradient steps of back-projection in sschsr-predict and sschsr-eval unless told otherwise, at
 # every scale: the correction is damped by the noise it estimates in the LR data
 # (sschsr.ops.back_projection.back_project; README, "Back-projection")

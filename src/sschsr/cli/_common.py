@@ -93,6 +93,22 @@ def add_flow_refine_option(
     )
 
 
+def add_flow_factor_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
+    """``--flow-factor``: the shrink factor of the pair the flow network runs on
+    (:func:`sschsr.inference.with_coarse_flow`), default :func:`sschsr.ops.coarse_flow.auto_factor` of each
+    pair (``sschsr-predict``; None here) or ``default`` (the experiment scripts: 1, so that their records made
+    before it existed stay reproducible)."""
+    here = "2 for pairs of at least 512 px a side, else 1" if default is None else str(default)
+    parser.add_argument(
+        "--flow-factor",
+        type=int,
+        default=default,
+        metavar="N",
+        help=f"run the flow network on the pair shrunk N times, its flow enlarged back before the refinement "
+        f"(default {here}; 1: at full size)",
+    )
+
+
 def add_back_project_option(
     parser: argparse.ArgumentParser, flag: str = "--back-project", default: int | None = None
 ) -> None:

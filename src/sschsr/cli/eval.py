@@ -147,9 +147,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         BACK_PROJECT_STEPS,
         DEFAULT_FLOW_REFINE,
         DEFAULT_TTA,
+        check_flow_factor,
         check_steps,
         resolve_device,
         with_back_projection,
+        with_coarse_flow,
         with_flow_refinement,
         with_tta,
     )
@@ -164,11 +166,19 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     back = cfg.get("back_project")
     back = BACK_PROJECT_STEPS if back is None else int(back)
     check_steps(back, f"back_project={back}")
+    factor = cfg.get("flow_factor")
+    factor = None if factor is None else int(factor)
+    if factor is not None:
+        check_flow_factor(factor, f"flow_factor={factor}")
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {
         key: None
         if net is None
-        else with_back_projection(with_tta(with_flow_refinement(net, scale, refine), scale, tta), scale, back)
+        else with_back_projection(
+            with_tta(with_flow_refinement(with_coarse_flow(net, scale, factor), scale, refine), scale, tta),
+            scale,
+            back,
+        )
         for key, net in loaded.items()
     }
     torch.manual_seed(int(cfg.get("seed") or 0))
@@ -225,6 +235,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "device": device.type,
             "tile": tile,
             "tta": tta,
+            "flow_factor": "auto" if factor is None else factor,
             "flow_refine": refine,
             "back_project": back,
             "conventions": CONVENTIONS,

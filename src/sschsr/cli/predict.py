@@ -1,8 +1,8 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--tta 8] [--flow-refine 150] [--back-project 20]
-                   [--lr-grid paper|block]
+                   [--tile 512] [--device auto] [--tta 8] [--flow-factor N] [--flow-refine 150]
+                   [--back-project 20] [--lr-grid paper|block]
                    [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
@@ -20,7 +20,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from sschsr.cli._common import add_back_project_option, add_flow_refine_option, add_tta_option, fail
+from sschsr.cli._common import (
+    add_back_project_option,
+    add_flow_factor_option,
+    add_flow_refine_option,
+    add_tta_option,
+    fail,
+)
 from sschsr.data.degrade import LR_GRIDS
 from sschsr.errors import InputError
 
@@ -60,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         "self-ensemble: run the network on this many flips/transpositions of the inputs and average; 1 is "
         "the fastest",
     )
+    add_flow_factor_option(p)
     add_flow_refine_option(p)
     add_back_project_option(p)
     p.add_argument(
@@ -146,6 +153,7 @@ def run(args: argparse.Namespace) -> str:
     """
     from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_npy, write_png
     from sschsr.inference import (
+        check_flow_factor,
         check_reference,
         check_scale,
         check_steps,
@@ -155,6 +163,7 @@ def run(args: argparse.Namespace) -> str:
         prepare_inputs,
         resolve_device,
         with_back_projection,
+        with_coarse_flow,
         with_flow_refinement,
         with_tta,
     )
@@ -165,6 +174,8 @@ def run(args: argparse.Namespace) -> str:
     check_scale(args.scale)
     check_steps(args.flow_refine, f"--flow-refine {args.flow_refine}")
     check_steps(args.back_project, f"--back-project {args.back_project}")
+    if args.flow_factor is not None:
+        check_flow_factor(args.flow_factor, f"--flow-factor {args.flow_factor}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
     device = resolve_device(args.device)
@@ -194,7 +205,9 @@ def run(args: argparse.Namespace) -> str:
     camera = getattr(net, "info", {}).get("camera", "cie1931")
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
-    net = with_flow_refinement(net, args.scale, args.flow_refine)
+    net = with_flow_refinement(
+        with_coarse_flow(net, args.scale, args.flow_factor), args.scale, args.flow_refine
+    )
     net = with_back_projection(with_tta(net, args.scale, args.tta), args.scale, args.back_project)
     model = on_lr_grid(net, args.scale, args.lr_grid)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)

@@ -214,6 +214,11 @@ class SSCHSR(nn.Module):
         # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.inference.with_flow_refinement`);
         # not a part of the network: no weights, not in ``config``, never applied in training mode
         self.flow_refiner: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
+        # test-time running of the flow network, ``(flow_fn, rgb_hsi, ref) -> flow`` with ``flow_fn(rgb_hsi,
+        # ref)`` the flow network's call (e.g. :class:`sschsr.ops.coarse_flow.CoarseFlow`, which runs it on
+        # the pair shrunk; set by :func:`sschsr.inference.with_coarse_flow`); as ``flow_refiner``, never in
+        # training mode
+        self.coarse_flow: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor], Tensor] | None = None
 
         self.flow_net = flow_net
         if flow_net is not None and freeze_flow:
@@ -249,12 +254,20 @@ class SSCHSR(nn.Module):
 
     def estimate_flow(self, rgb_hsi: Tensor, ref: Tensor, refine: bool = True) -> Tensor:
         """Stage 1: ``(B, 2, H, W)`` flow from the grid of ``rgb_hsi`` into ``ref`` (zero without a flow net),
-        refined by ``flow_refiner`` in evaluation mode when one is set and ``refine``."""
+        run through ``coarse_flow`` and refined by ``flow_refiner`` in evaluation mode when they are set (the
+        latter when ``refine``)."""
         b, _, h, w = rgb_hsi.shape
         if self.flow_net is None:
             return rgb_hsi.new_zeros(b, 2, h, w)
+
+        def flow_fn(image1: Tensor, image2: Tensor) -> Tensor:
+            return self.flow_net(image1, image2, iters=self.flow_iters, test_mode=True)
+
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_flow):
-            flow = self.flow_net(rgb_hsi, ref, iters=self.flow_iters, test_mode=True)
+            if self.coarse_flow is None or self.training:
+                flow = flow_fn(rgb_hsi, ref)
+            else:
+                flow = self.coarse_flow(flow_fn, rgb_hsi, ref)
         return self.refine_flow(flow, rgb_hsi, ref) if refine else flow
 
     def refine_flow(self, flow: Tensor, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
