@@ -1,11 +1,11 @@
 """A flow network run on its pair shrunk by a whole factor, the flow enlarged back.
 
 The flow networks were trained on crops of 96-128 px. On whole 512 x 512 scenes at x8 they leave whole
-objects at the wrong motion (smooth, untextured surfaces that move with the foreground, where the 1/8
-grid of the network propagates too little in its 12 updates); on the pair shrunk by 2 they see scenes of
-the size they learnt, and the test-time refinement (:mod:`sschsr.ops.flow_refine`) puts back the detail
-the smaller grid cannot hold. The flow network also costs a quarter. README ("Measured") has the numbers;
-``experiments/eval_flow.py --flow-factor`` measures them.
+untextured objects (peppers, the grey patches of a chart) at the wrong motion, far from any depth edge; on
+the pair shrunk by 2 they see scenes nearer the size they learnt, and the test-time refinement
+(:mod:`sschsr.ops.flow_refine`) puts back the detail the smaller grid cannot hold. The flow network also
+costs a quarter. README ("Flow on the shrunk pair") has the numbers; ``experiments/eval_flow.py
+--flow-factor`` and ``experiments/eval_sr.py --flow-factor`` measure them.
 
 ``image1`` (``rgb_hsi``) shows the scene ``shift`` px from its grid (:func:`sschsr.data.degrade.content_shift`),
 which the flow networks learnt to add to every vector; shrunk by ``factor`` it would show it ``shift /
