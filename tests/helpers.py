@@ -44,3 +44,25 @@ def compose_run(tmp_path: Path | None, overrides: list[str], name: str = "train"
             cfg.hydra.job.num = 0
         HydraConfig().set_config(cfg)
     return cfg
+
+
+def check_flow_hook_in_eval_only(attr: str, hook, generator) -> None:
+    """Set ``hook`` (a test-time step of :meth:`SSCHSR.estimate_flow` that adds 1 to the flow, e.g.
+    ``flow_refiner`` or ``coarse_flow``) as ``attr`` of a small SSCHSR with a flow network: in evaluation mode
+    ``estimate_flow`` gives the flow network's flow plus 1; in training mode it is computed too (the hook
+    records its calls, which the caller checks)."""
+    import torch
+
+    from sschsr.models.flow import RAFT
+    from sschsr.models.sschsr import SSCHSR
+
+    net = SSCHSR(4, flow_net=RAFT("small"))
+    setattr(net, attr, hook)
+    rgb, ref = torch.rand(2, 1, 3, 32, 32, generator=generator)
+    net.eval()
+    with torch.no_grad():
+        plain = net.flow_net(rgb, ref, iters=net.flow_iters, test_mode=True)
+        assert torch.allclose(net.estimate_flow(rgb, ref), plain + 1)
+    net.train()
+    with torch.no_grad():
+        net.estimate_flow(rgb, ref)

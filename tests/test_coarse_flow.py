@@ -7,6 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import check_flow_hook_in_eval_only
 from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
 from sschsr.inference import with_coarse_flow
@@ -124,14 +125,5 @@ class TestInTheNetwork:
             calls.append(tuple(rgb_hsi.shape))
             return flow_fn(rgb_hsi, ref) + 1
 
-        net = SSCHSR(4, flow_net=RAFT("small"))
-        net.coarse_flow = coarse
-        rgb, ref = torch.rand(2, 1, 3, 32, 32, generator=generator)
-        net.eval()
-        with torch.no_grad():
-            plain = net.flow_net(rgb, ref, iters=net.flow_iters, test_mode=True)
-            assert torch.allclose(net.estimate_flow(rgb, ref), plain + 1)
-        net.train()
-        with torch.no_grad():
-            net.estimate_flow(rgb, ref)
+        check_flow_hook_in_eval_only("coarse_flow", coarse, generator)
         assert calls == [(1, 3, 32, 32)]

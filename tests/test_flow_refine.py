@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from helpers import check_flow_hook_in_eval_only
 from sschsr.data.degrade import blur, degrade, gaussian_kernel, low_pass, upsample
 from sschsr.errors import InputError
 from sschsr.inference import with_flow_refinement
@@ -157,16 +158,7 @@ class TestInTheNetwork:
             calls.append(flow.shape)
             return flow + 1
 
-        net = SSCHSR(4, flow_net=RAFT("small"))
-        net.flow_refiner = refiner
-        rgb, ref = torch.rand(2, 1, 3, 32, 32, generator=generator)
-        net.eval()
-        with torch.no_grad():
-            plain = net.flow_net(rgb, ref, iters=net.flow_iters, test_mode=True)
-            assert torch.allclose(net.estimate_flow(rgb, ref), plain + 1)
-        net.train()
-        with torch.no_grad():
-            net.estimate_flow(rgb, ref)
+        check_flow_hook_in_eval_only("flow_refiner", refiner, generator)
         assert calls == [(1, 2, 32, 32)]
 
     def test_the_self_ensemble_refines_once_and_passes_the_flow_on(self, generator):
