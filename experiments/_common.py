@@ -31,7 +31,7 @@ from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
 from sschsr.ops.coarse_flow import coarse_flow
-from sschsr.ops.flow_refine import FlowRefiner
+from sschsr.ops.flow_refine import FlowRefiner, refiner_settings
 from sschsr.ops.warp import move_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -122,6 +122,13 @@ def held_out_scenes(data: str = "cave") -> list[str]:
     return [*lists.val, *lists.test]
 
 
+def training_scenes(data: str = "cave") -> list[str]:
+    """The scenes the data config trains on (:meth:`sschsr.data.datamodules.HSIDataModule.split`)."""
+    import hydra
+
+    return hydra.utils.instantiate(data_config(4, data).data).split()["train"]
+
+
 def pair_overrides(args: argparse.Namespace) -> list[str]:
     """Datamodule overrides that make the alignment pairs of :func:`alignment_parser`'s arguments: every
     scene of ``--scenes`` in the test split, ``--pairs`` synthetic views each (seeded by the data's
@@ -202,6 +209,7 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
     return {
         "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters,
         "flow_tta": alignment.tta, "flow_factor": alignment.factor, "flow_refine": alignment.refine,
+        "flow_refiner": refiner_settings(alignment.refine),
         "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
@@ -365,10 +373,11 @@ def run_pair_eval(
     title: str,
     argv: Sequence[str] | None = None,
     needs_warpnet: bool = False,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The main of ``eval_flow.py`` / ``eval_warp.py``: parse :func:`alignment_parser`'s options, load the
     checkpoint, make the pairs of each scale, pool ``measure``'s values per scene (one dict per item of a
-    batch), write the JSON record and print the table."""
+    batch), write the JSON record (with ``extra``'s entries) and print the table."""
     args = alignment_parser(doc, default_out).parse_args(argv)
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
@@ -387,7 +396,12 @@ def run_pair_eval(
             for label, values in zip(batch["name"], measure(alignment, batch, device), strict=True):
                 pooled.add(scene_of(label), values)
         results[str(scale)] = pooled.summary()
-    record = {**provenance(device), "settings": pair_settings(args, alignment), "scales": results}
+    record = {
+        **provenance(device),
+        "settings": pair_settings(args, alignment),
+        **(extra or {}),
+        "scales": results,
+    }
     out = write_result(args.out, record)
     print_by_scale(
         f"{title}: {args.ckpt} ({alignment.kind}, {alignment.iters} flow updates)", results, columns

@@ -76,6 +76,7 @@ from sschsr.inference import (
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 from sschsr.ops.back_projection import CORRECTION_STD
+from sschsr.ops.flow_refine import refiner_settings
 
 BASELINES = ("bicubic", "bicubic_registered")  # always scored
 COLUMNS = {
@@ -239,6 +240,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tta": args.tta,
         "flow_factor": args.flow_factor,
         "flow_refine": args.flow_refine,
+        "flow_refiner": refiner_settings(args.flow_refine),
         "back_project": args.back_project,
         "noise_std": args.noise_std,
         "exact_fit": args.exact_fit,

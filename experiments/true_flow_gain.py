@@ -36,7 +36,7 @@ from sschsr.errors import InputError
 from sschsr.inference import BACK_PROJECT_STEPS, resolve_device
 from sschsr.losses import endpoint_error, flow_valid_mask
 from sschsr.ops.back_projection import back_project
-from sschsr.ops.flow_refine import FlowRefiner
+from sschsr.ops.flow_refine import FlowRefiner, refiner_settings
 
 FLOWS = ("own", "refined", "true")
 
@@ -99,6 +99,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "scale": args.scale,
         "model": args.model,
         "flow_refine": args.flow_refine,
+        "flow_refiner": refiner_settings(args.flow_refine),
         "back_project": args.back_project,
         "data": "conf/data/cave.yaml test split" + (f" with {args.overrides}" if args.overrides else ""),
         "conventions": "as sschsr-eval: PSNR data range 1, mean over bands; SAM degrees; outputs clamped to "

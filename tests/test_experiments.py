@@ -218,3 +218,22 @@ def test_weights_at_copies_the_shipped_weights_of_a_commit(tmp_path):
     assert bad.returncode == 2 and "error:" in bad.stderr and not (tmp_path / "x").exists()
     usage = subprocess.run(["bash", str(script)], capture_output=True, text=True)
     assert usage.returncode == 2 and "usage:" in usage.stderr
+
+
+def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
+    for script in experiments_module("refine_sweep"):
+        args = [
+            *("--ckpt", str(EXPERIMENTS.parent / "src/sschsr/weights/sschsr_x8.safetensors")),
+            *("--scales", "8", "--pairs", "1"),
+            *("--size", "64", "--scenes", "beads", "--flow-tta", "1", "--out", str(tmp_path / "r.json")),
+        ]
+        record = script.main([*args, "--variant", '{"iters": 0}', "--variant", '{"iters": 3, "cells": [32]}'])
+        for bad in ('{"scale": 4}', '{"window": -1}', '{"no_such_field": 1}', "[1]", "{"):
+            with pytest.raises(SystemExit) as e:
+                script.main([*args, "--variant", bad])
+            assert e.value.code == 2
+    assert (tmp_path / "r.json").is_file()
+    assert record["variants"]["v0"]["iters"] == 0 and record["variants"]["v1"]["cells"] == [32]
+    epe = record["scales"]["8"]["all"]
+    assert epe["v0"] == pytest.approx(epe["net"])  # no steps: the network's own flow
+    assert epe["v1"] != epe["net"] and set(record["scales"]["8"]["scenes"]) == {"beads"}

@@ -209,3 +209,14 @@ def test_autocast_does_not_lower_its_precision(generator):
     with torch.autocast("cpu", dtype=torch.bfloat16):
         autocast = FlowRefiner(SCALE, iters=20)(start, rgb_hsi, ref)
     torch.testing.assert_close(autocast, plain)
+
+
+def test_settings_state_every_field_but_the_scale():
+    from sschsr.ops.flow_refine import refiner_settings
+
+    settings = FlowRefiner(8, iters=7, cells=(32, 16)).settings()
+    assert settings["iters"] == 7 and settings["cells"] == [32, 16] and "scale" not in settings
+    assert FlowRefiner(8, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}) == (
+        FlowRefiner(8, iters=7, cells=(32, 16))
+    )
+    assert refiner_settings(0) is None and refiner_settings(5) == FlowRefiner(4, 5).settings()

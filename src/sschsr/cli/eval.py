@@ -156,6 +156,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         with_tta,
     )
     from sschsr.models.baselines import Bicubic
+    from sschsr.ops.flow_refine import refiner_settings
 
     scale = int(cfg.scale)
     tta = cfg.get("tta")
@@ -237,6 +238,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "tta": tta,
             "flow_factor": "auto" if factor is None else factor,
             "flow_refine": refine,
+            "flow_refiner": refiner_settings(refine),
             "back_project": back,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),

@@ -1,0 +1,92 @@
+"""Choose the test-time flow refinement's settings on synthetic pairs of the CAVE training scenes (never
+on the scenes scored): the end-point error of each candidate, per scale and per scene.
+
+    .venv/bin/python experiments/refine_sweep.py --ckpt src/sschsr/weights/sschsr_x4.safetensors \
+        --scales 4 --pairs 2 --size 256 --flow-range 5 15 \
+        --variant '{}' --variant '{"window": 2, "cells": [64, 32, 16]}' \
+        --out experiments/results/refine_sweep_x4_camera.json
+
+The pairs and the network's flow are ``eval_flow.py``'s (same options; default scenes here: the data's
+training scenes): the flow is predicted once per pair (self-ensembled over ``--flow-tta``, on the pair
+shrunk by ``--flow-factor``), then refined by each ``--variant``, a JSON object of
+:class:`~sschsr.ops.flow_refine.FlowRefiner` fields other than ``scale`` (``{}``: the defaults). Columns:
+``net`` (the network's flow, unrefined), then ``v0``, ``v1``, ... in the order given, each an EPE pooled
+over valid pixels; the record lists every variant's full settings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+import torch
+from _common import Alignment, run_pair_eval, training_scenes
+from eval_flow import flow_errors
+from torch import Tensor
+
+from sschsr.cli._common import exit_on_input_error
+from sschsr.errors import InputError
+from sschsr.ops.flow_refine import FlowRefiner
+
+
+def parse_variants(texts: list[str]) -> list[dict[str, Any]]:
+    """``--variant`` texts -> FlowRefiner keyword arguments (lists become tuples); bad ones: InputError."""
+    variants = []
+    for text in texts:
+        try:
+            kwargs = json.loads(text)
+            if not isinstance(kwargs, dict) or "scale" in kwargs:
+                raise ValueError("a JSON object of FlowRefiner fields other than scale")
+            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
+            FlowRefiner(1, **kwargs)  # unknown fields and bad values fail here
+        except (ValueError, TypeError) as e:
+            raise InputError(f"--variant {text!r}: {e}") from None
+        variants.append(kwargs)
+    return variants
+
+
+def measure_variants(variants: list[dict[str, Any]]):
+    """``eval_flow``-style ``measure``: per item, the EPE of the network's flow (``net``) and of each
+    variant's refinement of it (``v<i>``), per valid pixel."""
+
+    def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
+        rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
+        flow = alignment.flow(rgb_hsi, ref).float()
+        flows = {"net": flow}
+        for i, kwargs in enumerate(variants):
+            flows[f"v{i}"] = FlowRefiner(alignment.scale, **kwargs)(flow, rgb_hsi, ref)
+        out = []
+        for j, (gt, valid) in enumerate(zip(batch["flow"], batch["valid"], strict=True)):
+            out.append({k: flow_errors(f[j].cpu(), gt, valid)["epe"] for k, f in flows.items()})
+        return out
+
+    return measure
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> dict[str, Any]:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--variant", action="append", default=[])
+    known, rest = pre.parse_known_args(argv)
+    if "-h" in rest or "--help" in rest:
+        print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')\n")
+    variants = parse_variants(known.variant or ["{}"])
+    if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
+        rest += ["--scenes", *training_scenes()]
+    if any(a == "--flow-refine" or a.startswith("--flow-refine=") for a in rest):
+        raise InputError("--flow-refine: give the refinement steps in each --variant ('iters')")
+    columns = {k: (f"{k} EPE", "{:.3f}") for k in ["net", *(f"v{i}" for i in range(len(variants)))]}
+    named = {f"v{i}": FlowRefiner(1, **kwargs).settings() for i, kwargs in enumerate(variants)}
+    for name, settings in named.items():
+        print(name, json.dumps(settings))
+    measure = measure_variants(variants)
+    return run_pair_eval(
+        __doc__, "refine_sweep.json", measure, columns, "refinement", rest, extra={"variants": named}
+    )
+
+
+if __name__ == "__main__":
+    main()
