@@ -10,7 +10,7 @@ degradation (:func:`sschsr.data.degrade.degrade`, then bicubic upsampling) must 
   LR grid, where they carry information), each normalised by its local mean and standard deviation over
   ``(2 * window + 1)^2`` LR pixels, per channel. The normalisation absorbs what colour matching leaves of
   the camera change (tone curve, white balance, vignetting) and weighs texture, not brightness.
-- **Correction**: the sum of bilinear fields with control points every ``cells`` HR px (128, 64, 32, 16:
+- **Correction**: the sum of bilinear fields with control points every ``cells`` HR px (64, 32, 16:
   coarse ones carry a correction across flat regions, fine ones follow local error), each with a quadratic
   smoothness penalty. Adam on the control points, ``iters`` steps.
 
@@ -18,7 +18,8 @@ On held-out CAVE pairs with the shipped flow networks and their self-ensemble
 (``experiments/results/flow_eval_*_refined.json``) the end-point error goes from 2.05 to 1.31 px at x8 and
 from 2.15 to 1.14 px at x4 (homography + elastic pairs: 1.74 -> 0.87 and 1.80 -> 0.73 px); the README
 ("Measured") has what it does to the super-resolution. The settings were chosen on pairs of CAVE training
-scenes, not on the scenes scored (``experiments/refine_sweep.py``, ``refine_sweep_*.json``). The cost is ``iters`` forward and backward passes of a warp at the input's
+scenes, not on the scenes scored; ``experiments/refine_sweep.py`` compares settings (the README,
+"Measured", has why a smaller window was not taken). The cost is ``iters`` forward and backward passes of a warp at the input's
 size; the degradation and the correction fields are matrix products on the LR grid and the control points
 (:func:`observe_matrix`, :func:`bilinear_matrix`; ``experiments/bench_test_time.py``).
 """
@@ -64,9 +65,9 @@ class FlowRefiner:
     scale: int
     iters: int = 150
     lr: float = 0.2
-    cells: tuple[int, ...] = (128, 64, 32, 16)
+    cells: tuple[int, ...] = (64, 32, 16)
     smooth: float = 0.01
-    window: int = 1
+    window: int = 2
     var_eps: float = 1e-5
     charbonnier_eps: float = 1e-3
 
