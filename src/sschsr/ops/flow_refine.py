@@ -10,8 +10,8 @@ degradation (:func:`sschsr.data.degrade.degrade`, then bicubic upsampling) must 
   LR grid, where they carry information), each normalised by its local mean and standard deviation over
   ``(2 * window + 1)^2`` LR pixels, per channel. The normalisation absorbs what colour matching leaves of
   the camera change (tone curve, white balance, vignetting) and weighs texture, not brightness.
-- **Correction**: the sum of bilinear fields with control points every ``cells`` HR px (64, 32, 16:
-  coarse ones carry a correction across flat regions, fine ones follow local error), each with a quadratic
+- **Correction**: the sum of bilinear fields with control points every ``cells`` HR px (64, 32, 16: coarse
+  ones carry a correction across flat regions, fine ones follow local error), each with a quadratic
   smoothness penalty. Adam on the control points, ``iters`` steps.
 
 On held-out CAVE pairs with the shipped flow networks and their self-ensemble
@@ -19,9 +19,9 @@ On held-out CAVE pairs with the shipped flow networks and their self-ensemble
 from 2.15 to 1.14 px at x4 (homography + elastic pairs: 1.74 -> 0.87 and 1.80 -> 0.73 px); the README
 ("Measured") has what it does to the super-resolution. The settings were chosen on pairs of CAVE training
 scenes, not on the scenes scored; ``experiments/refine_sweep.py`` compares settings (the README,
-"Measured", has why a smaller window was not taken). The cost is ``iters`` forward and backward passes of a warp at the input's
-size; the degradation and the correction fields are matrix products on the LR grid and the control points
-(:func:`observe_matrix`, :func:`bilinear_matrix`; ``experiments/bench_test_time.py``).
+"Measured", has why a smaller window was not taken). The cost is ``iters`` forward and backward passes of a
+warp at the input's size; the degradation and the correction fields are matrix products on the LR grid and
+the control points (:func:`observe_matrix`, :func:`bilinear_matrix`; ``experiments/bench_test_time.py``).
 """
 
 from __future__ import annotations
