@@ -1,10 +1,11 @@
-"""Choose the test-time flow refinement's settings on synthetic pairs of the CAVE training scenes (never
-on the scenes scored): the end-point error of each candidate, per scale and per scene.
+"""Compare settings of the test-time flow refinement on synthetic pairs, by default of the CAVE training
+scenes (where settings are chosen; ``--scenes`` for others): the end-point error of each candidate, per
+scale and per scene.
 
     .venv/bin/python experiments/refine_sweep.py --ckpt src/sschsr/weights/sschsr_x4.safetensors \
-        --scales 4 --pairs 2 --size 256 --flow-range 5 15 \
-        --variant '{}' --variant '{"window": 2, "cells": [64, 32, 16]}' \
-        --out experiments/results/refine_sweep_x4_camera.json
+        --scales 4 --pairs 2 --size 256 --variant '{"window": 2, "cells": [64, 32, 16]}' \
+        --variant '{"window": 1, "cells": [128, 64, 32, 16]}' --variant '{"window": 1, "cells": [64, 32, 16]}' \
+        --out experiments/results/refine_sweep_x4.json
 
 The pairs and the network's flow are ``eval_flow.py``'s (same options; default scenes here: the data's
 training scenes): the flow is predicted once per pair (self-ensembled over ``--flow-tta``, on the pair
@@ -32,18 +33,17 @@ from sschsr.ops.flow_refine import FlowRefiner
 
 
 def parse_variants(texts: list[str]) -> list[dict[str, Any]]:
-    """``--variant`` texts -> FlowRefiner keyword arguments (lists become tuples); bad ones: InputError."""
+    """``--variant`` texts -> settings for :meth:`FlowRefiner.from_settings`; bad ones: InputError."""
     variants = []
     for text in texts:
         try:
-            kwargs = json.loads(text)
-            if not isinstance(kwargs, dict) or "scale" in kwargs:
+            settings = json.loads(text)
+            if not isinstance(settings, dict) or "scale" in settings:
                 raise ValueError("a JSON object of FlowRefiner fields other than scale")
-            kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-            FlowRefiner(1, **kwargs)  # unknown fields and bad values fail here
+            FlowRefiner.from_settings(1, settings)  # unknown fields and bad values fail here
         except (ValueError, TypeError) as e:
             raise InputError(f"--variant {text!r}: {e}") from None
-        variants.append(kwargs)
+        variants.append(settings)
     return variants
 
 
@@ -55,8 +55,8 @@ def measure_variants(variants: list[dict[str, Any]]):
         rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
         flow = alignment.flow(rgb_hsi, ref).float()
         flows = {"net": flow}
-        for i, kwargs in enumerate(variants):
-            flows[f"v{i}"] = FlowRefiner(alignment.scale, **kwargs)(flow, rgb_hsi, ref)
+        for i, settings in enumerate(variants):
+            flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow, rgb_hsi, ref)
         out = []
         for j, (gt, valid) in enumerate(zip(batch["flow"], batch["valid"], strict=True)):
             out.append({k: flow_errors(f[j].cpu(), gt, valid)["epe"] for k, f in flows.items()})
@@ -79,7 +79,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if any(a == "--flow-refine" or a.startswith("--flow-refine=") for a in rest):
         raise InputError("--flow-refine: give the refinement steps in each --variant ('iters')")
     columns = {k: (f"{k} EPE", "{:.3f}") for k in ["net", *(f"v{i}" for i in range(len(variants)))]}
-    named = {f"v{i}": FlowRefiner(1, **kwargs).settings() for i, kwargs in enumerate(variants)}
+    named = {f"v{i}": FlowRefiner.from_settings(1, v).settings() for i, v in enumerate(variants)}
     for name, settings in named.items():
         print(name, json.dumps(settings))
     measure = measure_variants(variants)

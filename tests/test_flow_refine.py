@@ -216,7 +216,5 @@ def test_settings_state_every_field_but_the_scale():
 
     settings = FlowRefiner(8, iters=7, cells=(32, 16)).settings()
     assert settings["iters"] == 7 and settings["cells"] == [32, 16] and "scale" not in settings
-    assert FlowRefiner(8, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()}) == (
-        FlowRefiner(8, iters=7, cells=(32, 16))
-    )
+    assert FlowRefiner.from_settings(8, settings) == FlowRefiner(8, iters=7, cells=(32, 16))
     assert refiner_settings(0) is None and refiner_settings(5) == FlowRefiner(4, 5).settings()

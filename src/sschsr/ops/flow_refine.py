@@ -89,6 +89,12 @@ class FlowRefiner:
         """Every field but ``scale``, JSON-ready: what a record of a refined result states."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "scale"}
 
+    @classmethod
+    def from_settings(cls, scale: int, settings: dict[str, object]) -> FlowRefiner:
+        """The refiner of ``settings`` (some or all of :meth:`settings`' entries, lists for tuples) at
+        ``scale``; unknown fields raise TypeError, bad values ValueError."""
+        return cls(scale, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
 
 def refiner_settings(iters: int) -> dict[str, object] | None:
     """The settings of a refinement by ``iters`` steps, as a record of a refined result states them
