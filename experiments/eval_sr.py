@@ -253,7 +253,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     }
     out = write_result(args.out or RESULTS / f"sr_eval_x{args.scale}.json", record)
     rows = [([name], means) for name, means in result["means"].items()]
-    print_table(f"x{args.scale}, CAVE test scenes (means)", COLUMNS, rows, labels=("method",))
+    where = f"CAVE scenes {', '.join(args.scenes)}" if args.scenes else "CAVE test scenes"
+    print_table(f"x{args.scale}, {where} (means)", COLUMNS, rows, labels=("method",))
     print(f"wrote {out}")
     return record
 
