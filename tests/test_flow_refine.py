@@ -85,9 +85,24 @@ def test_bad_inputs():
         {"scale": 4, "lr": 0.0},
         {"scale": 4, "cells": ()},
         {"scale": 4, "cells": (0,)},
+        {"scale": 4, "window": -1},
+        {"scale": 4, "window": ()},
+        {"scale": 4, "window": (2, -1)},
     ):
         with pytest.raises(ValueError, match="invalid FlowRefiner"):
             FlowRefiner(**bad)
+
+
+def test_several_windows_average_their_data_terms(generator):
+    ref, truth, rgb_hsi = observed_pair(generator)
+    start = truth + torch.tensor([1.5, -1.0]).view(1, 2, 1, 1)
+    one = FlowRefiner(SCALE, iters=100, window=1)(start, rgb_hsi, ref)
+    assert torch.equal(FlowRefiner(SCALE, iters=100, window=(1,))(start, rgb_hsi, ref), one)
+    both = FlowRefiner(SCALE, iters=100, window=(1, 3))
+    refined = both(start, rgb_hsi, ref)
+    assert both.windows == (1, 3) and not torch.equal(refined, one)
+    assert interior_epe(refined, truth) < 0.15
+    assert FlowRefiner.from_settings(SCALE, both.settings()) == both
 
 
 def test_observe_is_the_degradation_seen_on_the_lr_grid(generator):

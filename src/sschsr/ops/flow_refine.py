@@ -8,8 +8,9 @@ degradation (:func:`sschsr.data.degrade.degrade`, then bicubic upsampling) must 
 
 - **Data term**: Charbonnier distance between the two images averaged over ``scale x scale`` blocks (the
   LR grid, where they carry information), each normalised by its local mean and standard deviation over
-  ``(2 * window + 1)^2`` LR pixels, per channel. The normalisation absorbs what colour matching leaves of
-  the camera change (tone curve, white balance, vignetting) and weighs texture, not brightness.
+  ``(2 * window + 1)^2`` LR pixels, per channel (several windows: the mean of one such term each). The
+  normalisation absorbs what colour matching leaves of the camera change (tone curve, white balance,
+  vignetting) and weighs texture, not brightness.
 - **Correction**: the sum of bilinear fields with control points every ``cells`` HR px (64, 32, 16: coarse
   ones carry a correction across flat regions, fine ones follow local error), each with a quadratic
   smoothness penalty. Adam on the control points, ``iters`` steps.
@@ -57,7 +58,8 @@ class FlowRefiner:
         lr: Adam step size, px.
         cells: spacing of each correction field's control points, HR px.
         smooth: weight of the quadratic smoothness penalty of every field.
-        window: local normalisation radius, LR px.
+        window: local normalisation radius, LR px; a tuple of radii: the data term is the mean of one
+            term per radius (small ones follow texture, large ones carry across flat regions).
         var_eps: added to the local variance before normalising (image values in [0, 1]).
         charbonnier_eps: of the data term.
     """
@@ -67,7 +69,7 @@ class FlowRefiner:
     lr: float = 0.2
     cells: tuple[int, ...] = (64, 32, 16)
     smooth: float = 0.01
-    window: int = 2
+    window: int | tuple[int, ...] = 2
     var_eps: float = 1e-5
     charbonnier_eps: float = 1e-3
 
@@ -76,11 +78,17 @@ class FlowRefiner:
             self.scale < 1
             or self.iters < 0
             or self.lr <= 0
-            or self.window < 0
+            or not self.windows
+            or min(self.windows) < 0
             or not self.cells
             or min(self.cells) < 1
         ):
             raise ValueError(f"invalid FlowRefiner settings: {self}")
+
+    @property
+    def windows(self) -> tuple[int, ...]:
+        """The normalisation radii, one data term each."""
+        return self.window if isinstance(self.window, tuple) else (self.window,)
 
     def __call__(self, flow: Tensor, rgb_hsi: Tensor, ref: Tensor) -> Tensor:
         return refine_flow(flow, rgb_hsi, ref, self)
@@ -204,9 +212,8 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
     autocast_off = torch.autocast(device_type=flow.device.type, enabled=False)  # float32 throughout
     with torch.inference_mode(False), torch.enable_grad(), autocast_off:
         flow0, ref = flow.detach().float().clone(), ref.detach().float().clone()
-        target = local_normalise(
-            F.avg_pool2d(rgb_hsi.detach().float().clone(), s), refiner.window, refiner.var_eps
-        )
+        lr_side = F.avg_pool2d(rgb_hsi.detach().float().clone(), s)
+        targets = [local_normalise(lr_side, r, refiner.var_eps) for r in refiner.windows]
         b = flow.shape[0]
         deltas = [
             torch.zeros(
@@ -217,8 +224,13 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
         opt = torch.optim.Adam(deltas, lr=refiner.lr)
         for _ in range(refiner.iters):
             warped = flow_warp(ref, flow0 + correction(deltas, refiner.cells, (h, w)), padding_mode="border")
-            seen = local_normalise(observe(warped, s), refiner.window, refiner.var_eps)
-            data = ((seen - target).square() + refiner.charbonnier_eps**2).sqrt().mean()
+            seen = observe(warped, s)
+            data = sum(
+                ((local_normalise(seen, r, refiner.var_eps) - t).square() + refiner.charbonnier_eps**2)
+                .sqrt()
+                .mean()
+                for r, t in zip(refiner.windows, targets, strict=True)
+            ) / len(targets)
             smooth = sum(d.diff(dim=-1).square().mean() + d.diff(dim=-2).square().mean() for d in deltas)
             opt.zero_grad(set_to_none=True)
             (data + refiner.smooth * smooth).backward()
