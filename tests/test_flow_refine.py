@@ -98,6 +98,10 @@ def test_several_windows_average_their_data_terms(generator):
     start = truth + torch.tensor([1.5, -1.0]).view(1, 2, 1, 1)
     one = FlowRefiner(SCALE, iters=100, window=1)(start, rgb_hsi, ref)
     assert torch.equal(FlowRefiner(SCALE, iters=100, window=(1,))(start, rgb_hsi, ref), one)
+    # the mean, not the sum: a window given twice weighs its term as once against the smoothness penalty
+    # (20 steps: over many, Adam's normalised steps turn rounding differences into visible ones)
+    twice, once = (FlowRefiner(SCALE, iters=20, window=w)(start, rgb_hsi, ref) for w in ((1, 1), 1))
+    torch.testing.assert_close(twice, once, atol=1e-3, rtol=0)
     both = FlowRefiner(SCALE, iters=100, window=(1, 3))
     refined = both(start, rgb_hsi, ref)
     assert both.windows == (1, 3) and not torch.equal(refined, one)
