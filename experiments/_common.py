@@ -129,6 +129,20 @@ def training_scenes(data: str = "cave") -> list[str]:
     return hydra.utils.instantiate(data_config(4, data).data).split()["train"]
 
 
+def parse_refiner_settings(text: str, option: str, exclude: Sequence[str] = ("scale",)) -> dict[str, Any]:
+    """A JSON object of :class:`FlowRefiner` fields other than ``exclude`` (``option``'s value, e.g.
+    ``'{"window": [1, 4]}'``) -> settings for :meth:`FlowRefiner.from_settings`; bad JSON, an excluded or
+    unknown field and bad values raise InputError naming ``option``."""
+    try:
+        settings = json.loads(text)
+        if not isinstance(settings, dict) or any(k in settings for k in exclude):
+            raise ValueError(f"a JSON object of FlowRefiner fields other than {', '.join(exclude)}")
+        FlowRefiner.from_settings(1, settings)  # unknown fields and bad values fail here
+    except (ValueError, TypeError) as e:
+        raise InputError(f"{option} {text!r}: {e}") from None
+    return settings
+
+
 def pair_overrides(args: argparse.Namespace) -> list[str]:
     """Datamodule overrides that make the alignment pairs of :func:`alignment_parser`'s arguments: every
     scene of ``--scenes`` in the test split, ``--pairs`` synthetic views each (seeded by the data's

@@ -47,6 +47,7 @@ import torch
 from _common import (
     RESULTS,
     add_lr_shift_option,
+    parse_refiner_settings,
     print_table,
     provenance,
     shift_lr_side,
@@ -76,7 +77,7 @@ from sschsr.inference import (
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 from sschsr.ops.back_projection import CORRECTION_STD
-from sschsr.ops.flow_refine import refiner_settings
+from sschsr.ops.flow_refine import FlowRefiner
 
 BASELINES = ("bicubic", "bicubic_registered")  # always scored
 COLUMNS = {
@@ -133,8 +134,10 @@ def evaluate(
     noise_std: float = 0.0,
     exact_fit: bool = False,
     flow_factor: int = 1,
+    refiner: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``."""
+    """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``; ``refiner``: fields of
+    the flow refinement other than its steps (:func:`sschsr.inference.with_flow_refinement`)."""
 
     def loaded(path: str) -> torch.nn.Module:
         return with_coarse_flow(_load(path, scale, 31), scale, flow_factor)
@@ -142,7 +145,7 @@ def evaluate(
     nets = {
         name: on_lr_grid(
             with_back_projection(
-                with_tta(with_flow_refinement(loaded(path), scale, flow_refine), scale, tta),
+                with_tta(with_flow_refinement(loaded(path), scale, flow_refine, refiner), scale, tta),
                 scale,
                 back_project,
                 None if exact_fit else CORRECTION_STD,
@@ -196,6 +199,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     add_flow_factor_option(p, default=1)
     add_flow_refine_option(p, default=0)
+    p.add_argument(
+        "--flow-refiner",
+        default="{}",
+        metavar="JSON",
+        help="the refinement's other settings, FlowRefiner fields but scale and iters "
+        "(e.g. '{\"window\": [1, 4]}'); default: its defaults",
+    )
     add_back_project_option(p, default=0)
     p.add_argument(
         "--noise-std",
@@ -217,6 +227,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
+    refiner = parse_refiner_settings(args.flow_refiner, "--flow-refiner", exclude=("scale", "iters"))
     device = resolve_device(args.device)
     result = evaluate(
         parse_models(args.model),
@@ -232,6 +243,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.noise_std,
         args.exact_fit,
         args.flow_factor,
+        refiner,
     )
     record = {
         **provenance(device),
@@ -240,7 +252,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tta": args.tta,
         "flow_factor": args.flow_factor,
         "flow_refine": args.flow_refine,
-        "flow_refiner": refiner_settings(args.flow_refine),
+        "flow_refiner": FlowRefiner.from_settings(
+            args.scale, refiner | {"iters": args.flow_refine}
+        ).settings()
+        if args.flow_refine
+        else None,
         "back_project": args.back_project,
         "noise_std": args.noise_std,
         "exact_fit": args.exact_fit,

@@ -23,28 +23,13 @@ import sys
 from typing import Any
 
 import torch
-from _common import Alignment, run_pair_eval, training_scenes
+from _common import Alignment, parse_refiner_settings, run_pair_eval, training_scenes
 from eval_flow import flow_errors
 from torch import Tensor
 
 from sschsr.cli._common import exit_on_input_error
 from sschsr.errors import InputError
 from sschsr.ops.flow_refine import FlowRefiner
-
-
-def parse_variants(texts: list[str]) -> list[dict[str, Any]]:
-    """``--variant`` texts -> settings for :meth:`FlowRefiner.from_settings`; bad ones: InputError."""
-    variants = []
-    for text in texts:
-        try:
-            settings = json.loads(text)
-            if not isinstance(settings, dict) or "scale" in settings:
-                raise ValueError("a JSON object of FlowRefiner fields other than scale")
-            FlowRefiner.from_settings(1, settings)  # unknown fields and bad values fail here
-        except (ValueError, TypeError) as e:
-            raise InputError(f"--variant {text!r}: {e}") from None
-        variants.append(settings)
-    return variants
 
 
 def measure_variants(variants: list[dict[str, Any]]):
@@ -73,7 +58,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     known, rest = pre.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')\n")
-    variants = parse_variants(known.variant or ["{}"])
+    variants = [parse_refiner_settings(text, "--variant") for text in known.variant or ["{}"]]
     if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
         rest += ["--scenes", *training_scenes()]
     if any(a == "--flow-refine" or a.startswith("--flow-refine=") for a in rest):

@@ -220,6 +220,15 @@ def test_weights_at_copies_the_shipped_weights_of_a_commit(tmp_path):
     assert usage.returncode == 2 and "usage:" in usage.stderr
 
 
+def test_eval_sr_refuses_bad_refiner_settings_before_any_work(tmp_path, capsys):
+    for script in experiments_module("eval_sr"):
+        for bad in ('{"iters": 3}', '{"scale": 4}', '{"window": -1}', '{"no_such_field": 1}', "[1]", "{"):
+            with pytest.raises(SystemExit) as e:
+                script.main(["--scale", "8", "--flow-refiner", bad, "--out", str(tmp_path / "r.json")])
+            assert e.value.code == 2 and "--flow-refiner" in capsys.readouterr().err
+    assert not (tmp_path / "r.json").exists()
+
+
 def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
     for script in experiments_module("refine_sweep"):
         args = [

@@ -340,10 +340,13 @@ def check_steps(steps: int, given: str | None = None) -> None:
         raise InputError(f"{given or f'steps {steps}'}: the number of steps must be >= 0")
 
 
-def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE) -> nn.Module:
+def with_flow_refinement(
+    net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE, settings: dict[str, object] | None = None
+) -> nn.Module:
     """``net`` with its flow refined at test time by ``iters`` steps of
     :class:`sschsr.ops.flow_refine.FlowRefiner` for LR data degraded at ``scale`` (0: the flow network's
-    flow as it is). Sets ``net.flow_refiner`` on a network that estimates a flow and returns ``net``;
+    flow as it is), its other fields from ``settings`` where given (:meth:`FlowRefiner.from_settings`; the
+    defaults otherwise). Sets ``net.flow_refiner`` on a network that estimates a flow and returns ``net``;
     networks without one (bicubic, single-image) are returned untouched. Apply it to the loaded network,
     before :func:`with_tta` and :func:`on_lr_grid` (which present the data as the refinement expects).
 
@@ -354,7 +357,9 @@ def with_flow_refinement(net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_R
 
     check_steps(iters)
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
-        net.flow_refiner = FlowRefiner(scale, iters) if iters else None
+        net.flow_refiner = (
+            FlowRefiner.from_settings(scale, {**(settings or {}), "iters": iters}) if iters else None
+        )
     return net
 
 
