@@ -17,7 +17,7 @@ import shlex
 import sys
 from collections import defaultdict
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -173,6 +173,18 @@ def add_lr_shift_option(p: argparse.ArgumentParser) -> None:
     )
 
 
+def add_flow_refiner_option(p: argparse.ArgumentParser) -> None:
+    """``--flow-refiner JSON``, the flow refinement's settings other than its steps (read with
+    :func:`parse_refiner_settings`), for ``eval_sr.py``, ``eval_flow.py`` and ``eval_warp.py``."""
+    p.add_argument(
+        "--flow-refiner",
+        default="{}",
+        metavar="JSON",
+        help="the refinement's other settings, FlowRefiner fields but scale and iters "
+        "(e.g. '{\"window\": [1, 4]}'); default: its defaults",
+    )
+
+
 def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     """The options of ``eval_flow.py`` and ``eval_warp.py``."""
     p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -211,6 +223,7 @@ def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
     )
     add_flow_factor_option(p, default=1)
     add_flow_refine_option(p, default=0)
+    add_flow_refiner_option(p)
     p.add_argument("--batch-size", type=int, default=4)
     p.add_argument("--data", default="cave", help="data config (conf/data)")
     p.add_argument("--device", default="auto", help="cpu | cuda | auto")
@@ -223,7 +236,7 @@ def pair_settings(args: argparse.Namespace, alignment: Alignment) -> dict[str, A
     return {
         "ckpt": args.ckpt, "kind": alignment.kind, "flow_iters": alignment.iters,
         "flow_tta": alignment.tta, "flow_factor": alignment.factor, "flow_refine": alignment.refine,
-        "flow_refiner": refiner_settings(alignment.refine),
+        "flow_refiner": refiner_settings(alignment.refine, alignment.refiner),
         "data": args.data,
         "scenes": args.scenes, "pairs_per_scene": args.pairs, "size": args.size,
         "flow_range": args.flow_range or "data config", "overrides": args.override,
@@ -257,6 +270,7 @@ class Alignment:
     refine: int = 0
     scale: int = 1
     factor: int = 1
+    refiner: dict[str, Any] = field(default_factory=dict)
 
     def to(self, device: torch.device) -> Alignment:
         for net in (self.flow_net, self.warpnet):
@@ -279,7 +293,11 @@ class Alignment:
             self.tta,
             self.shift,
         )
-        return FlowRefiner(self.scale, self.refine)(flow, rgb_hsi, ref) if self.refine else flow
+        if not self.refine:
+            return flow
+        return FlowRefiner.from_settings(self.scale, {**self.refiner, "iters": self.refine})(
+            flow, rgb_hsi, ref
+        )
 
     @torch.inference_mode()
     def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:
@@ -393,10 +411,12 @@ def run_pair_eval(
     checkpoint, make the pairs of each scale, pool ``measure``'s values per scene (one dict per item of a
     batch), write the JSON record (with ``extra``'s entries) and print the table."""
     args = alignment_parser(doc, default_out).parse_args(argv)
+    refiner = parse_refiner_settings(args.flow_refiner, "--flow-refiner", exclude=("scale", "iters"))
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)
     alignment.tta, alignment.refine, alignment.factor = args.flow_tta, args.flow_refine, args.flow_factor
+    alignment.refiner = refiner
     if needs_warpnet and alignment.warpnet is None:
         raise InputError(
             f"{args.ckpt}: a {alignment.kind} checkpoint holds no WarpNet: pass a stage-2 or full one"

@@ -46,6 +46,7 @@ from typing import Any
 import torch
 from _common import (
     RESULTS,
+    add_flow_refiner_option,
     add_lr_shift_option,
     parse_refiner_settings,
     print_table,
@@ -77,7 +78,7 @@ from sschsr.inference import (
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 from sschsr.ops.back_projection import CORRECTION_STD
-from sschsr.ops.flow_refine import FlowRefiner
+from sschsr.ops.flow_refine import refiner_settings
 
 BASELINES = ("bicubic", "bicubic_registered")  # always scored
 COLUMNS = {
@@ -199,13 +200,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     add_tta_option(p, "self-ensemble of the models over flips/transpositions (as sschsr-predict --tta)")
     add_flow_factor_option(p, default=1)
     add_flow_refine_option(p, default=0)
-    p.add_argument(
-        "--flow-refiner",
-        default="{}",
-        metavar="JSON",
-        help="the refinement's other settings, FlowRefiner fields but scale and iters "
-        "(e.g. '{\"window\": [1, 4]}'); default: its defaults",
-    )
+    add_flow_refiner_option(p)
     add_back_project_option(p, default=0)
     p.add_argument(
         "--noise-std",
@@ -252,11 +247,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "tta": args.tta,
         "flow_factor": args.flow_factor,
         "flow_refine": args.flow_refine,
-        "flow_refiner": FlowRefiner.from_settings(
-            args.scale, refiner | {"iters": args.flow_refine}
-        ).settings()
-        if args.flow_refine
-        else None,
+        "flow_refiner": refiner_settings(args.flow_refine, refiner),
         "back_project": args.back_project,
         "noise_std": args.noise_std,
         "exact_fit": args.exact_fit,

@@ -61,8 +61,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     variants = [parse_refiner_settings(text, "--variant") for text in known.variant or ["{}"]]
     if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
         rest += ["--scenes", *training_scenes()]
-    if any(a == "--flow-refine" or a.startswith("--flow-refine=") for a in rest):
-        raise InputError("--flow-refine: give the refinement steps in each --variant ('iters')")
+    if any(a.split("=")[0] in ("--flow-refine", "--flow-refiner") for a in rest):
+        raise InputError("--flow-refine, --flow-refiner: give the refinement's settings in each --variant")
     columns = {k: (f"{k} EPE", "{:.3f}") for k in ["net", *(f"v{i}" for i in range(len(variants)))]}
     named = {f"v{i}": FlowRefiner.from_settings(1, v).settings() for i, v in enumerate(variants)}
     for name, settings in named.items():

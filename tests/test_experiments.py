@@ -229,6 +229,21 @@ def test_eval_sr_refuses_bad_refiner_settings_before_any_work(tmp_path, capsys):
     assert not (tmp_path / "r.json").exists()
 
 
+def test_eval_flow_refines_with_the_given_settings(tmp_path):
+    for script in experiments_module("eval_flow"):
+        args = [
+            *("--ckpt", str(EXPERIMENTS.parent / "src/sschsr/weights/sschsr_x8.safetensors")),
+            *("--scales", "8", "--pairs", "1", "--size", "64", "--scenes", "beads", "--flow-tta", "1"),
+            *("--flow-refine", "3", "--out", str(tmp_path / "f.json")),
+        ]
+        record = script.main([*args, "--flow-refiner", '{"window": [1, 4]}'])
+        with pytest.raises(SystemExit) as e:
+            script.main([*args, "--flow-refiner", '{"iters": 3}'])
+        assert e.value.code == 2
+    assert record["settings"]["flow_refiner"]["window"] == [1, 4]
+    assert record["settings"]["flow_refiner"]["iters"] == 3
+
+
 def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
     for script in experiments_module("refine_sweep"):
         args = [
@@ -240,6 +255,10 @@ def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
         for bad in ('{"scale": 4}', '{"window": -1}', '{"no_such_field": 1}', "[1]", "{"):
             with pytest.raises(SystemExit) as e:
                 script.main([*args, "--variant", bad])
+            assert e.value.code == 2
+        for given in (["--flow-refine", "3"], ["--flow-refiner", "{}"], ["--flow-refiner={}"]):
+            with pytest.raises(SystemExit) as e:  # the settings belong in the variants
+                script.main([*args, *given])
             assert e.value.code == 2
     assert (tmp_path / "r.json").is_file()
     assert record["variants"]["v0"]["iters"] == 0 and record["variants"]["v1"]["cells"] == [32]

@@ -104,10 +104,11 @@ class FlowRefiner:
         return cls(scale, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
-def refiner_settings(iters: int) -> dict[str, object] | None:
-    """The settings of a refinement by ``iters`` steps, as a record of a refined result states them
+def refiner_settings(iters: int, settings: dict[str, object] | None = None) -> dict[str, object] | None:
+    """The settings of a refinement by ``iters`` steps, its other fields from ``settings`` where given (as
+    :meth:`FlowRefiner.from_settings` takes them), as a record of a refined result states them
     (:meth:`FlowRefiner.settings`); None for 0 steps (no refinement)."""
-    return FlowRefiner(1, iters).settings() if iters else None
+    return FlowRefiner.from_settings(1, {**(settings or {}), "iters": iters}).settings() if iters else None
 
 
 def observe(x: Tensor, scale: int) -> Tensor:
