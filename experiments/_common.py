@@ -31,7 +31,7 @@ from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
 from sschsr.ops.coarse_flow import coarse_flow
-from sschsr.ops.flow_refine import FlowRefiner, refiner_settings
+from sschsr.ops.flow_refine import FlowRefiner, refiner_for, refiner_settings
 from sschsr.ops.warp import move_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -293,11 +293,8 @@ class Alignment:
             self.tta,
             self.shift,
         )
-        if not self.refine:
-            return flow
-        return FlowRefiner.from_settings(self.scale, {**self.refiner, "iters": self.refine})(
-            flow, rgb_hsi, ref
-        )
+        refiner = refiner_for(self.scale, self.refine, self.refiner)
+        return refiner(flow, rgb_hsi, ref) if refiner else flow
 
     @torch.inference_mode()
     def align(self, rgb_hsi: Tensor, ref: Tensor) -> dict[str, Tensor]:

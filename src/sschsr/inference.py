@@ -353,13 +353,11 @@ def with_flow_refinement(
     Raises:
         InputError: ``iters`` negative.
     """
-    from sschsr.ops.flow_refine import FlowRefiner
+    from sschsr.ops.flow_refine import refiner_for
 
     check_steps(iters)
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
-        net.flow_refiner = (
-            FlowRefiner.from_settings(scale, {**(settings or {}), "iters": iters}) if iters else None
-        )
+        net.flow_refiner = refiner_for(scale, iters, settings)
     return net
 
 

@@ -104,11 +104,18 @@ class FlowRefiner:
         return cls(scale, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
 
 
+def refiner_for(scale: int, iters: int, settings: dict[str, object] | None = None) -> FlowRefiner | None:
+    """The refinement by ``iters`` steps at ``scale``, its other fields from ``settings`` where given (as
+    :meth:`FlowRefiner.from_settings` takes them; an ``iters`` there is overridden), the defaults
+    otherwise; None for 0 steps (no refinement)."""
+    return FlowRefiner.from_settings(scale, {**(settings or {}), "iters": iters}) if iters else None
+
+
 def refiner_settings(iters: int, settings: dict[str, object] | None = None) -> dict[str, object] | None:
-    """The settings of a refinement by ``iters`` steps, its other fields from ``settings`` where given (as
-    :meth:`FlowRefiner.from_settings` takes them), as a record of a refined result states them
-    (:meth:`FlowRefiner.settings`); None for 0 steps (no refinement)."""
-    return FlowRefiner.from_settings(1, {**(settings or {}), "iters": iters}).settings() if iters else None
+    """:meth:`FlowRefiner.settings` of :func:`refiner_for`, as a record of a refined result states them;
+    None for 0 steps (no refinement)."""
+    refiner = refiner_for(1, iters, settings)
+    return refiner.settings() if refiner else None
 
 
 def observe(x: Tensor, scale: int) -> Tensor:
