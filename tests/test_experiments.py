@@ -236,11 +236,11 @@ def test_eval_flow_refines_with_the_given_settings(tmp_path):
             *("--scales", "8", "--pairs", "1", "--size", "64", "--scenes", "beads", "--flow-tta", "1"),
             *("--flow-refine", "3", "--out", str(tmp_path / "f.json")),
         ]
-        record = script.main([*args, "--flow-refiner", '{"window": [1, 4]}'])
+        record = script.main([*args, "--flow-refiner", '{"window": [1, 3]}'])  # not the default
         with pytest.raises(SystemExit) as e:
             script.main([*args, "--flow-refiner", '{"iters": 3}'])
         assert e.value.code == 2
-    assert record["settings"]["flow_refiner"]["window"] == [1, 4]
+    assert record["settings"]["flow_refiner"]["window"] == [1, 3]
     assert record["settings"]["flow_refiner"]["iters"] == 3
 
 

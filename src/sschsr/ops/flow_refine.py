@@ -59,7 +59,9 @@ class FlowRefiner:
         cells: spacing of each correction field's control points, HR px.
         smooth: weight of the quadratic smoothness penalty of every field.
         window: local normalisation radius, LR px; a tuple of radii: the data term is the mean of one
-            term per radius (small ones follow texture, large ones carry across flat regions).
+            term per radius (small ones follow texture, large ones carry across flat regions). The
+            default, 1 and 4, was chosen over one window of 2 (used up to fc17515) on pairs of CAVE
+            training scenes (``experiments/results/refine_windows_*.json``).
         var_eps: added to the local variance before normalising (image values in [0, 1]).
         charbonnier_eps: of the data term.
     """
@@ -69,7 +71,7 @@ class FlowRefiner:
     lr: float = 0.2
     cells: tuple[int, ...] = (64, 32, 16)
     smooth: float = 0.01
-    window: int | tuple[int, ...] = 2
+    window: int | tuple[int, ...] = (1, 4)
     var_eps: float = 1e-5
     charbonnier_eps: float = 1e-3
 
