@@ -107,6 +107,20 @@ def test_model_instantiates(name, tmp_path):
     assert isinstance(hydra.utils.instantiate(cfg.model), L.LightningModule)
 
 
+def test_flow_refiner_settings_come_from_the_config(tmp_path):
+    """``model.flow_refiner={window:2}`` reaches the module as a plain dict (checkpoints load with
+    ``weights_only=True``); a field FlowRefiner lacks fails at instantiation."""
+    overrides = ["model=full", "trainer.max_steps=10", "model.flow_refine=3"]
+    cfg = compose_run(tmp_path, [*overrides, "model.flow_refiner={window:2}"])
+    module = hydra.utils.instantiate(cfg.model)
+    assert module.hparams.flow_refiner == {"window": 2} and type(module.hparams.flow_refiner) is dict
+    assert hydra.utils.instantiate(compose_run(tmp_path, overrides).model).hparams.flow_refiner is None
+    with pytest.raises(Exception, match="no_such_field"):
+        hydra.utils.instantiate(
+            compose_run(tmp_path, [*overrides, "model.flow_refiner={no_such_field:1}"]).model
+        )
+
+
 @pytest.mark.parametrize("flag", ["use_warpnet", "iterative", "use_rmca"])
 def test_ablations_are_config_flags(flag, tmp_path):
     """The paper's ablations (README, experiments/train_shipped.sh) are overrides of conf/model/full.yaml."""

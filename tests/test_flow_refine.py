@@ -221,6 +221,13 @@ def test_sr_module_trains_on_the_refined_flow(generator):
     assert (refined - plain).abs().max() > 1e-4
     with pytest.raises(ValueError, match="flow_refine"):
         SRModule(net, scale=4, flow_refine=-1)
+    # the refinement's other settings: a window of 2 instead of the default two
+    window2 = SRModule(net, scale=4, flow_refine=5, flow_refiner={"window": 2})(lr_up, ref, rgb)["flow"]
+    torch.testing.assert_close(window2, FlowRefiner(4, 5, window=2)(plain.detach(), rgb, ref))
+    assert (window2 - refined).abs().max() > 1e-4
+    for bad in ({"window": -1}, {"no_such_field": 1}, {"iters": "x"}, [2]):
+        with pytest.raises(ValueError, match="flow_refiner"):
+            SRModule(net, scale=4, flow_refine=5, flow_refiner=bad)
 
 
 def test_autocast_does_not_lower_its_precision(generator):

@@ -207,6 +207,30 @@ def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
     log.info("all weights from %s", init_ckpt)
 
 
+def _refiner_settings(settings: Any) -> dict[str, Any] | None:
+    """``settings`` of the flow refinement as plain Python (a Hydra config's mapping becomes a dict, so
+    that checkpoints stay loadable with ``weights_only=True``), checked against ``FlowRefiner``: unknown
+    fields, bad values and ``scale`` or ``iters`` (the module's ``scale`` and ``flow_refine``) raise
+    ValueError."""
+    from omegaconf import OmegaConf
+
+    from sschsr.ops.flow_refine import refiner_for
+
+    if settings is None:
+        return None
+    if OmegaConf.is_config(settings):
+        settings = OmegaConf.to_container(settings, resolve=True)
+    if not isinstance(settings, dict):
+        raise ValueError(f"flow_refiner must be a mapping of FlowRefiner settings; got {settings!r}")
+    if {"scale", "iters"} & settings.keys():
+        raise ValueError(f"flow_refiner {settings}: scale and steps are the module's scale and flow_refine")
+    try:
+        refiner_for(1, 1, settings)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"flow_refiner {settings}: {e}") from e
+    return settings
+
+
 class SRModule(L.LightningModule):
     """Train and evaluate an HSI super-resolution network guided by an unaligned RGB photo.
 
@@ -234,6 +258,9 @@ class SRModule(L.LightningModule):
             at ``scale``) applied in training and evaluation alike, so that the network learns on the flow
             ``sschsr-predict`` gives it; the refined flow carries no gradient to the flow network. 0: the
             flow network's flow.
+        flow_refiner: the refinement's other settings (fields of ``FlowRefiner`` but ``scale`` and
+            ``iters``, lists for tuples, e.g. ``{"window": 2}``); None: its defaults. Bad ones raise at
+            construction.
 
     A network without trainable parameters (:class:`~sschsr.models.baselines.Bicubic`) trains nothing:
     no optimiser, training steps only log the loss; validation and test score it as usual.
@@ -261,10 +288,12 @@ class SRModule(L.LightningModule):
         match_points: int = 256,
         match_temperature: float = 0.07,
         flow_refine: int = 0,
+        flow_refiner: dict[str, Any] | None = None,
     ):
         super().__init__()
         if flow_refine < 0:
             raise ValueError(f"flow_refine must be >= 0; got {flow_refine}")
+        flow_refiner = _refiner_settings(flow_refiner)
         # only plain values go into the checkpoint: Lightning resumes with torch.load(weights_only=True),
         # which refuses pickled partials (the run's Hydra config records the optimiser anyway)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
@@ -286,10 +315,11 @@ class SRModule(L.LightningModule):
         steps = self.hparams.flow_refine
         if not steps or getattr(self.net, "flow_net", None) is None:
             return self.net(lr_up, ref, rgb_hsi)
-        from sschsr.ops.flow_refine import FlowRefiner
+        from sschsr.ops.flow_refine import refiner_for
 
+        refiner = refiner_for(self.hparams.scale, steps, self.hparams.flow_refiner)
         flow = self.net.estimate_flow(rgb_hsi, ref, refine=False)
-        flow = FlowRefiner(self.hparams.scale, steps)(flow, rgb_hsi, ref).to(flow.dtype)
+        flow = refiner(flow, rgb_hsi, ref).to(flow.dtype)
         return self.net(lr_up, ref, rgb_hsi, flow=flow)
 
     def _step(self, batch: dict[str, Any]) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor]]:
