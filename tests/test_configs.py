@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import io
+
 import hydra
 import lightning as L
 import pytest
+import torch
 
 from helpers import compose_run
 from sschsr.cli._common import CONF_DIR
@@ -114,6 +117,10 @@ def test_flow_refiner_settings_come_from_the_config(tmp_path):
     cfg = compose_run(tmp_path, [*overrides, "model.flow_refiner={window:2}"])
     module = hydra.utils.instantiate(cfg.model)
     assert module.hparams.flow_refiner == {"window": 2} and type(module.hparams.flow_refiner) is dict
+    saved = io.BytesIO()
+    torch.save(dict(module.hparams), saved)
+    saved.seek(0)
+    assert torch.load(saved, weights_only=True)["flow_refiner"] == {"window": 2}
     assert hydra.utils.instantiate(compose_run(tmp_path, overrides).model).hparams.flow_refiner is None
     with pytest.raises(Exception, match="no_such_field"):
         hydra.utils.instantiate(
