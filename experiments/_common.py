@@ -31,7 +31,7 @@ from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
 from sschsr.ops.coarse_flow import coarse_flow
-from sschsr.ops.flow_refine import FlowRefiner, refiner_for, refiner_settings
+from sschsr.ops.flow_refine import checked_settings, refiner_for, refiner_settings
 from sschsr.ops.warp import move_content
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,13 +134,9 @@ def parse_refiner_settings(text: str, option: str, exclude: Sequence[str] = ("sc
     ``'{"window": [1, 4]}'``) -> settings for :meth:`FlowRefiner.from_settings`; bad JSON, an excluded or
     unknown field and bad values raise InputError naming ``option``."""
     try:
-        settings = json.loads(text)
-        if not isinstance(settings, dict) or any(k in settings for k in exclude):
-            raise ValueError(f"a JSON object of FlowRefiner fields other than {', '.join(exclude)}")
-        FlowRefiner.from_settings(1, settings)  # unknown fields and bad values fail here
-    except (ValueError, TypeError) as e:
+        return checked_settings(json.loads(text), exclude)  # bad JSON raises a ValueError too
+    except ValueError as e:
         raise InputError(f"{option} {text!r}: {e}") from None
-    return settings
 
 
 def pair_overrides(args: argparse.Namespace) -> list[str]:

@@ -13,7 +13,14 @@ from sschsr.inference import with_flow_refinement
 from sschsr.models.baselines import Bicubic
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
-from sschsr.ops.flow_refine import FlowRefiner, correction, local_normalise, observe, refine_flow
+from sschsr.ops.flow_refine import (
+    FlowRefiner,
+    checked_settings,
+    correction,
+    local_normalise,
+    observe,
+    refine_flow,
+)
 from sschsr.ops.warp import coords_grid, flow_warp
 
 SCALE, SIZE = 4, 96
@@ -228,6 +235,20 @@ def test_sr_module_trains_on_the_refined_flow(generator):
     for bad in ({"window": -1}, {"no_such_field": 1}, {"iters": "x"}, [2]):
         with pytest.raises(ValueError, match="flow_refiner"):
             SRModule(net, scale=4, flow_refine=5, flow_refiner=bad)
+
+
+def test_checked_settings_accept_fields_and_refuse_the_rest():
+    given = {"window": [1, 3], "smooth": 0.02}
+    assert checked_settings(given) is given and checked_settings({"iters": 3}) == {"iters": 3}
+    for bad, exclude in (
+        ({"iters": 3}, ("scale", "iters")),
+        ({"scale": 4}, ("scale",)),
+        ({"no_such_field": 1}, ()),  # a TypeError of the dataclass, raised as ValueError
+        ({"window": -1}, ()),
+        ([1], ()),
+    ):
+        with pytest.raises(ValueError):
+            checked_settings(bad, exclude)
 
 
 def test_autocast_does_not_lower_its_precision(generator):

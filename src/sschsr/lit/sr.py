@@ -214,21 +214,16 @@ def _refiner_settings(settings: Any) -> dict[str, Any] | None:
     ValueError."""
     from omegaconf import OmegaConf
 
-    from sschsr.ops.flow_refine import refiner_for
+    from sschsr.ops.flow_refine import checked_settings
 
     if settings is None:
         return None
     if OmegaConf.is_config(settings):
         settings = OmegaConf.to_container(settings, resolve=True)
-    if not isinstance(settings, dict):
-        raise ValueError(f"flow_refiner must be a mapping of FlowRefiner settings; got {settings!r}")
-    if {"scale", "iters"} & settings.keys():
-        raise ValueError(f"flow_refiner {settings}: scale and steps are the module's scale and flow_refine")
     try:
-        refiner_for(1, 1, settings)
-    except (TypeError, ValueError) as e:
-        raise ValueError(f"flow_refiner {settings}: {e}") from e
-    return settings
+        return checked_settings(settings, exclude=("scale", "iters"))
+    except ValueError as e:
+        raise ValueError(f"flow_refiner: {e}") from None
 
 
 class SRModule(L.LightningModule):

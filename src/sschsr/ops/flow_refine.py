@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import functools
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -104,6 +105,19 @@ class FlowRefiner:
         """The refiner of ``settings`` (some or all of :meth:`settings`' entries, lists for tuples) at
         ``scale``; unknown fields raise TypeError, bad values ValueError."""
         return cls(scale, **{k: tuple(v) if isinstance(v, list) else v for k, v in settings.items()})
+
+
+def checked_settings(settings: object, exclude: Sequence[str] = ("scale",)) -> dict[str, object]:
+    """``settings`` when it is a dict of :class:`FlowRefiner` fields other than ``exclude`` that
+    :meth:`FlowRefiner.from_settings` takes; ValueError otherwise (not a dict, an excluded or unknown field,
+    a bad value). What a command line or a config gives as the refinement's settings goes through here."""
+    if not isinstance(settings, dict) or any(k in settings for k in exclude):
+        raise ValueError(f"a mapping of FlowRefiner fields other than {', '.join(exclude)}; got {settings!r}")
+    try:
+        FlowRefiner.from_settings(1, settings)
+    except TypeError as e:  # an unknown field
+        raise ValueError(str(e)) from None
+    return settings
 
 
 def refiner_for(scale: int, iters: int, settings: dict[str, object] | None = None) -> FlowRefiner | None:
