@@ -177,8 +177,13 @@ def add_flow_refiner_option(p: argparse.ArgumentParser) -> None:
         default="{}",
         metavar="JSON",
         help="the refinement's other settings, FlowRefiner fields but scale and iters "
-        "(e.g. '{\"window\": [1, 4]}'); default: its defaults",
+        "(e.g. '{\"window\": 2}', the default up to fc17515); default: its defaults",
     )
+
+
+def refiner_option(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings of :func:`add_flow_refiner_option`'s ``--flow-refiner`` (InputError when bad)."""
+    return parse_refiner_settings(args.flow_refiner, "--flow-refiner", exclude=("scale", "iters"))
 
 
 def alignment_parser(doc: str, default_out: str) -> argparse.ArgumentParser:
@@ -404,7 +409,7 @@ def run_pair_eval(
     checkpoint, make the pairs of each scale, pool ``measure``'s values per scene (one dict per item of a
     batch), write the JSON record (with ``extra``'s entries) and print the table."""
     args = alignment_parser(doc, default_out).parse_args(argv)
-    refiner = parse_refiner_settings(args.flow_refiner, "--flow-refiner", exclude=("scale", "iters"))
+    refiner = refiner_option(args)
     args.scenes = args.scenes or held_out_scenes(args.data)
     device = resolve_device(args.device)
     alignment = load_alignment(args.ckpt, args.iters).to(device)

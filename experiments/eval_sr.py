@@ -48,9 +48,9 @@ from _common import (
     RESULTS,
     add_flow_refiner_option,
     add_lr_shift_option,
-    parse_refiner_settings,
     print_table,
     provenance,
+    refiner_option,
     shift_lr_side,
     test_batches,
     write_result,
@@ -222,7 +222,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
-    refiner = parse_refiner_settings(args.flow_refiner, "--flow-refiner", exclude=("scale", "iters"))
+    refiner = refiner_option(args)
     device = resolve_device(args.device)
     result = evaluate(
         parse_models(args.model),
