@@ -12,6 +12,8 @@ with the checkpoint's flow network and WarpNet (WarpModule or SRModule ``.ckpt``
 - ``psnr_warp0``: the reference backward-warped by the predicted flow;
 - ``psnr_warp``: WarpNet's repair of it;
 - ``gain`` = ``psnr_warp - psnr_warp0``;
+- ``detail_warp0``, ``detail_warp``: the fine detail each keeps, its mean absolute Laplacian over the
+  target's (:func:`sschsr.lit.warp.detail_ratio`; 1: as much as the HR view, below 1: smoother);
 
 each against ``rgb_hr``, the HR source view rendered through the same camera response and colour match to
 the reference as ``rgb_hsi`` (the datamodule's, :func:`sschsr.lit.warp.render_target`). Means over the
@@ -29,13 +31,15 @@ from _common import Alignment, run_pair_eval
 from torch import Tensor
 
 from sschsr.cli._common import exit_on_input_error
-from sschsr.lit.warp import image_psnr, render_target
+from sschsr.lit.warp import detail_ratio, image_psnr, render_target
 
 COLUMNS = {
     "psnr_ref": ("ref (dB)", "{:.2f}"),
     "psnr_warp0": ("warped (dB)", "{:.2f}"),
     "psnr_warp": ("WarpNet (dB)", "{:.2f}"),
     "gain": ("gain (dB) ↑", "{:+.2f}"),
+    "detail_warp0": ("warped detail", "{:.3f}"),
+    "detail_warp": ("WarpNet detail", "{:.3f}"),
     "count": ("pairs", "{:d}"),
 }
 
@@ -49,6 +53,8 @@ def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -
         "psnr_warp": image_psnr(out["ref_warp"].cpu(), target),
     }
     psnr["gain"] = psnr["psnr_warp"] - psnr["psnr_warp0"]
+    psnr["detail_warp0"] = detail_ratio(out["ref_warp0"].cpu(), target)
+    psnr["detail_warp"] = detail_ratio(out["ref_warp"].cpu(), target)
     return [{k: v[i : i + 1] for k, v in psnr.items()} for i in range(target.shape[0])]
 
 

@@ -16,7 +16,14 @@ from helpers import compose_run, quiet_trainer
 from sschsr.cli._common import CONF_DIR
 from sschsr.errors import InputError
 from sschsr.lit.flow import FlowModule
-from sschsr.lit.warp import WarpModule, image_psnr, load_flow_weights, load_stage2, render_target
+from sschsr.lit.warp import (
+    WarpModule,
+    detail_ratio,
+    image_psnr,
+    load_flow_weights,
+    load_stage2,
+    render_target,
+)
 from sschsr.models.flow import RAFT, save_flow_net
 from sschsr.models.warpnet import WarpNet, load_warpnet
 
@@ -110,6 +117,19 @@ class TestWarpModule:
         psnr = image_psnr(pred, target)
         assert psnr[0].item() == pytest.approx(20.0, abs=1e-4)
         assert psnr[1].item() == pytest.approx(100.0)  # capped: a split's mean stays finite
+
+    def test_detail_ratio_falls_with_blur_and_is_one_for_the_target(self):
+        torch.manual_seed(0)
+        target = torch.rand(1, 3, 32, 32).repeat(3, 1, 1, 1)
+        pred = target.clone()
+        pred[1] = F.avg_pool2d(target[1:2], 3, stride=1, padding=1, count_include_pad=False)[0]
+        pred[2] = 0.5  # flat: no detail kept
+        ratio = detail_ratio(pred, target)
+        assert ratio[0].item() == pytest.approx(1.0)
+        assert 0.0 < ratio[1].item() < 0.6  # a 3x3 box blur removes most of white noise's detail
+        assert ratio[2].item() == 0.0
+        # a flat target has no detail to keep: 0, not a division by zero
+        assert detail_ratio(torch.rand(1, 3, 8, 8), torch.full((1, 3, 8, 8), 0.3)).item() == 0.0
 
     def test_target_rendered_when_the_batch_has_none(self):
         batch = next(iter(fake_loader()))

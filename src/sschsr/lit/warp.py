@@ -65,6 +65,34 @@ def image_psnr(pred: Tensor, target: Tensor) -> Tensor:
     return -10.0 * torch.log10(mse.clamp_min(MIN_MSE))
 
 
+def detail_ratio(pred: Tensor, target: Tensor) -> Tensor:
+    """How much fine detail ``pred`` keeps: its mean absolute Laplacian over ``target``'s, per image.
+
+    1 for as much high-frequency energy as the target, below 1 for a smoother image (a repair that
+    blurs can gain PSNR while losing the texture the SR branch needs), above 1 for a noisier one. The
+    3x3 Laplacian with replicated edges, on ``pred`` clamped to [0, 1].
+
+    Args:
+        pred, target: ``(B, C, H, W)``.
+
+    Returns:
+        ``(B,)`` float32, without gradient (0 where ``target`` is flat: no detail to keep).
+
+    Example:
+        >>> x = torch.zeros(1, 1, 8, 8); x[..., ::2, :] = 1  # stripes
+        >>> detail_ratio(x, x).item(), detail_ratio(0.5 * x, x).item()
+        (1.0, 0.5)
+    """
+    from kornia.filters import laplacian
+
+    def energy(t: Tensor) -> Tensor:
+        return laplacian(t, 3, border_type="replicate").abs().mean(dim=(1, 2, 3))
+
+    pred, target = pred.detach().float().clamp(0, 1), target.detach().float()
+    reference = energy(target)
+    return torch.where(reference > 0, energy(pred) / reference.clamp_min(1e-12), torch.zeros_like(reference))
+
+
 def render_target(batch: dict[str, Any]) -> Tensor:
     """Stage 2's target ``rgb_hr`` ``(B, 3, H, W)`` in [0, 1]: the batch's own, or made from ``hr`` and ``srf``.
 
