@@ -47,15 +47,15 @@ COLUMNS = {
 def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
     out = alignment.align(batch["rgb_hsi"].to(device), batch["ref"].to(device))
     target = render_target(batch)
-    psnr = {
+    scores = {
         "psnr_ref": image_psnr(batch["ref"], target),
         "psnr_warp0": image_psnr(out["ref_warp0"].cpu(), target),
         "psnr_warp": image_psnr(out["ref_warp"].cpu(), target),
     }
-    psnr["gain"] = psnr["psnr_warp"] - psnr["psnr_warp0"]
-    psnr["detail_warp0"] = detail_ratio(out["ref_warp0"].cpu(), target)
-    psnr["detail_warp"] = detail_ratio(out["ref_warp"].cpu(), target)
-    return [{k: v[i : i + 1] for k, v in psnr.items()} for i in range(target.shape[0])]
+    scores["gain"] = scores["psnr_warp"] - scores["psnr_warp0"]
+    scores["detail_warp0"] = detail_ratio(out["ref_warp0"].cpu(), target)
+    scores["detail_warp"] = detail_ratio(out["ref_warp"].cpu(), target)
+    return [{k: v[i : i + 1] for k, v in scores.items()} for i in range(target.shape[0])]
 
 
 @exit_on_input_error

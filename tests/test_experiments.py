@@ -244,6 +244,21 @@ def test_eval_flow_refines_with_the_given_settings(tmp_path):
     assert record["settings"]["flow_refiner"]["iters"] == 3
 
 
+def test_eval_warp_records_the_gain_and_the_detail_kept(tmp_path):
+    for script in experiments_module("eval_warp"):
+        record = script.main(
+            [
+                *("--ckpt", str(EXPERIMENTS.parent / "src/sschsr/weights/sschsr_x8.safetensors")),
+                *("--scales", "8", "--pairs", "1", "--size", "64", "--scenes", "beads", "--flow-tta", "1"),
+                *("--out", str(tmp_path / "w.json")),
+            ]
+        )
+    row = record["scales"]["8"]["scenes"]["beads"]
+    assert row["gain"] == pytest.approx(row["psnr_warp"] - row["psnr_warp0"])
+    assert 0.0 < row["detail_warp0"] < 3.0 and 0.0 < row["detail_warp"] < 3.0
+    assert record["scales"]["8"]["all"]["count"] == 1
+
+
 def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
     for script in experiments_module("refine_sweep"):
         args = [
