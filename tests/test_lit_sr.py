@@ -23,7 +23,7 @@ from sschsr.cli._common import CONF_DIR
 from sschsr.data.spectral import camera_srf, default_wavelengths
 from sschsr.errors import InputError
 from sschsr.inference import MODEL_KEY, load_model
-from sschsr.lit.sr import SRModule, load_earlier_stages, sr_loss, warmup_cosine
+from sschsr.lit.sr import SRModule, load_earlier_stages, sr_loss, warmup_cosine, widen_inputs
 from sschsr.metrics import psnr
 from sschsr.models.baselines import Bicubic, SingleImageSR
 from sschsr.models.flow import RAFT, save_flow_net
@@ -273,6 +273,43 @@ class TestInitWeights:
         # ... the rest still from init_ckpt
         for k, v in trained.warpnet.state_dict().items():
             assert torch.equal(module.net.warpnet.state_dict()[k], v), k
+
+    def test_widened_texture_encoder_starts_as_the_source(self, tmp_path):
+        """A model with ``texture_input="both"`` started from one with ``repair``: the added inputs get zero
+        weights, so it computes what the source did, and the added weights learn (they get gradients)."""
+        from sschsr.inference import save_model
+
+        trained = tiny_sschsr(seed=3)
+        with torch.no_grad():
+            for p in trained.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.05)
+        model_file = save_model(trained, tmp_path / "m.safetensors", scale=4)
+        torch.manual_seed(4)
+        wide = SSCHSR(
+            BANDS,
+            "lite",
+            flow_net=RAFT("small", iters=2),
+            warpnet=WarpNet(),
+            flow_iters=2,
+            texture_input="both",
+        )
+        module = make_module(wide, init_ckpt=str(model_file))
+        weight = module.net.texture_encoder.level3[0].weight
+        assert weight.shape[1] == 6 and not weight[:, 3:].any()
+        torch.testing.assert_close(weight[:, :3], trained.texture_encoder.level3[0].weight)
+        inputs = (torch.rand(1, BANDS, 32, 32), torch.rand(1, 3, 32, 32), torch.rand(1, 3, 32, 32))
+        trained.eval(), module.net.eval()
+        out = module.net(*inputs)["sr"]
+        torch.testing.assert_close(out, trained(*inputs)["sr"])
+        out.mean().backward()
+        assert weight.grad[:, 3:].abs().sum() > 0
+
+    def test_widen_inputs_leaves_other_mismatches(self):
+        source = {"a": torch.ones(2, 3), "b": torch.ones(2, 3), "c": torch.ones(4)}
+        target = {"a": torch.empty(3, 3), "b": torch.empty(2, 1), "c": torch.empty(5)}
+        state, widened = widen_inputs(source, target)
+        assert widened == [] and all(torch.equal(state[k], source[k]) for k in source)
 
     def test_errors(self, tmp_path):
         from sschsr.inference import save_model

@@ -405,6 +405,35 @@ class TestSSCHSR:
         assert out_off["ref_warp"] is out_off["ref_warp0"]
         assert not torch.allclose(out_off["sr"], out["sr"])
 
+    def test_texture_input_both(self):
+        """``both``: the texture encoder takes [ref_warp, ref_warp0]; the plain warp then reaches sr, which
+        it cannot with ``repair`` (WarpNet's output alone)."""
+        warpnet_mod = pytest.importorskip("sschsr.models.warpnet")
+        lr_up, ref, rgb = _inputs(5, 24, 24)
+        torch.manual_seed(0)
+        both = SSCHSR(5, "lite", warpnet=warpnet_mod.WarpNet(), texture_input="both")
+        _randomise_offset_heads(both)
+        with torch.no_grad():
+            for p in both.fusion.parameters():
+                if not p.any():
+                    p.normal_(0.0, 0.05)
+        assert both.texture_encoder.in_channels == 6 and both.config["texture_input"] == "both"
+        out = both(lr_up, ref, rgb)
+        assert out["sr"].shape == (1, 5, 24, 24) and torch.isfinite(out["sr"]).all()
+        # sr depends on ref_warp0 given apart from ref_warp: a different plain warp changes it
+        ref_warp = out["ref_warp"]
+        sr_a, _, _ = both.super_resolve(lr_up, rgb, ref_warp, out["ref_warp0"])
+        sr_b, _, _ = both.super_resolve(lr_up, rgb, ref_warp, torch.zeros_like(ref_warp))
+        torch.testing.assert_close(sr_a, out["sr"])
+        assert not torch.allclose(sr_a, sr_b)
+        with pytest.raises(ValueError, match="ref_warp0"):
+            both.super_resolve(lr_up, rgb, ref_warp)
+        # without WarpNet the two references are one image: taken once
+        alone = SSCHSR(5, "lite", warpnet=warpnet_mod.WarpNet(), use_warpnet=False, texture_input="both")
+        assert alone.texture_encoder.in_channels == 3 and alone(lr_up, ref, rgb)["sr"].shape == (1, 5, 24, 24)
+        with pytest.raises(ValueError, match="texture_input"):
+            SSCHSR(5, "lite", texture_input="plain")
+
     def test_with_raft(self):
         flow = pytest.importorskip("sschsr.models.flow")
         net = SSCHSR(5, "lite", flow_net=flow.RAFT(preset="small"), flow_iters=2)

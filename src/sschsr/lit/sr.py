@@ -184,11 +184,43 @@ def load_earlier_stages(net: nn.Module, flow_ckpt: str | None = None, warp_ckpt:
                 log.info("stage-1 flow weights from %s (the flow stage 2 was trained on)", warp_ckpt)
 
 
+def widen_inputs(source: dict[str, Tensor], target: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
+    """``source`` with each weight that takes fewer input channels than ``target``'s zero-padded to it.
+
+    A weight widens when it has ``target``'s shape but a smaller size along dim 1 (the input channels of
+    a convolution or linear layer): ``(O, I, ...)`` becomes ``(O, I', ...)``, ``I' > I``, the added inputs
+    with zero weights. Anything else is left as it is (a strict load then reports it).
+
+    Returns:
+        the state to load and the names of the widened weights.
+
+    Example:
+        >>> state, names = widen_inputs({"w": torch.ones(2, 1)}, {"w": torch.empty(2, 3)})
+        >>> state["w"].tolist(), names
+        ([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], ['w'])
+    """
+    out, widened = dict(source), []
+    for name, value in source.items():
+        want = target.get(name)
+        if want is None or want.shape == value.shape or want.ndim != value.ndim or value.ndim < 2:
+            continue
+        same_other = want.shape[0] == value.shape[0] and want.shape[2:] == value.shape[2:]
+        if same_other and want.shape[1] > value.shape[1]:
+            pad = value.new_zeros(value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:])
+            out[name] = torch.cat([value, pad], dim=1)
+            widened.append(name)
+    return out, widened
+
+
 def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
     """Start ``net`` from a trained model of the same architecture, in place (fine-tuning).
 
     ``init_ckpt``: anything :func:`sschsr.inference.load_model` reads (a full-model ``.ckpt``, a
-    ``.safetensors`` such as the shipped ``sschsr_x8.safetensors``) trained for ``scale``.
+    ``.safetensors`` such as the shipped ``sschsr_x8.safetensors``) trained for ``scale``. A weight of
+    ``net`` that takes more input channels than the source's (the texture encoder of
+    ``texture_input="both"`` started from a model with ``repair``) gets the source's weights on the first
+    inputs and zeros on the added ones (:func:`widen_inputs`): the network starts computing what the
+    source did and learns to use the rest.
 
     Raises:
         InputError: a missing or unreadable file, another scale, or a network that does not fit ``net``.
@@ -196,8 +228,12 @@ def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
     from sschsr.inference import load_model
 
     source = load_model(init_ckpt, scale)
+    state, widened = widen_inputs(source.state_dict(), net.state_dict())
+    if widened:
+        log.warning("init_ckpt: inputs added with zero weights (the network starts as %s does): %s",
+                    init_ckpt, ", ".join(widened))  # fmt: skip
     try:
-        net.load_state_dict(source.state_dict())
+        net.load_state_dict(state)
     except RuntimeError as e:
         raise InputError(
             f"init_ckpt={init_ckpt}: its {type(source).__name__} does not fit this run's "

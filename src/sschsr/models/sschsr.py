@@ -5,7 +5,7 @@
     ref_warp  = warpnet(rgb_hsi, ref, ref_warp0)              stage 2 (ref_warp0 without one)
     F_hsi     = HSIEncoder(lr_up)                             3 levels, coarse to fine
     C, S      = GAM(MatchingEncoder(rgb_hsi), MatchingEncoder(ref_warp))      at H/4
-    F_ref     = TextureEncoder(ref_warp)
+    F_ref     = TextureEncoder(ref_warp)                    ([ref_warp, ref_warp0] with texture_input="both")
     for l = 1, 2, 3 (H/4, H/2, H):
         A_ref_l = IDFA_l(F_ref_l, C, S, F_hsi_l, F_sr_(l-1))
         F_sr_l  = FusionLevel_l([F_hsi_l, F_sr_(l-1)], A_ref_l)   (upsampled to the next level)
@@ -38,12 +38,14 @@ from sschsr.models.matching import GAM, Matching, patch_descriptors
 from sschsr.ops.warp import flow_warp
 
 __all__ = [
-    "HEADS", "PRESETS", "SSCHSR", "Head", "Preset", "SSCHSRConfig", "build_fusion_levels", "count_parameters",
-    "pad_to_multiple", "reconstruct",
+    "HEADS", "PRESETS", "SSCHSR", "TEXTURE_INPUTS", "Head", "Preset", "SSCHSRConfig", "TextureInput",
+    "build_fusion_levels", "count_parameters", "pad_to_multiple", "reconstruct",
 ]  # fmt: skip
 
 Preset = Literal["paper", "lite"]
 Head = Literal["residual", "modulated"]
+TextureInput = Literal["repair", "both"]
+TEXTURE_INPUTS = ("repair", "both")
 HEADS: dict[str, int] = {"residual": 0, "modulated": 1}  # channels the head needs besides the bands
 MULTIPLE = 4  # two stride-2 stages between the finest and the coarsest level
 
@@ -167,6 +169,11 @@ class SSCHSR(nn.Module):
         freeze_flow: no gradient to the flow net, which then stays in eval mode.
         head: ``residual`` (the paper: ``sr = lr_up + r``) or ``modulated`` (``sr = lr_up * (1 + g) + r``;
             see :func:`reconstruct`).
+        texture_input: what the texture encoder (the source of the detail IDFA aggregates) sees: ``repair``
+            (the paper: WarpNet's output ``ref_warp``) or ``both`` (``[ref_warp, ref_warp0]``, 6 channels:
+            the repair and the plain warp, so that where WarpNet replaces texture the SR branch still has
+            it). Without WarpNet the two are one image and the encoder takes it once (3 channels). The
+            matching encoder sees ``ref_warp`` either way.
 
     Shape:
         ``forward(lr_up (B, C, H, W), ref (B, 3, H, W), rgb_hsi (B, 3, H, W))`` with float inputs in [0, 1]
@@ -198,12 +205,17 @@ class SSCHSR(nn.Module):
         flow_iters: int = 12,
         freeze_flow: bool = True,
         head: Head = "residual",
+        texture_input: TextureInput = "repair",
     ):
         super().__init__()
         if preset not in PRESETS:
             raise ValueError(f"unknown SSCHSR preset {preset!r}; expected one of {sorted(PRESETS)}")
         if head not in HEADS:
             raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
+        if texture_input not in TEXTURE_INPUTS:
+            raise ValueError(
+                f"unknown texture_input {texture_input!r}; expected one of {list(TEXTURE_INPUTS)}"
+            )
         if n_bands < 1:
             raise ValueError(f"n_bands must be positive; got {n_bands}")
         cfg = PRESETS[preset]
@@ -225,11 +237,14 @@ class SSCHSR(nn.Module):
             flow_net.requires_grad_(False)
             flow_net.eval()
         self.warpnet = warpnet if use_warpnet else None
+        self.texture_input = texture_input
+        # both references only when they can differ: without WarpNet ref_warp is ref_warp0
+        self.texture_both = texture_input == "both" and self.warpnet is not None
 
         dims = cfg.dims
         self.hsi_encoder = HSIEncoder(n_bands, cfg.width, cfg.hsi_blocks)
         self.match_encoder = MatchingEncoder(cfg.match_width)
-        self.texture_encoder = TextureEncoder(cfg.width)
+        self.texture_encoder = TextureEncoder(cfg.width, in_channels=6 if self.texture_both else 3)
         self.matching = GAM(matching, radius=match_radius)
         self.aggregation = nn.ModuleList(
             IDFA(dim, dim, dim if i else None, iterative=iterative, offset_groups=cfg.offset_groups)
@@ -243,7 +258,8 @@ class SSCHSR(nn.Module):
         return dict(
             n_bands=self.n_bands, preset=self.preset, use_warpnet=self.use_warpnet, iterative=self.iterative,
             use_rmca=self.use_rmca, matching=self.matching.matching, match_radius=self.matching.radius,
-            flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, head=self.head, architecture=asdict(self.cfg),
+            flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, head=self.head,
+            texture_input=self.texture_input, architecture=asdict(self.cfg),
         )  # fmt: skip
 
     def train(self, mode: bool = True) -> SSCHSR:
@@ -293,15 +309,23 @@ class SSCHSR(nn.Module):
         return patch_descriptors(self.match_encoder(pad_to_multiple(rgb)), self.matching.patch_size)
 
     def super_resolve(
-        self, lr_up: Tensor, rgb_hsi: Tensor, ref_warp: Tensor
+        self, lr_up: Tensor, rgb_hsi: Tensor, ref_warp: Tensor, ref_warp0: Tensor | None = None
     ) -> tuple[Tensor, Tensor, Tensor]:
-        """The SR branch on aligned inputs: ``sr (B, C, H, W)``, match offsets and scores at ``H/4``."""
+        """The SR branch on aligned inputs: ``sr (B, C, H, W)``, match offsets and scores at ``H/4``.
+
+        ``ref_warp0 (B, 3, H, W)``, the plain warp, is required when the texture encoder takes both
+        references (``texture_input="both"`` with a WarpNet) and unused otherwise."""
         h, w = lr_up.shape[-2:]
         lr_pad, rgb_pad, ref_pad = (pad_to_multiple(t) for t in (lr_up, rgb_hsi, ref_warp))
+        texture = ref_pad
+        if self.texture_both:
+            if ref_warp0 is None:
+                raise ValueError("SSCHSR with texture_input='both' needs ref_warp0 besides ref_warp")
+            texture = torch.cat([ref_pad, pad_to_multiple(ref_warp0)], dim=1)
 
         f_hsi = self.hsi_encoder(lr_pad)
         offset, score = self.matching(self.match_encoder(rgb_pad), self.match_encoder(ref_pad))
-        f_ref = self.texture_encoder(ref_pad)
+        f_ref = self.texture_encoder(texture)
 
         x = None  # F_sr of the previous (coarser) level, at this level's resolution
         for idfa, level, fh, fr in zip(self.aggregation, self.fusion, f_hsi, f_ref, strict=True):
@@ -334,7 +358,7 @@ class SSCHSR(nn.Module):
             )
         ref_warp0 = flow_warp(ref, flow.to(ref.dtype), padding_mode="border")
         ref_warp = self.repair(rgb_hsi, ref, ref_warp0, flow)
-        sr, match, match_score = self.super_resolve(lr_up, rgb_hsi, ref_warp)
+        sr, match, match_score = self.super_resolve(lr_up, rgb_hsi, ref_warp, ref_warp0)
         return dict(
             sr=sr, ref_warp=ref_warp, ref_warp0=ref_warp0, flow=flow, match=match, match_score=match_score
         )
