@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import lightning as L
+import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.hydra_config import HydraConfig
@@ -66,3 +67,13 @@ def check_flow_hook_in_eval_only(attr: str, hook, generator) -> None:
     net.train()
     with torch.no_grad():
         net.estimate_flow(rgb, ref)
+
+
+def randomise_zero_parameters(module: torch.nn.Module, std: float) -> torch.nn.Module:
+    """Draw ``module``'s all-zero parameters (the output layers initialised to zero) from N(0, std), as
+    after training, so that every weight matters; in place, in parameter order (seed before calling)."""
+    with torch.no_grad():
+        for p in module.parameters():
+            if not p.any():
+                p.normal_(0.0, std)
+    return module

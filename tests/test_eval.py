@@ -18,6 +18,7 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
+import helpers
 from sschsr.cli._common import CONF_DIR
 from sschsr.cli.eval import evaluate, load_models
 from sschsr.errors import InputError
@@ -46,11 +47,7 @@ def tiny_sschsr() -> SSCHSR:
     so that its ``sr`` is not just ``lr_up``."""
     torch.manual_seed(0)
     net = SSCHSR(BANDS, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.02)
-    return net
+    return helpers.randomise_zero_parameters(net, 0.02)
 
 
 @pytest.fixture(scope="module")

@@ -279,11 +279,7 @@ class TestInitWeights:
         weights, so it computes what the source did, and the added weights learn (they get gradients)."""
         from sschsr.inference import save_model
 
-        trained = tiny_sschsr(seed=3)
-        with torch.no_grad():
-            for p in trained.parameters():
-                if not p.any():
-                    p.normal_(0.0, 0.05)
+        trained = helpers.randomise_zero_parameters(tiny_sschsr(seed=3), 0.05)
         model_file = save_model(trained, tmp_path / "m.safetensors", scale=4)
         torch.manual_seed(4)
         wide = SSCHSR(

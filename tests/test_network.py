@@ -7,6 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+import helpers
 from sschsr.models.aggregation import IDFA, expand_offsets, scale_correspondence
 from sschsr.models.baselines import Bicubic, SingleImageSR
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
@@ -413,10 +414,7 @@ class TestSSCHSR:
         torch.manual_seed(0)
         both = SSCHSR(5, "lite", warpnet=warpnet_mod.WarpNet(), texture_input="both")
         _randomise_offset_heads(both)
-        with torch.no_grad():
-            for p in both.fusion.parameters():
-                if not p.any():
-                    p.normal_(0.0, 0.05)
+        helpers.randomise_zero_parameters(both.fusion, 0.05)
         assert both.texture_encoder.in_channels == 6 and both.config["texture_input"] == "both"
         out = both(lr_up, ref, rgb)
         assert out["sr"].shape == (1, 5, 24, 24) and torch.isfinite(out["sr"]).all()

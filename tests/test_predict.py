@@ -18,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 
+import helpers
 from sschsr.cli.predict import main
 from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_png
 from sschsr.errors import InputError
@@ -54,11 +55,7 @@ def tiny_sschsr() -> SSCHSR:
     as after training."""
     torch.manual_seed(0)
     net = SSCHSR(BANDS, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
-    with torch.no_grad():
-        for p in net.parameters():
-            if not p.any():
-                p.normal_(0.0, 0.05)
-    return net
+    return helpers.randomise_zero_parameters(net, 0.05)
 
 
 def lightning_checkpoint(net: nn.Module, path: Path, scale: int = SCALE) -> Path:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from typing import Literal
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
@@ -45,7 +45,7 @@ __all__ = [
 Preset = Literal["paper", "lite"]
 Head = Literal["residual", "modulated"]
 TextureInput = Literal["repair", "both"]
-TEXTURE_INPUTS = ("repair", "both")
+TEXTURE_INPUTS: tuple[str, ...] = get_args(TextureInput)
 HEADS: dict[str, int] = {"residual": 0, "modulated": 1}  # channels the head needs besides the bands
 MULTIPLE = 4  # two stride-2 stages between the finest and the coarsest level
 
@@ -238,8 +238,6 @@ class SSCHSR(nn.Module):
             flow_net.eval()
         self.warpnet = warpnet if use_warpnet else None
         self.texture_input = texture_input
-        # both references only when they can differ: without WarpNet ref_warp is ref_warp0
-        self.texture_both = texture_input == "both" and self.warpnet is not None
 
         dims = cfg.dims
         self.hsi_encoder = HSIEncoder(n_bands, cfg.width, cfg.hsi_blocks)
@@ -261,6 +259,12 @@ class SSCHSR(nn.Module):
             flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, head=self.head,
             texture_input=self.texture_input, architecture=asdict(self.cfg),
         )  # fmt: skip
+
+    @property
+    def texture_both(self) -> bool:
+        """Whether the texture encoder takes both references: only when they can differ (without WarpNet
+        ``ref_warp`` is ``ref_warp0``)."""
+        return self.texture_input == "both" and self.warpnet is not None
 
     def train(self, mode: bool = True) -> SSCHSR:
         super().train(mode)
