@@ -1,0 +1,56 @@
+"""The documents cite their numbers by record file: every record they name must exist in experiments/results.
+
+A name may stand for several records: ``x{8,4}`` for alternatives, ``[_refined]`` for an optional part,
+``*`` for any text (at least one record must match).
+"""
+
+import fnmatch
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "experiments" / "results"
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+# .json files that the tools write for users, not records
+OUTPUTS = {"metrics.json", "results.json", "index.json"}
+
+
+def expand(name: str) -> list[str]:
+    """All names a cited pattern stands for: ``a{b,c}[d]`` -> ``abd, ab, acd, ac``."""
+    alt = re.search(r"\{([^{}]*)\}", name)
+    if alt:
+        head, tail = name[: alt.start()], name[alt.end() :]
+        return [n for a in alt.group(1).split(",") for n in expand(head + a + tail)]
+    opt = re.search(r"\[([^\[\]]*)\]", name)
+    if opt:
+        head, tail = name[: opt.start()], name[opt.end() :]
+        return expand(head + opt.group(1) + tail) + expand(head + tail)
+    return [name]
+
+
+def cited_records(text: str) -> list[str]:
+    """Record names quoted in code spans of a markdown text (the part after the last ``/``)."""
+    names = [span.rsplit("/", 1)[-1] for span in re.findall(r"`([^`\s]*\.json)`", text)]
+    return [n for n in names if n not in OUTPUTS]
+
+
+def test_expand():
+    assert expand("flow_eval_x{8,4}[_he].json") == [
+        "flow_eval_x8_he.json",
+        "flow_eval_x8.json",
+        "flow_eval_x4_he.json",
+        "flow_eval_x4.json",
+    ]
+    assert expand("a{,_b}.json") == ["a.json", "a_b.json"]
+    assert cited_records("see `x/metrics.json` and `experiments/results/a.json`, `b.npy`") == ["a.json"]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=[d.name for d in DOCS])
+def test_cited_records_exist(doc):
+    records = sorted(p.name for p in RESULTS.glob("*.json"))
+    cited = cited_records(doc.read_text())
+    assert cited, f"{doc.name} cites no record"
+    missing = [(name, e) for name in cited for e in expand(name) if not fnmatch.filter(records, e)]
+    assert not missing, f"{doc.name} cites records that do not exist: {missing}"
