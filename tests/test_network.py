@@ -348,6 +348,27 @@ class TestSSCHSR:
         args = _inputs(5, 32, 32)
         assert not torch.allclose(full(*args)["sr"], ablated(*args)["sr"])
 
+    def test_residual_guide_starts_as_the_ablation(self):
+        """``iterative_guide="residual"``: with the ablation's weights (the guide convs at their zero
+        initialisation) the network is the one without iterative offsets; it differs once they learn."""
+        torch.manual_seed(0)
+        ablated = SSCHSR(5, "lite", iterative=False)
+        _randomise_offset_heads(ablated)
+        residual = SSCHSR(5, "lite", iterative=True, iterative_guide="residual")
+        result = residual.load_state_dict(ablated.state_dict(), strict=False)
+        assert not result.unexpected_keys and all(".guide." in k for k in result.missing_keys)
+        assert residual.config["iterative_guide"] == "residual"
+        args = _inputs(5, 32, 32)
+        torch.testing.assert_close(residual(*args)["sr"], ablated(*args)["sr"])
+        residual(*args)["sr"].square().mean().backward()
+        guide = residual.aggregation[1].guide
+        assert guide.weight.grad is not None and guide.weight.grad.abs().sum() > 0  # it can learn
+        with torch.no_grad():
+            guide.weight.normal_(0, 0.1)
+        assert not torch.allclose(residual(*args)["sr"], ablated(*args)["sr"])
+        with pytest.raises(ValueError, match="guide"):
+            SSCHSR(5, "lite", iterative_guide="add")
+
     def test_rmca_ablation(self):
         net = SSCHSR(5, "lite", use_rmca=False)
         assert not any(hasattr(b, "rmca") for level in net.fusion for b in level.blocks)

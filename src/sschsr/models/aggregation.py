@@ -10,7 +10,10 @@ where ``residual`` (per tap and offset group, at most ``max_residual`` px, ``max
 ``m`` come from a small conv over ``[F_ref_l, warp(F_ref_l, C_l), guide_l]``. The guide tells the offsets
 what the HSI looks like at ``p``: ``F_hsi_l`` at the coarsest level, and with ``iterative`` a 1x1 fusion of
 ``[F_hsi_l, F_sr_(l-1)]`` at the finer ones, so that each level refines its offsets with what the coarser
-fusion produced (the paper's code does the same; ``iterative=False`` is the ablation without it). The
+fusion produced (the paper's code does the same; ``iterative=False`` is the ablation without it). With
+``guide="residual"`` the fusion is added to ``F_hsi_l`` instead (``F_hsi_l + conv1x1([F_hsi_l, F_sr_(l-1)])``,
+the conv starting at zero): the iterative level starts as the one without guidance and learns what the coarser
+output adds, where ``"concat"`` (the paper's, the default) starts from a random projection of both. The
 prediction head starts at zero: at initialisation the offsets are ``C_l`` and the mask is 0.5.
 """
 
@@ -20,13 +23,18 @@ import math
 
 import torch
 import torch.nn.functional as F
+from typing import Literal, get_args
+
 from torch import Tensor, nn
 
 from sschsr.models.encoders import NEGATIVE_SLOPE, conv3x3
 from sschsr.ops.dcn import ModulatedDeformConv
 from sschsr.ops.warp import flow_warp
 
-__all__ = ["IDFA", "expand_offsets", "scale_correspondence"]
+__all__ = ["GUIDES", "IDFA", "Guide", "expand_offsets", "scale_correspondence"]
+
+Guide = Literal["concat", "residual"]
+GUIDES: tuple[str, ...] = get_args(Guide)
 
 
 def scale_correspondence(offset: Tensor, score: Tensor, size: tuple[int, int]) -> tuple[Tensor, Tensor]:
@@ -75,6 +83,8 @@ class IDFA(nn.Module):
         prev_channels: channels of ``F_sr_(l-1)`` (already at this level's resolution); None at the coarsest
             level. Used only when ``iterative``.
         iterative: guide the offsets with ``F_sr_(l-1)`` as well as ``F_hsi_l``.
+        guide: how, when ``iterative``: ``concat`` (a 1x1 conv of both, the paper's) or ``residual``
+            (``F_hsi_l`` plus a zero-initialised 1x1 conv of both; needs ``hsi_channels`` guide channels).
         kernel_size: of the deformable convolution.
         offset_groups: groups of channels with their own offsets and masks (the paper: 8; reduced to the
             largest divisor of ``channels`` not above it).
@@ -92,18 +102,25 @@ class IDFA(nn.Module):
         hsi_channels: int,
         prev_channels: int | None = None,
         iterative: bool = True,
+        guide: Guide = "concat",
         kernel_size: int = 3,
         offset_groups: int = 8,
         max_residual: float = 10.0,
     ):
         super().__init__()
+        if guide not in GUIDES:
+            raise ValueError(f"unknown IDFA guide {guide!r}; expected one of {list(GUIDES)}")
         self.channels, self.iterative, self.max_residual = channels, iterative, max_residual
+        self.guide_mode = guide
         self.offset_groups = math.gcd(channels, offset_groups)
         self.taps = kernel_size * kernel_size
         s = NEGATIVE_SLOPE
         if iterative and prev_channels:
-            self.guide = nn.Conv2d(hsi_channels + prev_channels, channels, 1)
-            guide_channels = channels
+            guide_channels = hsi_channels if guide == "residual" else channels
+            self.guide = nn.Conv2d(hsi_channels + prev_channels, guide_channels, 1)
+            if guide == "residual":  # starts as the level without guidance
+                nn.init.zeros_(self.guide.weight)
+                nn.init.zeros_(self.guide.bias)
         else:
             self.guide = None
             guide_channels = hsi_channels
@@ -137,6 +154,8 @@ class IDFA(nn.Module):
                     "IDFA(iterative, prev_channels=...) needs prev, the previous level's fused features"
                 )
             guide = self.guide(torch.cat((f_hsi, prev), dim=1))
+            if self.guide_mode == "residual":
+                guide = f_hsi + guide
         else:
             guide = f_hsi
         warped = flow_warp(f_ref, base)  # F_ref_l pulled onto the source grid by the match

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.models.aggregation import IDFA
+from sschsr.models.aggregation import IDFA, Guide
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
 from sschsr.models.fusion import FusionLevel
 from sschsr.models.matching import GAM, Matching, patch_descriptors
@@ -160,6 +160,8 @@ class SSCHSR(nn.Module):
             channels); None: ``ref_warp = ref_warp0``.
         use_warpnet: False skips (and does not hold) ``warpnet``: the ablation without stage 2.
         iterative: guide each finer level's offsets with the coarser fusion output (IDFA's "iterative").
+        iterative_guide: how (:class:`sschsr.models.aggregation.IDFA`'s ``guide``): ``concat`` (the paper's) or
+            ``residual`` (added to the HSI features by a zero-initialised conv: starts as the ablation).
         use_rmca: False drops the cross-attention; ``A_ref_l`` is then concatenated to the level's input
             instead, so the ablation removes the mechanism, not the reference.
         matching: ``local`` (window of ``match_radius`` px at H/4 around each position; linear memory) or
@@ -199,6 +201,7 @@ class SSCHSR(nn.Module):
         warpnet: nn.Module | None = None,
         use_warpnet: bool = True,
         iterative: bool = True,
+        iterative_guide: Guide = "concat",
         use_rmca: bool = True,
         matching: Matching = "local",
         match_radius: int = 4,
@@ -221,6 +224,7 @@ class SSCHSR(nn.Module):
         cfg = PRESETS[preset]
         self.n_bands, self.preset, self.cfg = n_bands, preset, cfg
         self.use_warpnet, self.iterative, self.use_rmca = use_warpnet, iterative, use_rmca
+        self.iterative_guide = iterative_guide
         self.flow_iters, self.freeze_flow, self.head = flow_iters, freeze_flow, head
         # test-time refinement of the flow network's output, ``(flow, rgb_hsi, ref) -> flow`` (e.g.
         # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.inference.with_flow_refinement`);
@@ -245,7 +249,7 @@ class SSCHSR(nn.Module):
         self.texture_encoder = TextureEncoder(cfg.width, in_channels=6 if self.texture_both else 3)
         self.matching = GAM(matching, radius=match_radius)
         self.aggregation = nn.ModuleList(
-            IDFA(dim, dim, dim if i else None, iterative=iterative, offset_groups=cfg.offset_groups)
+            IDFA(dim, dim, dim if i else None, iterative, iterative_guide, offset_groups=cfg.offset_groups)
             for i, dim in enumerate(dims)
         )
         self.fusion = build_fusion_levels(n_bands, cfg, use_rmca=use_rmca, concat_ref=not use_rmca, head=head)
@@ -255,7 +259,7 @@ class SSCHSR(nn.Module):
         """The SR branch's constructor arguments and architecture (for checkpoints and reports)."""
         return dict(
             n_bands=self.n_bands, preset=self.preset, use_warpnet=self.use_warpnet, iterative=self.iterative,
-            use_rmca=self.use_rmca, matching=self.matching.matching, match_radius=self.matching.radius,
+            iterative_guide=self.iterative_guide, use_rmca=self.use_rmca, matching=self.matching.matching, match_radius=self.matching.radius,
             flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, head=self.head,
             texture_input=self.texture_input, architecture=asdict(self.cfg),
         )  # fmt: skip
