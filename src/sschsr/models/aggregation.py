@@ -20,11 +20,10 @@ prediction head starts at zero: at initialisation the offsets are ``C_l`` and th
 from __future__ import annotations
 
 import math
+from typing import Literal, get_args
 
 import torch
 import torch.nn.functional as F
-from typing import Literal, get_args
-
 from torch import Tensor, nn
 
 from sschsr.models.encoders import NEGATIVE_SLOPE, conv3x3
