@@ -366,7 +366,7 @@ class TestSSCHSR:
         with torch.no_grad():
             guide.weight.normal_(0, 0.1)
         assert not torch.allclose(residual(*args)["sr"], ablated(*args)["sr"])
-        with pytest.raises(ValueError, match="guide"):
+        with pytest.raises(ValueError, match="iterative_guide 'add'"):
             SSCHSR(5, "lite", iterative_guide="add")
 
     def test_rmca_ablation(self):

@@ -31,7 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.models.aggregation import IDFA, Guide
+from sschsr.models.aggregation import GUIDES, IDFA, Guide
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
 from sschsr.models.fusion import FusionLevel
 from sschsr.models.matching import GAM, Matching, patch_descriptors
@@ -219,6 +219,8 @@ class SSCHSR(nn.Module):
             raise ValueError(
                 f"unknown texture_input {texture_input!r}; expected one of {list(TEXTURE_INPUTS)}"
             )
+        if iterative_guide not in GUIDES:
+            raise ValueError(f"unknown iterative_guide {iterative_guide!r}; expected one of {list(GUIDES)}")
         if n_bands < 1:
             raise ValueError(f"n_bands must be positive; got {n_bands}")
         cfg = PRESETS[preset]
