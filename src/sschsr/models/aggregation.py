@@ -83,7 +83,7 @@ class IDFA(nn.Module):
             level. Used only when ``iterative``.
         iterative: guide the offsets with ``F_sr_(l-1)`` as well as ``F_hsi_l``.
         guide: how, when ``iterative``: ``concat`` (a 1x1 conv of both, the paper's) or ``residual``
-            (``F_hsi_l`` plus a zero-initialised 1x1 conv of both; needs ``hsi_channels`` guide channels).
+            (``F_hsi_l`` plus a zero-initialised 1x1 conv of both, which then has ``hsi_channels`` outputs).
         kernel_size: of the deformable convolution.
         offset_groups: groups of channels with their own offsets and masks (the paper: 8; reduced to the
             largest divisor of ``channels`` not above it).

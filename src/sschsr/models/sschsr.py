@@ -261,9 +261,9 @@ class SSCHSR(nn.Module):
         """The SR branch's constructor arguments and architecture (for checkpoints and reports)."""
         return dict(
             n_bands=self.n_bands, preset=self.preset, use_warpnet=self.use_warpnet, iterative=self.iterative,
-            iterative_guide=self.iterative_guide, use_rmca=self.use_rmca, matching=self.matching.matching, match_radius=self.matching.radius,
-            flow_iters=self.flow_iters, freeze_flow=self.freeze_flow, head=self.head,
-            texture_input=self.texture_input, architecture=asdict(self.cfg),
+            iterative_guide=self.iterative_guide, use_rmca=self.use_rmca, matching=self.matching.matching,
+            match_radius=self.matching.radius, flow_iters=self.flow_iters, freeze_flow=self.freeze_flow,
+            head=self.head, texture_input=self.texture_input, architecture=asdict(self.cfg),
         )  # fmt: skip
 
     @property
