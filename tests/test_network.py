@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 import helpers
 from sschsr.models.aggregation import IDFA, expand_offsets, scale_correspondence
@@ -368,6 +368,31 @@ class TestSSCHSR:
         assert not torch.allclose(residual(*args)["sr"], ablated(*args)["sr"])
         with pytest.raises(ValueError, match="iterative_guide 'add'"):
             SSCHSR(5, "lite", iterative_guide="add")
+
+    def test_detached_guide_stops_the_offsets_gradient_into_the_coarser_level(self):
+        """``iterative_guide="detached"``: the paper's network, forward unchanged, but the offsets no longer
+        send a gradient into ``F_sr_(l-1)``; the guide conv itself still learns."""
+        torch.manual_seed(0)
+        concat = SSCHSR(5, "lite", iterative_guide="concat")
+        _randomise_offset_heads(concat)
+        detached = SSCHSR(5, "lite", iterative_guide="detached")
+        detached.load_state_dict(concat.state_dict())
+        assert detached.config["iterative_guide"] == "detached"
+        args = _inputs(5, 32, 32)
+        torch.testing.assert_close(detached(*args)["sr"], concat(*args)["sr"])
+
+        def grad_of_prev(idfa: IDFA) -> Tensor:
+            g = torch.Generator().manual_seed(1)
+            f_ref, f_hsi, prev = (torch.randn(1, idfa.channels, 16, 16, generator=g) for _ in range(3))
+            prev.requires_grad_(True)
+            offset, score = torch.randn(1, 2, 8, 8, generator=g), torch.rand(1, 1, 8, 8, generator=g)
+            out = idfa(f_ref, offset, score, f_hsi, prev)
+            out.square().mean().backward()
+            assert idfa.guide.weight.grad is not None and idfa.guide.weight.grad.abs().sum() > 0
+            return prev.grad
+
+        assert grad_of_prev(concat.aggregation[1]).abs().sum() > 0
+        assert grad_of_prev(detached.aggregation[1]) is None
 
     def test_rmca_ablation(self):
         net = SSCHSR(5, "lite", use_rmca=False)

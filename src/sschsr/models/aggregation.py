@@ -13,8 +13,9 @@ what the HSI looks like at ``p``: ``F_hsi_l`` at the coarsest level, and with ``
 fusion produced (the paper's code does the same; ``iterative=False`` is the ablation without it). With
 ``guide="residual"`` the fusion is added to ``F_hsi_l`` instead (``F_hsi_l + conv1x1([F_hsi_l, F_sr_(l-1)])``,
 the conv starting at zero): the iterative level starts as the one without guidance and learns what the coarser
-output adds, where ``"concat"`` (the paper's, the default) starts from a random projection of both. The
-prediction head starts at zero: at initialisation the offsets are ``C_l`` and the mask is 0.5.
+output adds, where ``"concat"`` (the paper's, the default) starts from a random projection of both. ``"detached"``
+is ``"concat"`` with the gradient stopped at ``F_sr_(l-1)``: the offsets read the coarser output but do not train
+it, which then learns for the reconstruction alone. The prediction head starts at zero: at initialisation the offsets are ``C_l`` and the mask is 0.5.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from sschsr.ops.warp import flow_warp
 
 __all__ = ["GUIDES", "IDFA", "Guide", "expand_offsets", "scale_correspondence"]
 
-Guide = Literal["concat", "residual"]
+Guide = Literal["concat", "residual", "detached"]
 GUIDES: tuple[str, ...] = get_args(Guide)
 
 
@@ -83,7 +84,8 @@ class IDFA(nn.Module):
             level. Used only when ``iterative``.
         iterative: guide the offsets with ``F_sr_(l-1)`` as well as ``F_hsi_l``.
         guide: how, when ``iterative``: ``concat`` (a 1x1 conv of both, the paper's) or ``residual``
-            (``F_hsi_l`` plus a zero-initialised 1x1 conv of both, which then has ``hsi_channels`` outputs).
+            (``F_hsi_l`` plus a zero-initialised 1x1 conv of both, which then has ``hsi_channels`` outputs) or
+            ``detached`` (``concat`` with no gradient from the offsets into ``F_sr_(l-1)``).
         kernel_size: of the deformable convolution.
         offset_groups: groups of channels with their own offsets and masks (the paper: 8; reduced to the
             largest divisor of ``channels`` not above it).
@@ -152,6 +154,8 @@ class IDFA(nn.Module):
                 raise ValueError(
                     "IDFA(iterative, prev_channels=...) needs prev, the previous level's fused features"
                 )
+            if self.guide_mode == "detached":
+                prev = prev.detach()
             guide = self.guide(torch.cat((f_hsi, prev), dim=1))
             if self.guide_mode == "residual":
                 guide = f_hsi + guide

@@ -160,8 +160,9 @@ class SSCHSR(nn.Module):
             channels); None: ``ref_warp = ref_warp0``.
         use_warpnet: False skips (and does not hold) ``warpnet``: the ablation without stage 2.
         iterative: guide each finer level's offsets with the coarser fusion output (IDFA's "iterative").
-        iterative_guide: how (:class:`sschsr.models.aggregation.IDFA`'s ``guide``): ``concat`` (the paper's) or
-            ``residual`` (added to the HSI features by a zero-initialised conv: starts as the ablation).
+        iterative_guide: how (:class:`sschsr.models.aggregation.IDFA`'s ``guide``): ``concat`` (the paper's),
+            ``residual`` (added to the HSI features by a zero-initialised conv: starts as the ablation) or
+            ``detached`` (``concat`` with no gradient from the offsets into the coarser output).
         use_rmca: False drops the cross-attention; ``A_ref_l`` is then concatenated to the level's input
             instead, so the ablation removes the mechanism, not the reference.
         matching: ``local`` (window of ``match_radius`` px at H/4 around each position; linear memory) or
