@@ -13,9 +13,10 @@ what the HSI looks like at ``p``: ``F_hsi_l`` at the coarsest level, and with ``
 fusion produced (the paper's code does the same; ``iterative=False`` is the ablation without it). With
 ``guide="residual"`` the fusion is added to ``F_hsi_l`` instead (``F_hsi_l + conv1x1([F_hsi_l, F_sr_(l-1)])``,
 the conv starting at zero): the iterative level starts as the one without guidance and learns what the coarser
-output adds, where ``"concat"`` (the paper's, the default) starts from a random projection of both. ``"detached"``
-is ``"concat"`` with the gradient stopped at ``F_sr_(l-1)``: the offsets read the coarser output but do not train
-it, which then learns for the reconstruction alone. The prediction head starts at zero: at initialisation the offsets are ``C_l`` and the mask is 0.5.
+output adds, where ``"concat"`` (the paper's, the default) starts from a random projection of both.
+``"detached"`` is ``"concat"`` with the gradient stopped at ``F_sr_(l-1)``: the offsets read the coarser
+output but do not train it, which then learns for the reconstruction alone. The prediction head starts at
+zero: at initialisation the offsets are ``C_l`` and the mask is 0.5.
 """
 
 from __future__ import annotations
@@ -83,7 +84,7 @@ class IDFA(nn.Module):
         prev_channels: channels of ``F_sr_(l-1)`` (already at this level's resolution); None at the coarsest
             level. Used only when ``iterative``.
         iterative: guide the offsets with ``F_sr_(l-1)`` as well as ``F_hsi_l``.
-        guide: how, when ``iterative``: ``concat`` (a 1x1 conv of both, the paper's) or ``residual``
+        guide: how, when ``iterative``: ``concat`` (a 1x1 conv of both, the paper's), ``residual``
             (``F_hsi_l`` plus a zero-initialised 1x1 conv of both, which then has ``hsi_channels`` outputs) or
             ``detached`` (``concat`` with no gradient from the offsets into ``F_sr_(l-1)``).
         kernel_size: of the deformable convolution.
