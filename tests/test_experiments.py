@@ -4,6 +4,9 @@
 from __future__ import annotations
 
 import importlib
+import json
+import os
+import shlex
 import subprocess
 import sys
 from pathlib import Path
@@ -280,3 +283,49 @@ def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
     epe = record["scales"]["8"]["all"]
     assert epe["v0"] == pytest.approx(epe["net"])  # no steps: the network's own flow
     assert epe["v1"] != epe["net"] and set(record["scales"]["8"]["scenes"]) == {"beads"}
+
+
+def _options(argv: list[str]) -> list[tuple[str, ...]]:
+    """An experiments/*.py command line as its script and sorted (option, values...) groups."""
+    groups: list[tuple[str, ...]] = []
+    for token in argv[1:]:
+        if token.startswith("--"):
+            groups.append((token,))
+        else:
+            groups[-1] = (*groups[-1], token)
+    return [(Path(argv[0]).name,), *sorted(groups)]
+
+
+@pytest.mark.parametrize("scale", [4, 8])
+def test_eval_shipped_lists_every_shipped_record_with_its_recorded_command(scale):
+    script = EXPERIMENTS / "eval_shipped.sh"
+    done = subprocess.run(
+        ["bash", str(script), str(scale)],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "DRY_RUN": "1", "PY": "python"},
+    )
+    assert done.returncode == 0, done.stderr
+    results = EXPERIMENTS / "results"
+    listed = {}
+    for line in done.stdout.splitlines():
+        argv = shlex.split(line)[1:]  # without the interpreter
+        out = (
+            argv[argv.index("--out") + 1]
+            if "--out" in argv
+            else f"experiments/results/true_flow_gain_x{scale}.json"
+        )
+        listed[Path(out).name] = _options(argv)
+    expected = {p.name for p in results.glob(f"sr_eval_shipped_x{scale}*.json")}
+    expected |= {
+        f"warp_eval_x{scale}.json",
+        f"warp_eval_x{scale}_refined.json",
+        f"true_flow_gain_x{scale}.json",
+    }
+    assert set(listed) == expected
+    for name, options in listed.items():  # the script reruns each record as it was made
+        recorded = shlex.split(json.loads((results / name).read_text())["command"])[1:]
+        assert _options(recorded) == options, name
+
+    bad = subprocess.run(["bash", str(script), "5"], capture_output=True, text=True)
+    assert bad.returncode == 2 and "usage:" in bad.stderr
