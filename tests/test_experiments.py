@@ -247,6 +247,30 @@ def test_eval_flow_refines_with_the_given_settings(tmp_path):
     assert record["settings"]["flow_refiner"]["iters"] == 3
 
 
+def test_eval_flow_splits_the_error_at_motion_edges_and_flat_regions():
+    for script in experiments_module("eval_flow"):
+        h, w = 16, 20
+        flow_gt = torch.zeros(2, h, w)
+        flow_gt[0, :, 10:] = 5.0  # a depth edge between columns 9 and 10
+        flow_gt[1] += torch.linspace(0, 0.5, w)  # smooth motion is no edge
+        edges = script.motion_edges(flow_gt)
+        assert edges[:, 8:12].all() and not edges[:, :8].any() and not edges[:, 12:].any()
+
+        ref = torch.full((3, h, w), 0.5)
+        ref[:, :, 10:] += 0.2 * torch.rand(3, h, 10, generator=torch.Generator().manual_seed(0))
+        flat = script.flat_regions(ref)
+        assert flat[:, :6].all() and not flat[:, 10:].any()
+
+        flow = flow_gt.clone()
+        flow[0, :, 8:12] += 2.0  # wrong by 2 px at the edge only
+        valid = torch.ones(h, w, dtype=torch.bool)
+        e = script.flow_errors(flow, flow_gt, valid, ref)
+        n = h * w
+        assert e["edge"].sum() == 4 * h and torch.allclose(e["edge_epe"].sum() / n, e["epe"].sum() / n)
+        assert torch.allclose(e["edge_epe"].sum() / e["edge"].sum(), torch.tensor(2.0))
+        assert e["flat_epe"].sum() == 0  # the error is at columns 8-11; flat ends by column 5
+
+
 def test_eval_warp_records_the_gain_and_the_detail_kept(tmp_path):
     for script in experiments_module("eval_warp"):
         record = script.main(
