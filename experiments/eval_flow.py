@@ -72,22 +72,22 @@ def flat_regions(ref: Tensor) -> Tensor:
     return var[0, 0].clamp_min(0).sqrt() < FLAT_STD
 
 
-def flow_errors(flow: Tensor, flow_gt: Tensor, valid: Tensor, ref: Tensor) -> dict[str, Tensor]:
-    """Per valid pixel of one pair: ``epe``, ``<t>px`` (0/1), ``zero_epe`` (``|flow_gt|``), ``edge`` and ``flat``
-    (0/1) and ``edge_epe`` / ``flat_epe`` (``epe`` there, else 0); ``(2, H, W)`` flows, ``ref`` ``(C, H, W)``."""
+def flow_errors(flow: Tensor, flow_gt: Tensor, valid: Tensor, ref: Tensor | None = None) -> dict[str, Tensor]:
+    """Per valid pixel of one pair: ``epe``, ``<t>px`` (0/1), ``zero_epe`` (``|flow_gt|``), and given the
+    reference ``ref`` ``(C, H, W)``, ``edge`` and ``flat`` (0/1) and ``edge_epe`` / ``flat_epe`` (``epe`` there,
+    else 0); ``(2, H, W)`` flows."""
     mask = flow_valid_mask(flow_gt[None], valid[None])[0]
     epe = endpoint_error(flow[None], flow_gt[None])[0][mask]
-    edge = motion_edges(flow_gt)[mask].float()
-    flat = flat_regions(ref)[mask].float()
-    return {
+    errors = {
         "epe": epe,
         **{f"{t}px": (epe < t).float() for t in THRESHOLDS},
         "zero_epe": flow_gt.norm(dim=0)[mask],
-        "edge": edge,
-        "edge_epe": epe * edge,
-        "flat": flat,
-        "flat_epe": epe * flat,
     }
+    if ref is not None:
+        edge = motion_edges(flow_gt)[mask].float()
+        flat = flat_regions(ref)[mask].float()
+        errors.update(edge=edge, edge_epe=epe * edge, flat=flat, flat_epe=epe * flat)
+    return errors
 
 
 def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:

@@ -269,6 +269,7 @@ def test_eval_flow_splits_the_error_at_motion_edges_and_flat_regions():
         assert e["edge"].sum() == 4 * h and torch.allclose(e["edge_epe"].sum() / n, e["epe"].sum() / n)
         assert torch.allclose(e["edge_epe"].sum() / e["edge"].sum(), torch.tensor(2.0))
         assert e["flat_epe"].sum() == 0  # the error is at columns 8-11; flat ends by column 5
+        assert set(script.flow_errors(flow, flow_gt, valid)) == {"epe", "1px", "3px", "5px", "zero_epe"}
 
 
 def test_eval_warp_records_the_gain_and_the_detail_kept(tmp_path):
