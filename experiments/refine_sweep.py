@@ -12,7 +12,9 @@ training scenes): the flow is predicted once per pair (self-ensembled over ``--f
 shrunk by ``--flow-factor``), then refined by each ``--variant``, a JSON object of
 :class:`~sschsr.ops.flow_refine.FlowRefiner` fields other than ``scale`` (``{}``: the defaults). Columns:
 ``net`` (the network's flow, unrefined), then ``v0``, ``v1``, ... in the order given, each an EPE pooled
-over valid pixels; the record lists every variant's full settings.
+over valid pixels; the record lists every variant's full settings. ``--start true`` starts each refinement
+from the pair's true flow instead of the network's (an oracle, for diagnosis): what is left then is the error
+the refinement's objective itself brings to a perfect flow.
 """
 
 from __future__ import annotations
@@ -32,16 +34,17 @@ from sschsr.errors import InputError
 from sschsr.ops.flow_refine import FlowRefiner
 
 
-def measure_variants(variants: list[dict[str, Any]]):
+def measure_variants(variants: list[dict[str, Any]], start: str = "net"):
     """``eval_flow``-style ``measure``: per item, the EPE of the network's flow (``net``) and of each
-    variant's refinement of it (``v<i>``), per valid pixel."""
+    variant's refinement (``v<i>``) of it, or of the true flow with ``start="true"``, per valid pixel."""
 
     def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
         rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
         flow = alignment.flow(rgb_hsi, ref).float()
         flows = {"net": flow}
+        flow0 = batch["flow"].to(device).float() if start == "true" else flow
         for i, settings in enumerate(variants):
-            flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow, rgb_hsi, ref)
+            flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow0, rgb_hsi, ref)
         out = []
         for j, (gt, valid) in enumerate(zip(batch["flow"], batch["valid"], strict=True)):
             out.append({k: flow_errors(f[j].cpu(), gt, valid)["epe"] for k, f in flows.items()})
@@ -55,9 +58,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--variant", action="append", default=[])
+    pre.add_argument("--start", choices=("net", "true"), default="net")
     known, rest = pre.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
-        print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')\n")
+        print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')")
+        print("--start net|true the flow each refinement starts from (default: the network's)\n")
     variants = [parse_refiner_settings(text, "--variant") for text in known.variant or ["{}"]]
     if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
         rest += ["--scenes", *training_scenes()]
@@ -67,10 +72,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     named = {f"v{i}": FlowRefiner.from_settings(1, v).settings() for i, v in enumerate(variants)}
     for name, settings in named.items():
         print(name, json.dumps(settings))
-    measure = measure_variants(variants)
-    return run_pair_eval(
-        __doc__, "refine_sweep.json", measure, columns, "refinement", rest, extra={"variants": named}
-    )
+    measure = measure_variants(variants, known.start)
+    extra = {"variants": named, "start": known.start}
+    return run_pair_eval(__doc__, "refine_sweep.json", measure, columns, "refinement", rest, extra=extra)
 
 
 if __name__ == "__main__":

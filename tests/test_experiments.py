@@ -310,6 +310,23 @@ def test_refine_sweep_scores_each_variant_on_the_same_flow(tmp_path):
     assert epe["v1"] != epe["net"] and set(record["scales"]["8"]["scenes"]) == {"beads"}
 
 
+def test_refine_sweep_can_start_from_the_true_flow(tmp_path):
+    for script in experiments_module("refine_sweep"):
+        args = [
+            *("--ckpt", str(EXPERIMENTS.parent / "src/sschsr/weights/sschsr_x8.safetensors")),
+            *("--scales", "8", "--pairs", "1", "--size", "64", "--scenes", "beads", "--flow-tta", "1"),
+            *("--variant", '{"iters": 0}', "--variant", '{"iters": 3}', "--out", str(tmp_path / "r.json")),
+        ]
+        record = script.main([*args, "--start", "true"])
+        with pytest.raises(SystemExit) as e:
+            script.main([*args, "--start", "nowhere"])
+        assert e.value.code == 2
+    epe = record["scales"]["8"]["all"]
+    assert record["start"] == "true"
+    assert epe["v0"] == pytest.approx(0.0, abs=1e-6)  # no steps: the true flow itself
+    assert 0 < epe["v1"] < epe["net"]
+
+
 def _options(argv: list[str]) -> list[tuple[str, ...]]:
     """An experiments/*.py command line as its script and sorted (option, values...) groups."""
     groups: list[tuple[str, ...]] = []
