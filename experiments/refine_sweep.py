@@ -14,7 +14,9 @@ shrunk by ``--flow-factor``), then refined by each ``--variant``, a JSON object 
 ``net`` (the network's flow, unrefined), then ``v0``, ``v1``, ... in the order given, each an EPE pooled
 over valid pixels; the record lists every variant's full settings. ``--start true`` starts each refinement
 from the pair's true flow instead of the network's (an oracle, for diagnosis): what is left then is the error
-the refinement's objective itself brings to a perfect flow.
+the refinement's objective itself brings to a perfect flow. ``--start A`` (a number in [0, 1]) starts it from
+the true flow plus ``A`` times the network's error (``true`` is 0, ``net`` 1): how good a flow network the
+refinement needs.
 """
 
 from __future__ import annotations
@@ -34,15 +36,30 @@ from sschsr.errors import InputError
 from sschsr.ops.flow_refine import FlowRefiner
 
 
-def measure_variants(variants: list[dict[str, Any]], start: str = "net"):
+def start_weight(text: str) -> float:
+    """``--start``: ``net`` (1), ``true`` (0) or a number in [0, 1], the share of the network's error kept."""
+    weight = {"net": 1.0, "true": 0.0}.get(text)
+    if weight is None:
+        try:
+            weight = float(text)
+        except ValueError:
+            weight = -1.0
+    if not 0.0 <= weight <= 1.0:
+        raise InputError(f"--start {text!r}: expected net, true or a number in [0, 1]")
+    return weight
+
+
+def measure_variants(variants: list[dict[str, Any]], start: float = 1.0):
     """``eval_flow``-style ``measure``: per item, the EPE of the network's flow (``net``) and of each
-    variant's refinement (``v<i>``) of it, or of the true flow with ``start="true"``, per valid pixel."""
+    variant's refinement (``v<i>``) of the true flow plus ``start`` times the network's error (1: the
+    network's flow itself), per valid pixel."""
 
     def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
         rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
         flow = alignment.flow(rgb_hsi, ref).float()
         flows = {"net": flow}
-        flow0 = batch["flow"].to(device).float() if start == "true" else flow
+        true = batch["flow"].to(device).float()
+        flow0 = flow if start == 1.0 else true + start * (flow - true)
         for i, settings in enumerate(variants):
             flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow0, rgb_hsi, ref)
         out = []
@@ -58,11 +75,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     argv = list(sys.argv[1:] if argv is None else argv)
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--variant", action="append", default=[])
-    pre.add_argument("--start", choices=("net", "true"), default="net")
+    pre.add_argument("--start", default="net")
     known, rest = pre.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')")
-        print("--start net|true the flow each refinement starts from (default: the network's)\n")
+        print(
+            "--start net|true|A the flow each refinement starts from: the network's (default), the true one,"
+        )
+        print("                 or the true one plus A (0 to 1) times the network's error\n")
     variants = [parse_refiner_settings(text, "--variant") for text in known.variant or ["{}"]]
     if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
         rest += ["--scenes", *training_scenes()]
@@ -72,7 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     named = {f"v{i}": FlowRefiner.from_settings(1, v).settings() for i, v in enumerate(variants)}
     for name, settings in named.items():
         print(name, json.dumps(settings))
-    measure = measure_variants(variants, known.start)
+    measure = measure_variants(variants, start_weight(known.start))
     extra = {"variants": named, "start": known.start}
     return run_pair_eval(__doc__, "refine_sweep.json", measure, columns, "refinement", rest, extra=extra)
 

@@ -318,13 +318,19 @@ def test_refine_sweep_can_start_from_the_true_flow(tmp_path):
             *("--variant", '{"iters": 0}', "--variant", '{"iters": 3}', "--out", str(tmp_path / "r.json")),
         ]
         record = script.main([*args, "--start", "true"])
-        with pytest.raises(SystemExit) as e:
-            script.main([*args, "--start", "nowhere"])
-        assert e.value.code == 2
+        half = script.main([*args, "--start", "0.5"])
+        for bad in ("nowhere", "1.5", "-0.1"):
+            with pytest.raises(SystemExit) as e:
+                script.main([*args, "--start", bad])
+            assert e.value.code == 2
+        assert script.start_weight("net") == 1.0 and script.start_weight("true") == 0.0
     epe = record["scales"]["8"]["all"]
     assert record["start"] == "true"
     assert epe["v0"] == pytest.approx(0.0, abs=1e-6)  # no steps: the true flow itself
     assert 0 < epe["v1"] < epe["net"]
+    half_epe = half["scales"]["8"]["all"]
+    assert half_epe["net"] == pytest.approx(epe["net"])
+    assert half_epe["v0"] == pytest.approx(epe["net"] / 2, rel=1e-4)  # no steps: every pixel's error halves
 
 
 def _options(argv: list[str]) -> list[tuple[str, ...]]:
