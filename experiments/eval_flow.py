@@ -39,6 +39,7 @@ from torch import Tensor
 
 from sschsr.cli._common import exit_on_input_error
 from sschsr.losses import endpoint_error, flow_valid_mask
+from sschsr.ops.flow_refine import local_moments
 
 THRESHOLDS = (1, 3, 5)  # px: RAFT's accuracy measures
 EDGE_SPAN = 1.0  # px of true motion across a 5 x 5 neighbourhood: above it, a motion edge
@@ -65,11 +66,9 @@ def motion_edges(flow_gt: Tensor) -> Tensor:
 
 def flat_regions(ref: Tensor) -> Tensor:
     """``(H, W)`` bool: the reference ``(C, H, W)``'s mean channel has a standard deviation under ``FLAT_STD``
-    in the pixel's 9 x 9 window."""
-    y = ref.mean(dim=0, keepdim=True)[None].double()
-    mean = F.avg_pool2d(y, 9, 1, 4, count_include_pad=False)
-    var = F.avg_pool2d(y * y, 9, 1, 4, count_include_pad=False) - mean.square()
-    return var[0, 0].clamp_min(0).sqrt() < FLAT_STD
+    in the pixel's 9 x 9 window (:func:`~sschsr.ops.flow_refine.local_moments`)."""
+    _, var = local_moments(ref.mean(dim=0, keepdim=True)[None].double(), 4)
+    return var[0, 0].sqrt() < FLAT_STD
 
 
 def flow_errors(flow: Tensor, flow_gt: Tensor, valid: Tensor, ref: Tensor | None = None) -> dict[str, Tensor]:

@@ -38,12 +38,10 @@ from sschsr.ops.flow_refine import FlowRefiner
 
 def start_weight(text: str) -> float:
     """``--start``: ``net`` (1), ``true`` (0) or a number in [0, 1], the share of the network's error kept."""
-    weight = {"net": 1.0, "true": 0.0}.get(text)
-    if weight is None:
-        try:
-            weight = float(text)
-        except ValueError:
-            weight = -1.0
+    try:
+        weight = {"net": 1.0, "true": 0.0}[text] if text in ("net", "true") else float(text)
+    except ValueError:
+        weight = float("nan")  # refused below
     if not 0.0 <= weight <= 1.0:
         raise InputError(f"--start {text!r}: expected net, true or a number in [0, 1]")
     return weight
@@ -58,8 +56,11 @@ def measure_variants(variants: list[dict[str, Any]], start: float = 1.0):
         rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
         flow = alignment.flow(rgb_hsi, ref).float()
         flows = {"net": flow}
-        true = batch["flow"].to(device).float()
-        flow0 = flow if start == 1.0 else true + start * (flow - true)
+        if start == 1.0:
+            flow0 = flow
+        else:
+            true = batch["flow"].to(device).float()
+            flow0 = true + start * (flow - true)
         for i, settings in enumerate(variants):
             flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow0, rgb_hsi, ref)
         out = []

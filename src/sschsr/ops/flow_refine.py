@@ -161,18 +161,24 @@ def observe_matrix(n: int, scale: int, reflect: bool) -> Tensor:
     return blocks @ up @ blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
 
 
-def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
-    """``(x - mean) / sqrt(var + var_eps)`` with the mean and variance over ``(2 radius + 1)^2`` windows
-    (replicated borders), per channel; same shape as ``x``."""
-    if radius == 0:
-        return x
+def local_moments(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
+    """Mean and variance of ``x`` ``(B, C, H, W)`` over ``(2 radius + 1)^2`` windows (replicated borders), per
+    channel; each the shape of ``x``."""
     k = 2 * radius + 1
 
     def mean(t: Tensor) -> Tensor:
         return F.avg_pool2d(F.pad(t, (radius,) * 4, mode="replicate"), k, stride=1)
 
     m = mean(x)
-    var = (mean(x * x) - m * m).clamp_min(0)
+    return m, (mean(x * x) - m * m).clamp_min(0)
+
+
+def local_normalise(x: Tensor, radius: int, var_eps: float) -> Tensor:
+    """``(x - mean) / sqrt(var + var_eps)`` with :func:`local_moments` over ``(2 radius + 1)^2`` windows, per
+    channel; same shape as ``x``."""
+    if radius == 0:
+        return x
+    m, var = local_moments(x, radius)
     return (x - m) / (var + var_eps).sqrt()
 
 
