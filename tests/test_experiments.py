@@ -377,3 +377,40 @@ def test_eval_shipped_lists_every_shipped_record_with_its_recorded_command(scale
 
     bad = subprocess.run(["bash", str(script), "5"], capture_output=True, text=True)
     assert bad.returncode == 2 and "usage:" in bad.stderr
+
+
+@pytest.fixture(scope="module")
+def swap():
+    yield from experiments_module("swap_flow")
+
+
+def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_path):
+    from sschsr.inference import load_model, save_model
+    from sschsr.models.flow import RAFT, save_flow_net
+    from sschsr.models.sschsr import SSCHSR
+    from sschsr.models.warpnet import WarpNet
+
+    torch.manual_seed(0)
+    net = SSCHSR(6, "lite", flow_net=RAFT("small", iters=2), warpnet=WarpNet(), flow_iters=2)
+    model = save_model(net, tmp_path / "m.safetensors", scale=4, parts=("flow_net", "warpnet"))
+    other = RAFT("small", iters=5)  # its own random weights; the updates stay the model's
+    flow = save_flow_net(other, tmp_path / "flow.safetensors")
+    out = swap.main(
+        ["--model", str(model), "--scale", "4", "--flow", str(flow), "--out", str(tmp_path / "s.safetensors")]
+    )
+    swapped, before = load_model(out, 4), load_model(model, 4)
+    for k, v in other.state_dict().items():
+        torch.testing.assert_close(swapped.flow_net.state_dict()[k], v)
+    k0 = next(iter(other.state_dict()))
+    assert not torch.equal(before.flow_net.state_dict()[k0], swapped.flow_net.state_dict()[k0])
+    assert swapped.flow_net.iters == before.flow_net.iters == 2
+    keep = {k: v for k, v in before.state_dict().items() if not k.startswith("flow_net.")}
+    for k, v in swapped.state_dict().items():
+        if not k.startswith("flow_net."):
+            torch.testing.assert_close(v, keep[k])
+    # a flow network built otherwise is refused with an error line, exit 2, nothing written
+    save_flow_net(RAFT("small", iters=2, hidden_dim=64), tmp_path / "wide.safetensors")
+    with pytest.raises(SystemExit) as e:
+        swap.main(["--model", str(model), "--scale", "4", "--flow", str(tmp_path / "wide.safetensors"),
+                   "--out", str(tmp_path / "bad.safetensors")])  # fmt: skip
+    assert e.value.code == 2 and not (tmp_path / "bad.safetensors").exists()

@@ -1,0 +1,78 @@
+"""A full model with another flow network: the SR branch and WarpNet of one file, the flow network of another.
+
+    .venv/bin/python experiments/swap_flow.py --model shipped --scale 4 \
+        --flow outputs/s27/flowft_x4/checkpoints/last.ckpt --out outputs/s27/candidate/sschsr_x4.safetensors
+
+To score a newly trained flow network inside a trained model without retraining the rest (``eval_sr.py
+--model NAME=OUT``): ``--model`` is a full model (``shipped``, a ``.safetensors`` or a full-model ``.ckpt``),
+``--flow`` any file :func:`sschsr.models.flow.load_flow_net` reads (a stage-1 ``.ckpt``, a flow
+``.safetensors``). The new flow network must be built as the old one (same preset and widths; its number
+of updates stays the model's). ``--out`` gets the model in float32 (``--half``: float16, as shipped) with
+the flow network and WarpNet in part files beside it, as ``export_weights.py`` writes them; the metadata
+names both sources.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+from sschsr.cli._common import InputError, exit_on_input_error
+from sschsr.inference import load_model, save_model
+from sschsr.models.flow import load_flow_net
+
+
+def swap_flow(model: torch.nn.Module, flow_path: str | Path) -> torch.nn.Module:
+    """``model`` (an :class:`~sschsr.models.sschsr.SSCHSR`) with the weights of the flow network in
+    ``flow_path`` loaded into its ``flow_net`` (which keeps its frozen, eval state).
+
+    Raises:
+        InputError: the model has no flow network, or the file's network is built otherwise.
+    """
+    old = getattr(model, "flow_net", None)
+    if old is None:
+        raise InputError("the model holds no flow network to replace")
+    new = load_flow_net(flow_path)
+
+    def build(net: torch.nn.Module) -> dict:
+        return {k: v for k, v in net.config.items() if k != "iters"}  # the updates stay the model's
+
+    if build(new) != build(old):
+        raise InputError(f"{flow_path}: its flow network is built otherwise ({build(new)} vs {build(old)})")
+    old.load_state_dict(new.state_dict())
+    return model
+
+
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--model", required=True, help="'shipped', a full-model .safetensors or .ckpt")
+    p.add_argument("--scale", type=int, required=True)
+    p.add_argument("--flow", required=True, help="the flow network's file (.ckpt or .safetensors)")
+    p.add_argument("--out", required=True, help=".safetensors to write")
+    p.add_argument("--half", action="store_true", help="store float16 (as shipped); default float32")
+    return p.parse_args(argv)
+
+
+@exit_on_input_error
+def main(argv: list[str] | None = None) -> Path:
+    args = parse(argv)
+    model = load_model(None if args.model == "shipped" else args.model, args.scale)
+    swap_flow(model, args.flow)
+    out = save_model(
+        model,
+        args.out,
+        args.scale,
+        model.info["camera"],
+        dtype=torch.float16 if args.half else torch.float32,
+        metadata={"source": str(model.info["path"]), "flow_source": str(args.flow)},
+        parts=("flow_net", "warpnet"),
+    )
+    print(f"wrote {out}")
+    return out
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
