@@ -414,3 +414,27 @@ def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_p
         swap.main(["--model", str(model), "--scale", "4", "--flow", str(tmp_path / "wide.safetensors"),
                    "--out", str(tmp_path / "bad.safetensors")])  # fmt: skip
     assert e.value.code == 2 and not (tmp_path / "bad.safetensors").exists()
+
+
+@pytest.fixture(scope="module")
+def bench_flow():
+    yield from experiments_module("bench_flow")
+
+
+def test_bench_flow_times_each_variant_and_checks_it_against_float32(bench_flow, tmp_path):
+    from sschsr.models.flow import RAFT, save_flow_net
+
+    torch.manual_seed(0)
+    path = save_flow_net(RAFT("small", iters=2), tmp_path / "flow.safetensors")
+    out = tmp_path / "bench.json"
+    record = bench_flow.main(
+        ["--flow", str(path), "--size", "48", "--iters", "2", "--device", "cpu", "--dtypes", "float32",
+         "bfloat16", "--warmup", "1", "--repeats", "3", "--out", str(out)]
+    )  # fmt: skip
+    assert json.loads(out.read_text())["variants"] == record["variants"]
+    assert set(record["variants"]) == {"float32", "bfloat16"}
+    assert record["variants"]["float32"]["relative_error"] == 0.0  # the same function as the reference
+    assert 0.0 < record["variants"]["bfloat16"]["relative_error"] < 0.1
+    for v in record["variants"].values():
+        assert 0.0 < v["min_ms"] <= v["median_ms"] <= v["p90_ms"]
+    assert bench_flow.relative_error(torch.tensor([float("nan"), 1.0]), torch.ones(2)) == float("inf")
