@@ -248,11 +248,12 @@ def test_model_config_composes_and_instantiates(tmp_path):
 class FakeFlowData(L.LightningDataModule):
     """Batches shaped like the data layer's, for running the stage 1 config without it."""
 
-    def __init__(self, num_workers: int = 0):
+    def __init__(self, num_workers: int = 0, train_samples: int = 4):
         super().__init__()
+        self.train_samples = train_samples
 
     def train_dataloader(self) -> DataLoader:
-        return fake_loader()
+        return fake_loader(n=self.train_samples)
 
     def val_dataloader(self) -> DataLoader:
         return fake_loader(n=2)
@@ -304,3 +305,40 @@ def test_stage1_fast_dev_run_through_hydra(tmp_path):
     metrics, objects = train(compose_run(tmp_path, [*STAGE1_FAST, *tiny_data]))
     assert isinstance(objects["model"], FlowModule)
     assert math.isfinite(metrics["train/loss"]) and math.isfinite(metrics["val/epe"])
+
+
+def test_best_checkpoint_holds_the_weights_that_scored_its_value(tmp_path):
+    # validation every 3 steps, last.ckpt every 4: the best checkpoint must be written when a validation
+    # ends (not at the next save step, with a score another set of weights earned), last.ckpt at the end;
+    # one epoch of 10 batches, so that no epoch ends in the run
+    extra = tmp_path / "conf_extra"
+    (extra / "data").mkdir(parents=True)
+    (extra / "data" / "fake_flow.yaml").write_text(
+        f"_target_: {FakeFlowData.__module__}.FakeFlowData\nnum_workers: 0\ntrain_samples: 20\n"
+    )
+    overrides = [
+        f"hydra.searchpath=[file://{extra}]",
+        "experiment=stage1",
+        "logger=none",
+        "trainer=cpu",
+        "data=fake_flow",
+        "model.iters=2",
+        "model.optimizer.lr=3e-3",
+        "trainer.max_steps=8",
+        "trainer.val_check_interval=3",
+        "trainer.check_val_every_n_epoch=null",
+        "callbacks.last_checkpoint.every_n_train_steps=4",
+    ]
+    from sschsr.cli.train import train
+
+    _, objects = train(compose_run(tmp_path, overrides))
+    best = objects["trainer"].checkpoint_callback
+    assert best.monitor == "val/epe" and best.best_model_path
+    ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    assert ckpt["global_step"] in (3, 6)  # a validated step
+    module = objects["model"]
+    module.load_state_dict(ckpt["state_dict"])
+    (scored,) = quiet_trainer(tmp_path).validate(module, datamodule=objects["datamodule"], verbose=False)
+    assert scored["val/epe"] == pytest.approx(float(best.best_model_score), rel=1e-5)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    assert last["global_step"] == 8
