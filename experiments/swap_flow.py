@@ -6,8 +6,10 @@
 To score a newly trained flow network inside a trained model without retraining the rest (``eval_sr.py
 --model NAME=OUT``): ``--model`` is a full model (``shipped``, a ``.safetensors`` or a full-model ``.ckpt``),
 ``--flow`` any file :func:`sschsr.models.flow.load_flow_net` reads (a stage-1 ``.ckpt``, a flow
-``.safetensors``). The new flow network must be built as the old one (same preset and widths; its number
-of updates stays the model's). ``--out`` gets the model in float32 (``--half``: float16, as shipped) with
+``.safetensors``), loaded as ``model.flow_ckpt`` loads it in training
+(:func:`sschsr.lit.sr.load_earlier_stages`): it must be built as the model's (same preset and widths; the
+number of updates stays the model's). ``export_weights.py --flow-ckpt`` does the same from a training
+checkpoint into the package. ``--out`` gets the model in float32 (``--half``: float16, as shipped) with
 the flow network and WarpNet in part files beside it, as ``export_weights.py`` writes them; the metadata
 names both sources.
 """
@@ -20,30 +22,9 @@ from pathlib import Path
 
 import torch
 
-from sschsr.cli._common import InputError, exit_on_input_error
+from sschsr.cli._common import exit_on_input_error
 from sschsr.inference import load_model, save_model
-from sschsr.models.flow import load_flow_net
-
-
-def swap_flow(model: torch.nn.Module, flow_path: str | Path) -> torch.nn.Module:
-    """``model`` (an :class:`~sschsr.models.sschsr.SSCHSR`) with the weights of the flow network in
-    ``flow_path`` loaded into its ``flow_net`` (which keeps its frozen, eval state).
-
-    Raises:
-        InputError: the model has no flow network, or the file's network is built otherwise.
-    """
-    old = getattr(model, "flow_net", None)
-    if old is None:
-        raise InputError("the model holds no flow network to replace")
-    new = load_flow_net(flow_path)
-
-    def build(net: torch.nn.Module) -> dict:
-        return {k: v for k, v in net.config.items() if k != "iters"}  # the updates stay the model's
-
-    if build(new) != build(old):
-        raise InputError(f"{flow_path}: its flow network is built otherwise ({build(new)} vs {build(old)})")
-    old.load_state_dict(new.state_dict())
-    return model
+from sschsr.lit.sr import load_earlier_stages
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -60,7 +41,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
     model = load_model(None if args.model == "shipped" else args.model, args.scale)
-    swap_flow(model, args.flow)
+    load_earlier_stages(model, flow_ckpt=args.flow)  # as model.flow_ckpt loads it in training
     out = save_model(
         model,
         args.out,
