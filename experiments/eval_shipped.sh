@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Score the shipped model of one scale again in every mode the documents quote, writing the records
-# experiments/results/sr_eval_shipped_x<S>*.json, warp_eval_x<S>{,_refined}.json and true_flow_gain_x<S>.json
-# (run it after new weights are shipped, from a clean clone of the commit that ships them):
+# experiments/results/sr_eval_shipped_x<S>*.json, flow_eval_x<S>*.json, warp_eval_x<S>{,_refined}.json and
+# true_flow_gain_x<S>.json (run it after new weights are shipped, from a clean clone of the commit that ships
+# them):
 #
 #   JOBS=2 bash experiments/eval_shipped.sh 4
 #
@@ -9,7 +10,7 @@
 # DRY_RUN=1 prints the commands instead.
 # The list (most quoted first): the default pipeline and one pass of it, the modes without back-projection
 # or refinement, LR data centred on their blocks (told and not told), noisy LR data, the x8-only LR shifts,
-# and the alignment records.
+# and the alignment records (flow, WarpNet, the gain from the true flow).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -29,7 +30,14 @@ sr() {  # $1: record name suffix; the rest: eval_sr.py options
   echo "$PY experiments/eval_sr.py --scale $s $* --model shipped=shipped --out $R/sr_eval_shipped_x${s}${name}.json"
 }
 
+flow() {  # $1: record name suffix; the rest: eval_flow.py options after the scales
+  local name=$1
+  shift
+  echo "$PY experiments/eval_flow.py --ckpt $ckpt --scales $s --pairs 2 --size 256 $* --out $R/flow_eval_x${s}${name}.json"
+}
+
 commands() {
+  local ckpt=src/sschsr/weights/sschsr_x${s}.safetensors
   sr _factor2_refined_bp --flow-factor 2 --flow-refine 150 --back-project 20
   sr _tta1_factor2_refined_bp --tta 1 --flow-factor 2 --flow-refine 150 --back-project 20
   sr _tta1 --tta 1
@@ -53,7 +61,26 @@ commands() {
     done
     sr _lr_shift-0.5 --tta 1 --lr-shift -0.5
   fi
-  local ckpt=src/sschsr/weights/sschsr_x${s}.safetensors
+  local he=(--flow-range 5 15 --override +data.synth.geometry.camera=false)  # homography + elastic pairs
+  if [ "$s" = 8 ]; then  # the x8 flow network is scored at x4 too in the first record
+    echo "$PY experiments/eval_flow.py --ckpt $ckpt --scales 8 4 --pairs 2 --size 256 --out $R/flow_eval_x8.json"
+  else
+    flow ""
+  fi
+  flow _refined --flow-refine 150
+  flow _refined_where --flow-refine 150
+  flow _homography_elastic "${he[@]}"
+  flow _homography_elastic_refined "${he[@]}" --flow-refine 150
+  if [ "$s" = 8 ]; then
+    flow _tta1 --flow-tta 1
+    flow _homography_elastic_tta1 "${he[@]}" --flow-tta 1
+    for shift in 0.5 1; do
+      flow "_homography_elastic_lr_shift+$shift" "${he[@]}" --lr-shift "$shift"
+      flow "_homography_elastic_lr_shift+${shift}_refined" "${he[@]}" --lr-shift "$shift" --flow-refine 150
+    done
+    echo "$PY experiments/eval_flow.py --ckpt $ckpt --scales 8 --pairs 1 --size 512 ${he[*]} --flow-refine 150 --out $R/flow_eval_x8_homography_elastic_512_refined.json"
+    echo "$PY experiments/eval_flow.py --ckpt $ckpt --scales 8 --pairs 1 --size 512 ${he[*]} --flow-factor 2 --flow-refine 150 --out $R/flow_eval_x8_homography_elastic_512_factor2_refined.json"
+  fi
   echo "$PY experiments/eval_warp.py --ckpt $ckpt --scales $s --pairs 2 --size 256 --out $R/warp_eval_x${s}.json"
   echo "$PY experiments/eval_warp.py --ckpt $ckpt --scales $s --pairs 2 --size 256 --flow-refine 150 --out $R/warp_eval_x${s}_refined.json"
   echo "$PY experiments/true_flow_gain.py --scale $s"
