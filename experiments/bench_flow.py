@@ -8,7 +8,8 @@
 (``flow_net(rgb_hsi, ref, iters, test_mode=True)``, as ``sschsr-predict`` calls it once per pass), for each
 ``--dtypes`` entry: float32 as it is, ``bfloat16``/``float16`` under autocast (the network's weights stay
 float32); with ``--compile`` each through ``torch.compile`` as well. Before timing, each variant's flow is
-compared with the float32 flow on the same input (relative L2 error; NaN fails). Timed after ``--warmup``
+compared with the float32 flow on the same input (relative L2 error, recorded; a flow with a NaN or an
+infinity scores inf). Timed after ``--warmup``
 untimed calls, over ``--repeats`` calls rotating among four random pairs (not zeros, not one buffer), with
 CUDA events on a GPU and the wall clock on the CPU (``torch.get_num_threads()`` recorded); the median, the
 fastest and the 90th percentile in milliseconds go to ``--out`` with the command, commit, device and date.
@@ -68,8 +69,13 @@ def relative_error(flow: Tensor, ref: Tensor) -> float:
     return float((flow - ref).norm() / ref.norm().clamp_min(1e-12))
 
 
-def time_ms(fn: Callable[[Tensor, Tensor], Tensor], pairs: list[tuple[Tensor, Tensor]], warmup: int, repeats: int,
-            device: torch.device) -> list[float]:  # fmt: skip
+def time_ms(
+    fn: Callable[[Tensor, Tensor], Tensor],
+    pairs: list[tuple[Tensor, Tensor]],
+    warmup: int,
+    repeats: int,
+    device: torch.device,
+) -> list[float]:
     """Milliseconds of each of ``repeats`` calls (rotating among ``pairs``) after ``warmup`` untimed ones."""
     for i in range(warmup):
         fn(*pairs[i % len(pairs)])
