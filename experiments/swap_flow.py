@@ -22,8 +22,8 @@ from pathlib import Path
 
 import torch
 
-from sschsr.cli._common import exit_on_input_error
-from sschsr.inference import load_model, save_model
+from sschsr.cli._common import InputError, exit_on_input_error
+from sschsr.inference import WEIGHTS_DIR, load_model, save_model
 from sschsr.lit.sr import load_earlier_stages
 
 
@@ -40,6 +40,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
 @exit_on_input_error
 def main(argv: list[str] | None = None) -> Path:
     args = parse(argv)
+    if Path(args.out).resolve().parent == WEIGHTS_DIR.resolve():
+        raise InputError(
+            f"--out {args.out}: the package's weights are written by export_weights.py --flow-ckpt (it checks them)"
+        )
     model = load_model(None if args.model == "shipped" else args.model, args.scale)
     load_earlier_stages(model, flow_ckpt=args.flow)  # as model.flow_ckpt loads it in training
     out = save_model(

@@ -415,6 +415,22 @@ def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_p
         swap.main(["--model", str(model), "--scale", "4", "--flow", str(tmp_path / "wide.safetensors"),
                    "--out", str(tmp_path / "bad.safetensors")])  # fmt: skip
     assert e.value.code == 2 and not (tmp_path / "bad.safetensors").exists()
+    from sschsr.inference import WEIGHTS_DIR
+
+    with pytest.raises(SystemExit) as e:  # the package's weights go through export_weights.py
+        swap.main(
+            [
+                "--model",
+                str(model),
+                "--scale",
+                "4",
+                "--flow",
+                str(flow),
+                "--out",
+                str(WEIGHTS_DIR / "x.safetensors"),
+            ]
+        )
+    assert e.value.code == 2 and not (WEIGHTS_DIR / "x.safetensors").exists()
 
 
 @pytest.fixture(scope="module")
