@@ -210,3 +210,19 @@ def test_safetensors_roundtrip(tmp_path, generator):
     x1, x2 = torch.rand(2, 1, 3, 24, 24, generator=generator)
     with torch.no_grad():
         assert torch.equal(loaded(x1, x2, test_mode=True), net(x1, x2, test_mode=True))
+
+
+def test_ref_blur_is_the_network_on_the_smoothed_reference():
+    from sschsr.ops.back_projection import smooth
+
+    torch.manual_seed(0)
+    plain = RAFT("small", iters=2).eval()
+    blurred = RAFT("small", iters=2, ref_blur=2.0).eval()
+    blurred.load_state_dict(plain.state_dict())  # no parameters of its own
+    a, b = torch.rand(2, 1, 3, 40, 48)
+    with torch.no_grad():
+        torch.testing.assert_close(blurred(a, b, test_mode=True), plain(a, smooth(b, 2.0), test_mode=True))
+        assert not torch.allclose(blurred(a, b, test_mode=True), plain(a, b, test_mode=True))
+    assert blurred.config["ref_blur"] == 2.0 and RAFT(**blurred.config).ref_blur == 2.0
+    with pytest.raises(ValueError, match="ref_blur"):
+        RAFT("small", ref_blur=-1)

@@ -28,6 +28,7 @@ from torch import Tensor, nn
 from sschsr.models.flow.corr import CorrBlock
 from sschsr.models.flow.extractor import Block, Encoder, Norm, encode_pair
 from sschsr.models.flow.update import GRU, UpdateBlock, bilinear_upsample, convex_upsample
+from sschsr.ops.back_projection import smooth
 from sschsr.ops.warp import coords_grid
 
 Preset = Literal["small", "base"]
@@ -118,6 +119,10 @@ class RAFT(nn.Module):
         context_norm: normalisation of the context encoder (preset's when None; ``batch`` for base
             as in RAFT, ``none`` for small; prefer ``none`` or ``group`` with batches of one or two).
         iters: default number of recurrent updates.
+        ref_blur: sigma (px) of a Gaussian applied to ``image2`` (the sharp reference) before anything else, so
+            that the features compare it with the blurred, upsampled LR side like with like; 0 (the default,
+            and the shipped networks'): off. In pixels of the pair the network is given (a pair shrunk by
+            ``coarse_flow`` gets the same sigma, twice as much in scene units).
 
     Example:
         >>> net = RAFT("small").eval()
@@ -137,8 +142,11 @@ class RAFT(nn.Module):
         upsample: Upsample | None = None,
         context_norm: Norm | None = None,
         iters: int = 12,
+        ref_blur: float = 0.0,
     ):
         super().__init__()
+        if ref_blur < 0:
+            raise ValueError(f"ref_blur must be >= 0; got {ref_blur}")
         if preset not in PRESETS:
             raise ValueError(f"unknown RAFT preset {preset!r}; expected one of {sorted(PRESETS)}")
         given = dict(
@@ -150,7 +158,7 @@ class RAFT(nn.Module):
             raise ValueError(
                 f"corr_levels must be >= 1 and corr_radius >= 0; got {cfg.corr_levels}, {cfg.corr_radius}"
             )
-        self.preset, self.cfg, self.iters = preset, cfg, iters
+        self.preset, self.cfg, self.iters, self.ref_blur = preset, cfg, iters, float(ref_blur)
 
         # g_theta: features of both images; h_theta: the initial hidden state and the context of image 1
         self.fnet = Encoder(cfg.feature_dim, "instance", cfg.encoder_widths, cfg.encoder_block, dropout)
@@ -171,7 +179,7 @@ class RAFT(nn.Module):
         return dict(
             preset=self.preset, hidden_dim=c.hidden_dim, context_dim=c.context_dim, corr_levels=c.corr_levels,
             corr_radius=c.corr_radius, dropout=c.dropout, upsample=c.upsample, context_norm=c.context_norm,
-            iters=self.iters,
+            iters=self.iters, ref_blur=self.ref_blur,
         )  # fmt: skip
 
     def context(self, image1: Tensor) -> tuple[Tensor, Tensor]:
@@ -213,6 +221,8 @@ class RAFT(nn.Module):
             raise ValueError(f"iters must be >= 1; got {iters}")
         b, _, h, w = image1.shape
         hp, wp = padded_size(h, w)
+        if self.ref_blur > 0:  # compare the sharp reference with the blurred LR side like with like
+            image2 = smooth(image2, self.ref_blur)
         image1 = normalise_image(pad_to(image1, hp, wp))
         image2 = normalise_image(pad_to(image2, hp, wp))
 
