@@ -39,7 +39,7 @@ from sschsr.ops.flow_refine import FlowRefiner
 def start_weight(text: str) -> float:
     """``--start``: ``net`` (1), ``true`` (0) or a number in [0, 1], the share of the network's error kept."""
     try:
-        weight = {"net": 1.0, "true": 0.0}[text] if text in ("net", "true") else float(text)
+        weight = float({"net": "1", "true": "0"}.get(text, text))
     except ValueError:
         weight = float("nan")  # refused below
     if not 0.0 <= weight <= 1.0:

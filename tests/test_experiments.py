@@ -403,9 +403,11 @@ def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_p
     model = save_model(net, tmp_path / "m.safetensors", scale=4, parts=("flow_net", "warpnet"))
     other = RAFT("small", iters=5)  # its own random weights; the updates stay the model's
     flow = save_flow_net(other, tmp_path / "flow.safetensors")
-    out = swap.main(
-        ["--model", str(model), "--scale", "4", "--flow", str(flow), "--out", str(tmp_path / "s.safetensors")]
-    )
+
+    def run(flow_file, out):
+        return swap.main(["--model", str(model), "--scale", "4", "--flow", str(flow_file), "--out", str(out)])
+
+    out = run(flow, tmp_path / "s.safetensors")
     swapped, before = load_model(out, 4), load_model(model, 4)
     for k, v in other.state_dict().items():
         torch.testing.assert_close(swapped.flow_net.state_dict()[k], v)
@@ -419,24 +421,12 @@ def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_p
     # a flow network built otherwise is refused with an error line, exit 2, nothing written
     save_flow_net(RAFT("small", iters=2, hidden_dim=64), tmp_path / "wide.safetensors")
     with pytest.raises(SystemExit) as e:
-        swap.main(["--model", str(model), "--scale", "4", "--flow", str(tmp_path / "wide.safetensors"),
-                   "--out", str(tmp_path / "bad.safetensors")])  # fmt: skip
+        run(tmp_path / "wide.safetensors", tmp_path / "bad.safetensors")
     assert e.value.code == 2 and not (tmp_path / "bad.safetensors").exists()
     from sschsr.inference import WEIGHTS_DIR
 
     with pytest.raises(SystemExit) as e:  # the package's weights go through export_weights.py
-        swap.main(
-            [
-                "--model",
-                str(model),
-                "--scale",
-                "4",
-                "--flow",
-                str(flow),
-                "--out",
-                str(WEIGHTS_DIR / "x.safetensors"),
-            ]
-        )
+        run(flow, WEIGHTS_DIR / "x.safetensors")
     assert e.value.code == 2 and not (WEIGHTS_DIR / "x.safetensors").exists()
 
 
