@@ -213,7 +213,7 @@ def test_safetensors_roundtrip(tmp_path, generator):
 
 
 def test_ref_blur_is_the_network_on_the_smoothed_reference():
-    from sschsr.ops.back_projection import smooth
+    from sschsr.data.degrade import smooth
 
     torch.manual_seed(0)
     plain = RAFT("small", iters=2).eval()

@@ -70,6 +70,19 @@ def blur(x: Tensor, kernel: Tensor, stride: int = 1) -> Tensor:
     return F.conv2d(xp, w[None, None].expand(c, 1, k, k), stride=stride, groups=c)
 
 
+def smoothing_size(sigma: float) -> int:
+    """The size of :func:`smooth`'s Gaussian kernel: ``2 round(3 sigma) + 1``."""
+    return 2 * round(3 * sigma) + 1
+
+
+def smooth(z: Tensor, sigma: float) -> Tensor:
+    """``z`` ``(B, C, H, W)`` filtered by the normalised Gaussian of ``sigma`` HR px
+    (:func:`smoothing_size`), separably (:func:`blur`); ``sigma`` 0: ``z``."""
+    if sigma == 0:
+        return z
+    return blur(z, gaussian_kernel_1d(smoothing_size(sigma), sigma, dtype=z.dtype, device=z.device))
+
+
 MATRIX_MAX_SIZE = 1024
 """The longest input side (px) that the separable linear maps here (:func:`blur_decimate`,
 :func:`upsample`, and those of back-projection and the flow refinement) apply as dense matrices. A dense

@@ -43,12 +43,12 @@ from torch import Tensor
 from sschsr.data.degrade import (
     KERNEL_SIZE,
     SIGMA,
-    blur,
     blur_decimate_matrix,
-    gaussian_kernel_1d,
     low_pass,
     matrix_as,
     separable,
+    smooth,
+    smoothing_size,
     upsample,
     use_matrices,
 )
@@ -130,7 +130,7 @@ def spectral_denoise(cube: Tensor, noise: Tensor) -> Tensor:
 
 
 def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
-    """``low_pass(smooth(z, sigma), scale)`` (:func:`smooth`): a correction shaped by the Gaussian of
+    """``low_pass(smooth(z, sigma), scale)`` (:func:`sschsr.data.degrade.smooth`): a correction shaped by the Gaussian of
     ``sigma`` HR px, seen as the LR data see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
     (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size.
 
@@ -152,19 +152,6 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
     my = matrix_as(_smoothed_blur_matrix, (h, scale, float(sigma), *reflect), z)
     mx = matrix_as(_smoothed_blur_matrix, (w, scale, float(sigma), *reflect), z)
     return upsample(separable(z, my, mx), scale)[..., :h, :w]
-
-
-def smoothing_size(sigma: float) -> int:
-    """The size of :func:`smooth`'s Gaussian kernel: ``2 round(3 sigma) + 1``."""
-    return 2 * round(3 * sigma) + 1
-
-
-def smooth(z: Tensor, sigma: float) -> Tensor:
-    """``z`` ``(B, C, H, W)`` filtered by the normalised Gaussian of ``sigma`` HR px
-    (:func:`smoothing_size`), separably (:func:`sschsr.data.degrade.blur`); ``sigma`` 0: ``z``."""
-    if sigma == 0:
-        return z
-    return blur(z, gaussian_kernel_1d(smoothing_size(sigma), sigma, dtype=z.dtype, device=z.device))
 
 
 @functools.lru_cache(maxsize=32)
