@@ -47,10 +47,11 @@ def start_weight(text: str) -> float:
     return weight
 
 
-def measure_variants(variants: list[dict[str, Any]], start: float = 1.0):
+def measure_variants(variants: list[dict[str, Any]], start: float = 1.0, rewarm: int = 0):
     """``eval_flow``-style ``measure``: per item, the EPE of the network's flow (``net``) and of each
     variant's refinement (``v<i>``) of the true flow plus ``start`` times the network's error (1: the
-    network's flow itself), per valid pixel."""
+    network's flow itself), per valid pixel; with ``rewarm`` updates, also the network's flow started from
+    each refinement (``v<i>w``) and that flow refined again (``v<i>wr``)."""
 
     def measure(alignment: Alignment, batch: dict[str, Any], device: torch.device) -> list[dict[str, Tensor]]:
         rgb_hsi, ref = batch["rgb_hsi"].to(device).float(), batch["ref"].to(device).float()
@@ -62,7 +63,15 @@ def measure_variants(variants: list[dict[str, Any]], start: float = 1.0):
             true = batch["flow"].to(device).float()
             flow0 = true + start * (flow - true)
         for i, settings in enumerate(variants):
-            flows[f"v{i}"] = FlowRefiner.from_settings(alignment.scale, settings)(flow0, rgb_hsi, ref)
+            refiner = FlowRefiner.from_settings(alignment.scale, settings)
+            flows[f"v{i}"] = refiner(flow0, rgb_hsi, ref)
+            if rewarm:
+                with torch.inference_mode():
+                    again = alignment.flow_net(
+                        rgb_hsi, ref, iters=rewarm, flow_init=flows[f"v{i}"], test_mode=True
+                    )
+                flows[f"v{i}w"] = again.float()
+                flows[f"v{i}wr"] = refiner(flows[f"v{i}w"], rgb_hsi, ref)
         out = []
         for j, (gt, valid) in enumerate(zip(batch["flow"], batch["valid"], strict=True)):
             out.append({k: flow_errors(f[j].cpu(), gt, valid)["epe"] for k, f in flows.items()})
@@ -77,24 +86,32 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     pre = argparse.ArgumentParser(add_help=False)
     pre.add_argument("--variant", action="append", default=[])
     pre.add_argument("--start", default="net")
+    pre.add_argument("--rewarm", type=int, default=0)
     known, rest = pre.parse_known_args(argv)
     if "-h" in rest or "--help" in rest:
         print("--variant JSON   FlowRefiner fields other than scale, repeatable (default: '{}')")
         print(
             "--start net|true|A the flow each refinement starts from: the network's (default), the true one,"
         )
-        print("                 or the true one plus A (0 to 1) times the network's error\n")
+        print("                 or the true one plus A (0 to 1) times the network's error")
+        print(
+            "--rewarm N       the flow network again, N updates from each refined flow, then refined again\n"
+        )
     variants = [parse_refiner_settings(text, "--variant") for text in known.variant or ["{}"]]
     if not any(a == "--scenes" or a.startswith("--scenes=") for a in rest):
         rest += ["--scenes", *training_scenes()]
     if any(a.split("=")[0] in ("--flow-refine", "--flow-refiner") for a in rest):
         raise InputError("--flow-refine, --flow-refiner: give the refinement's settings in each --variant")
-    columns = {k: (f"{k} EPE", "{:.3f}") for k in ["net", *(f"v{i}" for i in range(len(variants)))]}
+    if known.rewarm < 0:
+        raise InputError(f"--rewarm {known.rewarm}: expected a number of updates >= 0")
+    suffixes = ("", "w", "wr") if known.rewarm else ("",)
+    names = ["net", *(f"v{i}{s}" for i in range(len(variants)) for s in suffixes)]
+    columns = {k: (f"{k} EPE", "{:.3f}") for k in names}
     named = {f"v{i}": FlowRefiner.from_settings(1, v).settings() for i, v in enumerate(variants)}
     for name, settings in named.items():
         print(name, json.dumps(settings))
-    measure = measure_variants(variants, start_weight(known.start))
-    extra = {"variants": named, "start": known.start}
+    measure = measure_variants(variants, start_weight(known.start), known.rewarm)
+    extra = {"variants": named, "start": known.start, "rewarm": known.rewarm}
     return run_pair_eval(__doc__, "refine_sweep.json", measure, columns, "refinement", rest, extra=extra)
 
 

@@ -333,6 +333,26 @@ def test_refine_sweep_can_start_from_the_true_flow(tmp_path):
     assert half_epe["v0"] == pytest.approx(epe["net"] / 2, rel=1e-4)  # no steps: every pixel's error halves
 
 
+def test_refine_sweep_rewarm_runs_the_network_again_from_each_refined_flow(tmp_path):
+    for script in experiments_module("refine_sweep"):
+        args = [
+            *("--ckpt", str(EXPERIMENTS.parent / "src/sschsr/weights/sschsr_x8.safetensors")),
+            *("--scales", "8", "--pairs", "1", "--size", "64", "--scenes", "beads", "--flow-tta", "1"),
+            *("--variant", '{"iters": 0}', "--variant", '{"iters": 3}', "--out", str(tmp_path / "r.json")),
+        ]
+        record = script.main([*args, "--rewarm", "2"])
+        plain = script.main(args)
+        with pytest.raises(SystemExit) as e:
+            script.main([*args, "--rewarm", "-1"])
+        assert e.value.code == 2
+    epe = record["scales"]["8"]["all"]
+    assert record["rewarm"] == 2 and plain["rewarm"] == 0 and "v0w" not in plain["scales"]["8"]["all"]
+    assert {"v0w", "v0wr", "v1w", "v1wr"} <= set(epe)
+    assert epe["v0wr"] == pytest.approx(epe["v0w"])  # a variant of no steps leaves the second flow as it is
+    assert epe["v0w"] != pytest.approx(epe["net"])  # two more updates from the network's flow move it
+    assert epe["v1wr"] != pytest.approx(epe["v1w"])
+
+
 def _options(argv: list[str]) -> list[tuple[str, ...]]:
     """An experiments/*.py command line as its script and sorted (option, values...) groups."""
     groups: list[tuple[str, ...]] = []
