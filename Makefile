@@ -7,7 +7,7 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
 
-.PHONY: install demo test test-all lint train-stage1 train-stage2 train-full sweep-scales bench clean
+.PHONY: install demo test test-slow test-all lint train-stage1 train-stage2 train-full sweep-scales bench clean
 
 install: $(STAMP)
 
@@ -24,6 +24,9 @@ demo: install
 
 test: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m "not slow"
+
+test-slow: install
+	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q -m slow
 
 test-all: install
 	OMP_WAIT_POLICY=PASSIVE $(PY) -m pytest -q
