@@ -70,28 +70,29 @@ def relative_error(flow: Tensor, ref: Tensor) -> float:
 
 
 def time_ms(
-    fn: Callable[[Tensor, Tensor], Tensor],
-    pairs: list[tuple[Tensor, Tensor]],
+    fn: Callable[..., Tensor],
+    pairs: list[tuple[Tensor, ...]],
     warmup: int,
     repeats: int,
     device: torch.device,
 ) -> list[float]:
-    """Milliseconds of each of ``repeats`` calls (rotating among ``pairs``) after ``warmup`` untimed ones."""
+    """Milliseconds of each of ``repeats`` calls ``fn(*pairs[i])`` (rotating among ``pairs``: input sets of
+    any length) after ``warmup`` untimed ones."""
     for i in range(warmup):
         fn(*pairs[i % len(pairs)])
     times = []
     for i in range(repeats):
-        a, b = pairs[i % len(pairs)]
+        args = pairs[i % len(pairs)]
         if device.type == "cuda":
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             start.record()
-            fn(a, b)
+            fn(*args)
             end.record()
             torch.cuda.synchronize(device)
             times.append(start.elapsed_time(end))
         else:
             t0 = time.perf_counter()
-            fn(a, b)
+            fn(*args)
             times.append((time.perf_counter() - t0) * 1e3)
     return times
 

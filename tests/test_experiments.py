@@ -472,3 +472,41 @@ def test_bench_flow_times_each_variant_and_checks_it_against_float32(bench_flow,
     for v in record["variants"].values():
         assert 0.0 < v["min_ms"] <= v["median_ms"] <= v["p90_ms"]
     assert bench_flow.relative_error(torch.tensor([float("nan"), 1.0]), torch.ones(2)) == float("inf")
+
+
+@pytest.fixture(scope="module")
+def bench_model():
+    yield from experiments_module("bench_model")
+
+
+def test_bench_model_writes_the_contract_fields_for_each_size(bench_model, tmp_path):
+    out = tmp_path / "bench.json"
+    record = bench_model.main(
+        ["--scale", "4", "--sizes", "32", "40", "--device", "cpu", "--warmup", "0", "--repeats", "2",
+         "--train-repeats", "1", "--out", str(out)]
+    )  # fmt: skip
+    on_disk = json.loads(out.read_text())
+    for field in ("device", "inference_ms", "peak_mem_mb", "train_step_ms_128_b4", "model", "commit"):
+        assert on_disk[field] == record[field]
+    assert set(record["inference_ms"]) == {"32", "40"} and min(record["inference_ms"].values()) > 0
+    assert record["peak_mem_mb"] == {"32": None, "40": None}  # not tracked on the CPU
+    assert record["train_step_ms_128_b4"] > 0 and record["model"] == "shipped x4"
+    for bad in (["--sizes", "30"], ["--repeats", "0"], ["--scale", "3"]):  # 30: not a multiple of the scale
+        with pytest.raises(SystemExit) as e:
+            bench_model.main(["--scale", "4", "--device", "cpu", "--train-repeats", "0", *bad])
+        assert e.value.code == 2
+
+
+def test_bench_model_training_step_updates_the_trainable_weights_only(bench_model):
+    from sschsr.inference import load_model
+
+    net = load_model(None, 4).train()
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    step = bench_model.train_step_fn(net, None, torch.device("cpu"))
+    g = torch.Generator().manual_seed(0)
+    lr_up, ref, rgb_hsi = bench_model.inputs(net, 32, 2, 4, g)
+    loss = step(lr_up, ref, rgb_hsi, torch.rand(lr_up.shape, generator=g), torch.rand(ref.shape, generator=g))
+    assert torch.isfinite(loss)
+    after = net.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and not any(k.startswith("flow_net.") for k in changed)  # the flow network stays frozen
