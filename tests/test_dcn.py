@@ -108,6 +108,19 @@ class TestDeformConv2d:
 
         assert torch.autograd.gradcheck(fn, args, eps=1e-6, atol=1e-5)
 
+    @pytest.mark.parametrize("budget", [1, 2 * 4 * 9 * 7 * 3])  # one output row a band; three rows
+    def test_bands_of_rows_give_the_whole_result_and_its_gradients(self, monkeypatch, budget):
+        x, offset, weight, bias, mask = _inputs(2, 4, 20, 11, 6, 3, 2, 2, 1, 2, 2, seed=5)  # 11 x 7 output
+        args = [t.requires_grad_() for t in (x, offset, weight, bias, mask)]
+        whole = deform_conv2d_torch(*args[:4], 2, 2, 1, args[4])
+        grads = torch.autograd.grad(whole.square().sum(), args)
+        monkeypatch.setattr(dcn, "COLUMN_BUDGET", budget)
+        banded = deform_conv2d_torch(*args[:4], 2, 2, 1, args[4])
+        assert banded.shape == (2, 6, 11, 7)
+        torch.testing.assert_close(banded, whole)
+        for a, b in zip(torch.autograd.grad(banded.square().sum(), args), grads, strict=True):
+            torch.testing.assert_close(a, b)
+
     def test_matches_kornia(self):
         aliked = pytest.importorskip("kornia.feature.aliked.deform_conv2d")
         for k, s, p, d, groups, og in [(3, 1, 1, 1, 1, 2), (3, 2, 2, 2, 2, 4), ((1, 3), 1, 0, 1, 1, 1)]:

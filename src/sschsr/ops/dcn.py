@@ -81,6 +81,14 @@ def _check(x: Tensor, offset: Tensor, weight: Tensor, mask: Tensor | None, out_h
     return groups
 
 
+COLUMN_BUDGET = 2**22
+"""Sampled values (``B * C * kh * kw`` per output pixel) :func:`deform_conv2d_torch` holds at once: the output
+is computed in bands of rows that fit (16 MB of float32). All columns at once grow with the image (at 1024 x
+1024, 32 channels and 3 x 3 taps, 1.2 GB of float32) and fall out of the CPU's caches; in bands the shipped
+network's forward pass on the CPU is faster at every size, most at 1024 x 1024
+(``experiments/results/bench_model_cpu*.json``)."""
+
+
 def deform_conv2d_torch(
     x: Tensor,
     offset: Tensor,
@@ -93,8 +101,8 @@ def deform_conv2d_torch(
 ) -> Tensor:
     """The pure-PyTorch deformable convolution (any device, differentiable in every input).
 
-    Same contract as :func:`deform_conv2d`. Memory: the sampled columns, ``kh * kw`` times the size of
-    the output grid times the input channels.
+    Same contract as :func:`deform_conv2d`. Memory: the sampled columns of a band of output rows, at most
+    :data:`COLUMN_BUDGET` values (at least one row).
     """
     (sh, sw), (ph, pw), (dh, dw) = _pair(stride), _pair(padding), _pair(dilation)
     b, c, h, w = x.shape
@@ -110,28 +118,33 @@ def deform_conv2d_torch(
     tap_y = (torch.arange(kh, device=x.device, dtype=x.dtype) * dh).repeat_interleave(kw)
     tap_x = (torch.arange(kw, device=x.device, dtype=x.dtype) * dw).repeat(kh)
     off = offset.to(x.dtype).reshape(b, n_off, taps, 2, ho, wo)
-    pos_y = ys.view(1, 1, 1, ho, 1) + tap_y.view(1, 1, taps, 1, 1) + off[:, :, :, 0]
-    pos_x = xs.view(1, 1, 1, 1, wo) + tap_x.view(1, 1, taps, 1, 1) + off[:, :, :, 1]
-    # align_corners=False: pixel p is at (2p + 1) / size - 1, valid for inputs one pixel wide too;
-    # zero padding per bilinear corner is torchvision's out-of-bounds rule
-    grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
-    grid = grid.reshape(b * n_off, taps * ho, wo, 2)  # the taps stacked along the rows: one call samples all
-    cols = F.grid_sample(
-        x.reshape(b * n_off, c // n_off, h, w),
-        grid,
-        mode="bilinear",
-        padding_mode="zeros",
-        align_corners=False,
-    ).reshape(b, n_off, c // n_off, taps, ho, wo)
-    if mask is not None:  # DCNv2 modulation, one scalar per offset group, tap and pixel
-        cols = cols * mask.to(x.dtype).reshape(b, n_off, 1, taps, ho, wo)
-
+    mask = None if mask is None else mask.to(x.dtype).reshape(b, n_off, 1, taps, ho, wo)
+    source = x.reshape(b * n_off, c // n_off, h, w)
     groups = c // c_per_group
-    cols = cols.reshape(
-        b, groups, c_per_group * taps, ho * wo
-    )  # rows ordered (channel, tap): the weight's order
-    out = torch.matmul(weight.reshape(groups, c_out // groups, c_per_group * taps), cols)
-    out = out.reshape(b, c_out, ho, wo)
+    w_mat = weight.reshape(groups, c_out // groups, c_per_group * taps)
+    rows = max(1, COLUMN_BUDGET // max(1, b * c * taps * wo))
+    bands = []
+    for r0 in range(0, ho, rows):
+        r1 = min(ho, r0 + rows)
+        n = r1 - r0
+        pos_y = ys[r0:r1].view(1, 1, 1, n, 1) + tap_y.view(1, 1, taps, 1, 1) + off[:, :, :, 0, r0:r1]
+        pos_x = xs.view(1, 1, 1, 1, wo) + tap_x.view(1, 1, taps, 1, 1) + off[:, :, :, 1, r0:r1]
+        # align_corners=False: pixel p is at (2p + 1) / size - 1, valid for inputs one pixel wide too;
+        # zero padding per bilinear corner is torchvision's out-of-bounds rule
+        grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
+        grid = grid.reshape(
+            b * n_off, taps * n, wo, 2
+        )  # the taps stacked along the rows: one call samples all
+        cols = F.grid_sample(
+            source, grid, mode="bilinear", padding_mode="zeros", align_corners=False
+        ).reshape(b, n_off, c // n_off, taps, n, wo)
+        if mask is not None:  # DCNv2 modulation, one scalar per offset group, tap and pixel
+            cols = cols * mask[..., r0:r1, :]
+        cols = cols.reshape(
+            b, groups, c_per_group * taps, n * wo
+        )  # rows ordered (channel, tap): the weight's order
+        bands.append(torch.matmul(w_mat, cols).reshape(b, c_out, n, wo))
+    out = bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
 
 
