@@ -84,9 +84,10 @@ def _check(x: Tensor, offset: Tensor, weight: Tensor, mask: Tensor | None, out_h
 COLUMN_BUDGET = 2**22
 """Sampled values (``B * C * kh * kw`` per output pixel) :func:`deform_conv2d_torch` holds at once: the output
 is computed in bands of rows that fit (16 MB of float32). All columns at once grow with the image (at 1024 x
-1024, 32 channels and 3 x 3 taps, 1.2 GB of float32) and fall out of the CPU's caches; in bands the shipped
-network's forward pass on the CPU is faster at every size, most at 1024 x 1024
-(``experiments/results/bench_model_cpu*.json``)."""
+1024, 32 channels and 3 x 3 taps, 1.2 GB of float32) and fall out of the CPU's caches. Measured on this
+project's 2-core CPU, the shipped x8 network's forward pass at 1024 x 1024 went from 28.3 s to 23.3 s, at
+512 x 512 from 4.7 to 3.9 s (``experiments/results/bench_model_cpu_columns_whole.json`` against
+``bench_model_cpu.json``; runs of one command differ by up to about 10% there)."""
 
 
 def deform_conv2d_torch(
