@@ -46,16 +46,20 @@ def flow_network(flow: str) -> RAFT:
     return load_flow_net(flow)
 
 
+def autocast_to(device: torch.device, dtype: torch.dtype | None) -> contextlib.AbstractContextManager:
+    """Autocast to ``dtype`` on ``device``'s type; no autocast for None or float32."""
+    if dtype is None or dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=dtype)
+
+
 def runner(
     net: RAFT, iters: int, dtype: torch.dtype, device: torch.device
 ) -> Callable[[Tensor, Tensor], Tensor]:
     """``(rgb_hsi, ref) -> flow`` in test mode, under autocast to ``dtype`` unless float32."""
 
     def run(a: Tensor, b: Tensor) -> Tensor:
-        cast = (
-            torch.autocast(device.type, dtype=dtype) if dtype != torch.float32 else contextlib.nullcontext()
-        )
-        with torch.inference_mode(), cast:
+        with torch.inference_mode(), autocast_to(device, dtype):
             return net(a, b, iters=iters, test_mode=True)
 
     return run

@@ -26,14 +26,13 @@ CONTRACTS.md names.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import statistics
 import sys
 from typing import Any
 
 import torch
 from _common import RESULTS, provenance, resolve_device, write_result
-from bench_flow import DTYPES, PAIRS, time_ms
+from bench_flow import DTYPES, PAIRS, autocast_to, time_ms
 from torch import Tensor, nn
 
 from sschsr.cli._common import exit_on_input_error
@@ -50,8 +49,6 @@ def inputs(
     ``scale``: the LR cube drawn at ``size / scale`` and upsampled as the pipeline does."""
     from sschsr.data.degrade import upsample
 
-    if size % scale:
-        raise InputError(f"--sizes {size}: not a multiple of the model's scale {scale}")
     lr = torch.rand(batch, net.n_bands, size // scale, size // scale, generator=generator)
     lr_up = upsample(lr, scale).clamp(0, 1)
     ref, rgb_hsi = (torch.rand(batch, 3, size, size, generator=generator) for _ in range(2))
@@ -62,8 +59,7 @@ def forward_fn(net: nn.Module, cast: torch.dtype | None, device: torch.device):
     """``(lr_up, ref, rgb_hsi) -> sr`` in inference mode, under autocast to ``cast`` when given."""
 
     def run(lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> Tensor:
-        ctx = torch.autocast(device.type, dtype=cast) if cast else contextlib.nullcontext()
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), autocast_to(device, cast):
             return net(lr_up, ref, rgb_hsi)["sr"]
 
     return run
@@ -80,8 +76,7 @@ def train_step_fn(net: nn.Module, cast: torch.dtype | None, device: torch.device
     opt = torch.optim.AdamW(params, lr=1e-5)
 
     def step(lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor, hr: Tensor, rgb_hr: Tensor) -> Tensor:
-        ctx = torch.autocast(device.type, dtype=cast) if cast else contextlib.nullcontext()
-        with ctx:
+        with autocast_to(device, cast):
             out = net(lr_up, ref, rgb_hsi)
         loss, _ = sr_loss(out["sr"], hr, out.get("ref_warp"), rgb_hr)
         opt.zero_grad(set_to_none=True)
@@ -119,6 +114,10 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     args = p.parse_args(argv)
     if min(args.sizes) < 1 or args.warmup < 0 or args.repeats < 1 or args.train_repeats < 0:
         raise InputError("--sizes, --repeats must be >= 1; --warmup, --train-repeats >= 0")
+    if any(size % args.scale for size in args.sizes):
+        raise InputError(
+            f"--sizes {' '.join(map(str, args.sizes))}: each must be a multiple of --scale {args.scale}"
+        )
     return args
 
 

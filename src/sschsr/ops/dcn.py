@@ -133,17 +133,15 @@ def deform_conv2d_torch(
         # align_corners=False: pixel p is at (2p + 1) / size - 1, valid for inputs one pixel wide too;
         # zero padding per bilinear corner is torchvision's out-of-bounds rule
         grid = torch.stack(((2 * pos_x + 1) / w - 1, (2 * pos_y + 1) / h - 1), dim=-1)
-        grid = grid.reshape(
-            b * n_off, taps * n, wo, 2
-        )  # the taps stacked along the rows: one call samples all
+        # the taps stacked along the rows: one call samples all
+        grid = grid.reshape(b * n_off, taps * n, wo, 2)
         cols = F.grid_sample(
             source, grid, mode="bilinear", padding_mode="zeros", align_corners=False
         ).reshape(b, n_off, c // n_off, taps, n, wo)
         if mask is not None:  # DCNv2 modulation, one scalar per offset group, tap and pixel
             cols = cols * mask[..., r0:r1, :]
-        cols = cols.reshape(
-            b, groups, c_per_group * taps, n * wo
-        )  # rows ordered (channel, tap): the weight's order
+        # rows ordered (channel, tap): the weight's order
+        cols = cols.reshape(b, groups, c_per_group * taps, n * wo)
         bands.append(torch.matmul(w_mat, cols).reshape(b, c_out, n, wo))
     out = bands[0] if len(bands) == 1 else torch.cat(bands, dim=2)
     return out if bias is None else out + bias.view(1, -1, 1, 1)
