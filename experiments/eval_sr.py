@@ -32,6 +32,14 @@ trained on one convention loses on another (bicubic is scored on the same shifte
 ``--lr-shift -3`` at x8 (-1 at x4) the LR pixels are centred on their blocks, the ``block`` grid of
 ``sschsr-predict --lr-grid``, which ``--lr-grid block`` tells the models.
 
+``--lr-made block|gauss`` makes the LR side another way than the paper's (:mod:`sschsr.data.degradations`):
+block means, or a Gaussian of ``--lr-sigma`` HR px sampled at block centres (``--noise-std`` on top), as a
+user's file holds it (not moved onto the paper's grid); tell the models with ``--lr-grid block``, and the
+test-time steps the PSF with ``--psf`` (default ``paper``, so that earlier records stay reproducible;
+``sschsr-predict`` estimates it, ``auto``). ``bicubic_corner`` is cubic upsampling with LR pixel ``i`` at
+HR ``s i`` (aligned on the first pixel), ``bicubic`` with it at the block's centre (``align_corners=False``):
+the better of the two is the bicubic a target compares with.
+
 Metrics as ``sschsr-eval`` computes them (:func:`sschsr.metrics.sr_metrics`: PSNR with data range 1
 averaged over bands, SSIM with data_range=1, SAM in degrees, ERGAS), outputs clamped to [0, 1]; means
 over scenes. The record (``--out``) holds the command, commit, device, date, per-scene and mean values.
@@ -68,6 +76,8 @@ from sschsr.data.degrade import LR_GRIDS, content_shift
 from sschsr.errors import InputError
 from sschsr.inference import (
     DEFAULT_TTA,
+    PSF_CHOICES,
+    parse_psf,
     on_lr_grid,
     resolve_device,
     with_back_projection,
@@ -79,8 +89,35 @@ from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 from sschsr.ops.back_projection import CORRECTION_STD
 from sschsr.ops.flow_refine import refiner_settings
+from sschsr.ops.warp import move_content
 
-BASELINES = ("bicubic", "bicubic_registered")  # always scored
+BASELINES = ("bicubic", "bicubic_registered", "bicubic_corner")  # always scored
+LR_MADE = ("paper", "block", "gauss")
+
+
+def lr_made_overrides(kind: str, sigma: float, noise_std: float) -> list[str]:
+    """Hydra overrides of the data for LR cubes made ``kind``'s way (:data:`LR_MADE`) with Gaussian noise of
+    ``noise_std``: the paper's degradation, or a fixed member of the degradation family with ``lr_up`` as
+    made (``data.present=false``)."""
+    if kind == "paper":
+        return [f"degradation.noise_std={noise_std}"]
+    if kind not in LR_MADE:
+        raise InputError(f"--lr-made {kind}: expected one of {', '.join(LR_MADE)}")
+    noise = [f"degradation.noisy={1 if noise_std else 0}", f"degradation.noise=[{noise_std},{noise_std}]"]
+    psf = (
+        ["degradation.area=1", f"degradation.area_sigma=[{sigma},{sigma}]"]
+        if kind == "block"
+        else ["degradation.area=0", f"degradation.sigma=[{sigma},{sigma}]"]
+    )
+    return [
+        "degradation=block",
+        "degradation.units=hr",
+        *psf,
+        *noise,
+        "degradation.spread=0",
+        "degradation.shot=[0,0]",
+        "++data.present=false",
+    ]
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
     "ssim": ("SSIM ↑", "{:.4f}"),
@@ -136,6 +173,10 @@ def evaluate(
     exact_fit: bool = False,
     flow_factor: int = 1,
     refiner: dict[str, Any] | None = None,
+    lr_made: str = "paper",
+    lr_sigma: float = 0.0,
+    psf: str = "paper",
+    wrong_ref: bool = True,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``; ``refiner``: fields of
     the flow refinement other than its steps (:func:`sschsr.inference.with_flow_refinement`)."""
@@ -143,13 +184,18 @@ def evaluate(
     def loaded(path: str) -> torch.nn.Module:
         return with_coarse_flow(_load(path, scale, 31), scale, flow_factor)
 
+    told = parse_psf(psf, scale)
     nets = {
         name: on_lr_grid(
             with_back_projection(
-                with_tta(with_flow_refinement(loaded(path), scale, flow_refine, refiner), scale, tta),
+                with_tta(
+                    with_flow_refinement(loaded(path), scale, flow_refine, refiner, told, lr_grid), scale, tta
+                ),
                 scale,
                 back_project,
                 None if exact_fit else CORRECTION_STD,
+                told,
+                lr_grid,
             ),
             scale,
             lr_grid,
@@ -158,7 +204,7 @@ def evaluate(
         .eval()
         for name, path in models.items()
     }
-    overrides = ["data.eval_batch_size=1", f"data.noise_std={noise_std}"]
+    overrides = ["data.eval_batch_size=1", *lr_made_overrides(lr_made, lr_sigma, noise_std)]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
     registered = Bicubic(shift=content_shift(scale))  # what the models learn to undo, nothing more
@@ -172,10 +218,12 @@ def evaluate(
             "name": batch["name"][0],
             "bicubic": scores(lr_up, hr, scale),
             "bicubic_registered": scores(registered(lr_up)["sr"], hr, scale),
+            "bicubic_corner": scores(move_content(lr_up, -(scale - 1) / 2, -(scale - 1) / 2), hr, scale),
         }
         for name, net in nets.items():
             row[name] = scores(_run(net, batch, tile, device), hr, scale)
-            row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)
+            if wrong_ref:
+                row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)
         rows.append(row)
         print(
             f"{row['name']}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if k != "name")
@@ -220,6 +268,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="paper",
         help="the LR convention the models are told (as sschsr-predict --lr-grid); default paper",
     )
+    p.add_argument("--lr-made", choices=LR_MADE, default="paper", help="how the LR cubes are made (default paper)")
+    p.add_argument("--lr-sigma", type=float, default=0.0, help="Gaussian PSF std (HR px) of --lr-made block|gauss")
+    p.add_argument("--psf", default="paper", help=f"the PSF the test-time steps assume ({PSF_CHOICES}); default paper")
+    p.add_argument("--no-wrong-ref", action="store_true", help="skip the runs with another scene's reference")
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)
     refiner = refiner_option(args)
@@ -239,6 +291,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         args.exact_fit,
         args.flow_factor,
         refiner,
+        args.lr_made,
+        args.lr_sigma,
+        args.psf,
+        not args.no_wrong_ref,
     )
     record = {
         **provenance(device),
@@ -253,6 +309,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "exact_fit": args.exact_fit,
         "lr_shift": args.lr_shift,
         "lr_grid": args.lr_grid,
+        "lr_made": args.lr_made,
+        "lr_sigma": args.lr_sigma,
+        "psf": args.psf,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "
         "SSIM data_range=1; SAM degrees; outputs clamped to [0, 1]; means over scenes",

@@ -293,7 +293,7 @@ def test_procedural_items(tiny_source, scale):
 
 
 def test_eval_items_identical_across_instances(tiny_source):
-    kwargs = dict(scale=4, crop_size=48, train=False, pairs_per_scene=2, noise_std=0.01, seed=1)
+    kwargs = dict(scale=4, crop_size=48, train=False, pairs_per_scene=2, degradation=dict(noise_std=0.01), seed=1)
     a = PairDataset(tiny_source, ["procedural_0001"], **kwargs)
     b = PairDataset(ProceduralScenes(num=4, size=64, n_bands=8, seed=3), ["procedural_0001"], **kwargs)
     assert len(a) == 2
@@ -564,7 +564,7 @@ def test_mixed_splits_and_batches(mixed):
 def test_mixed_eval_pairs_equal_the_sources_own(mixed):
     """A scene is evaluated on the same pair inside the mix as in its own dataset."""
     own = ProceduralScenes(num=5, size=48, n_bands=8, seed=0)
-    kwargs = dict(scale=4, crop_size=None, train=False, noise_std=0.01, pairs_per_scene=1)
+    kwargs = dict(scale=4, crop_size=None, train=False, degradation=dict(noise_std=0.01), pairs_per_scene=1)
     a = PairDataset(mixed, ["nat/procedural_0003"], **kwargs)[0]
     b = PairDataset(own, ["procedural_0003"], **kwargs)[0]
     assert a["name"] == "nat/procedural_0003" and b["name"] == "procedural_0003"

@@ -125,7 +125,12 @@ class TestRun:
         sr = np.load(inputs["out"])
         assert sr.shape == (HR_SIZE, HR_SIZE, BANDS) and sr.dtype == np.float32 and np.isfinite(sr).all()
         captured = capsys.readouterr()
-        assert captured.err == "" and captured.out.startswith(f"wrote {inputs['out']}")
+        assert captured.out.startswith(f"wrote {inputs['out']}")
+        # what the test-time steps assumed of the LR data, on stderr: the grid and the estimated PSF
+        assert captured.err.startswith("LR grid: paper (the default")
+        assert "PSF estimated from the output:" in captured.err
+        assert main([*argv(inputs, models["sschsr"]), "--overwrite", "--quiet"]) == 0
+        assert capsys.readouterr().err == ""
         assert [p.name for p in inputs["out"].parent.iterdir()] == ["sr.npy"]  # no temporary files left
 
     def test_lightning_checkpoint_gives_the_same_result(self, inputs, models):
@@ -246,7 +251,8 @@ class TestRun:
             lr = torch.from_numpy(np.load(inputs["lr"]).transpose(2, 0, 1))[None]
             for steps in ("0", "20", None):
                 extra = ("--back-project", steps) if steps else ()
-                assert main(argv(inputs, models["sschsr"], "--tta", "1", *extra, "--overwrite")) == 0
+                psf = ("--psf", "paper")  # the fixture's data are the paper's (auto: test_psf_auto)
+                assert main(argv(inputs, models["sschsr"], "--tta", "1", *extra, *psf, "--overwrite")) == 0
                 sr = torch.from_numpy(np.load(inputs["out"]).transpose(2, 0, 1))[None]
                 error = (low_pass(sr, SCALE) - upsample(lr, SCALE)).square().mean().sqrt().item()
                 mismatch.setdefault(data, {})[steps] = error
@@ -638,13 +644,15 @@ LR_FORMATS = {
 
 @pytest.mark.parametrize("fmt", sorted(LR_FORMATS))
 def test_lr_formats_give_the_same_result(fmt, inputs, models):
-    """Every LR format of CONTRACTS.md reads to the same cube: the output equals the .npy run's."""
-    assert main(argv(inputs, models["bicubic"])) == 0
+    """Every LR format of CONTRACTS.md reads to the same cube: the output equals the .npy run's (on one LR
+    grid: rasters default to block-centred pixels, test_rasters_default_to_the_block_grid)."""
+    grid = ["--lr-grid", "paper"]
+    assert main(argv(inputs, models["bicubic"], *grid)) == 0
     expected = np.load(inputs["out"])
     cube = np.load(inputs["lr"])
     lr = LR_FORMATS[fmt](inputs["dir"], cube)
     layout = ["--layout", "chw"] if fmt.endswith("chw") else []
-    assert main(argv(inputs, models["bicubic"], "--overwrite", *layout, lr=lr)) == 0
+    assert main(argv(inputs, models["bicubic"], "--overwrite", *layout, *grid, lr=lr)) == 0
     np.testing.assert_allclose(np.load(inputs["out"]), expected, rtol=0, atol=1e-6)
 
 
@@ -1025,3 +1033,41 @@ def test_model_parts_are_shared_checked_and_joined(tmp_path):
     )
     with pytest.raises(InputError, match="not a file beside it"):
         load_model(tmp_path / "d.safetensors", scale=SCALE)
+
+
+@pytest.mark.parametrize("grid,expected_off", [(None, 0.0), ("paper", -1.0)])
+def test_geotiff_content_lands_where_its_georeference_says(tmp_path, models, grid, expected_off):
+    """A GeoTIFF's pixels are areas (block-centred LR data): by default the output's content sits at the
+    map coordinates the input's georeference gives it, checked on a blob at a known map position; told the
+    paper's grid instead, it lands the paper's shift (1 HR px at x4) off. The model: bicubic that undoes the
+    paper's shift, as every trained network learnt to."""
+    from sschsr.data.degrade import content_shift
+    import rasterio
+    from affine import Affine
+    from rasterio.crs import CRS
+
+    from sschsr.data.io import GeoInfo, write_geotiff
+
+    size, pixel = HR_SIZE, 2.5  # HR px, map units per HR px (LR: 10)
+    x0, y0 = 500_000.0, 4_000_000.0
+    centre = np.array([29.5, 37.0])  # HR pixel coordinates (x, y) of the blob, corners at integers
+    yy, xx = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
+    blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 3.0**2))
+    hr = (0.2 + 0.6 * blob)[..., None] * np.linspace(0.8, 1.2, BANDS)[None, None]
+    lr = hr.reshape(LR_SIZE, SCALE, LR_SIZE, SCALE, BANDS).mean((1, 3)).astype(np.float32)  # a sensor's pixels
+    geo = GeoInfo(crs=CRS.from_epsg(32633), transform=Affine(pixel * SCALE, 0, x0, 0, -pixel * SCALE, y0))
+    write_geotiff(tmp_path / "lr.tif", lr, geo)
+    write_png(tmp_path / "ref.png", np.repeat(0.2 + 0.6 * blob[..., None], 3, axis=2))
+    out = tmp_path / "sr.tif"
+    extra = ("--lr-grid", grid) if grid else ()
+    args = ["--lr", str(tmp_path / "lr.tif"), "--ref", str(tmp_path / "ref.png"), "--scale", str(SCALE)]
+    model = save_model(Bicubic(BANDS, shift=content_shift(SCALE)), tmp_path / "registered_x4.safetensors", scale=SCALE)
+    assert main([*args, "--out", str(out), "--ckpt", str(model), *extra]) == 0
+    with rasterio.open(out) as src:
+        sr, transform = src.read(1).astype(np.float64), src.transform
+    weight = np.clip(sr - np.median(sr), 0, None)
+    col, row = (weight * xx).sum() / weight.sum(), (weight * yy).sum() / weight.sum()
+    found = np.array(transform @ (col, row) if hasattr(transform, "__matmul__") else transform * (col, row))
+    truth = np.array([x0 + pixel * centre[0], y0 - pixel * centre[1]])
+    off = (found - truth) * np.array([1, -1]) / pixel  # HR px, along x and y
+    np.testing.assert_allclose(off, expected_off, atol=0.2)

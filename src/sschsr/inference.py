@@ -30,6 +30,7 @@ WarpNet each), made from trained checkpoints by ``experiments/export_weights.py`
 from __future__ import annotations
 
 import importlib
+import dataclasses
 import inspect
 import json
 import logging
@@ -45,6 +46,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from sschsr.data.degrade import content_shift, lr_grid_shift, upsample
+from sschsr.data.degradations import Psf
+from sschsr.data.degradations import grid_phase as _grid_phase
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
 from sschsr.ops.back_projection import CORRECTION_STD
@@ -340,8 +343,57 @@ def check_steps(steps: int, given: str | None = None) -> None:
         raise InputError(f"{given or f'steps {steps}'}: the number of steps must be >= 0")
 
 
+def grid_phase(scale: int, lr_grid: str) -> float:
+    """:func:`sschsr.data.degradations.grid_phase`, an unknown grid an :class:`InputError`."""
+    try:
+        return _grid_phase(scale, lr_grid)
+    except ValueError as e:
+        raise InputError(str(e)) from None
+
+
+PSF_CHOICES = "auto | paper | block | SIGMA | FILE.json"
+
+
+def parse_psf(text: str | None, scale: int) -> Psf | str | None:
+    """The PSF a user states (``--psf``): ``auto`` (estimated from the data), ``paper`` (the paper's
+    kernel; None), ``block`` (block means at ``scale``), a number (a Gaussian of that std, HR px), or a
+    JSON file of :class:`~sschsr.data.degradations.Psf` fields (``{"sigma": 2.5, "area": 8}``).
+
+    Raises:
+        InputError: anything else, or a file that does not hold PSF fields.
+    """
+    import json
+
+    if text is None or text == "paper":
+        return None
+    if text == "auto":
+        return "auto"
+    if text == "block":
+        return Psf(sigma=0.0, area=float(scale))
+    try:
+        return Psf(sigma=float(text))
+    except ValueError:
+        pass
+    path = Path(text)
+    if not path.is_file():
+        raise InputError(f"--psf {text}: expected {PSF_CHOICES} (no such file)")
+    try:
+        fields = json.loads(path.read_text())
+        psf = Psf(**{k: float(v) for k, v in fields.items() if k in ("sigma", "sigma_y", "area")})
+        if set(fields) - {"sigma", "sigma_y", "area"}:
+            raise ValueError(f"unknown fields {sorted(set(fields) - {'sigma', 'sigma_y', 'area'})}")
+    except (ValueError, TypeError, AttributeError) as e:
+        raise InputError(f"--psf {text}: not a PSF file ({e}); expected JSON like {{\"sigma\": 2.5, \"area\": 8}}") from None
+    return psf
+
+
 def with_flow_refinement(
-    net: nn.Module, scale: int, iters: int = DEFAULT_FLOW_REFINE, settings: dict[str, object] | None = None
+    net: nn.Module,
+    scale: int,
+    iters: int = DEFAULT_FLOW_REFINE,
+    settings: dict[str, object] | None = None,
+    psf: Psf | str | None = None,
+    lr_grid: str = "paper",
 ) -> nn.Module:
     """``net`` with its flow refined at test time by ``iters`` steps of
     :class:`sschsr.ops.flow_refine.FlowRefiner` for LR data degraded at ``scale`` (0: the flow network's
@@ -349,6 +401,8 @@ def with_flow_refinement(
     defaults otherwise). Sets ``net.flow_refiner`` on a network that estimates a flow and returns ``net``;
     networks without one (bicubic, single-image) are returned untouched. Apply it to the loaded network,
     before :func:`with_tta` and :func:`on_lr_grid` (which present the data as the refinement expects).
+    ``psf``: the LR data's PSF (:func:`parse_psf`; None: the paper's, ``"auto"``: estimated per image) on
+    the grid ``lr_grid`` (:class:`~sschsr.ops.flow_refine.FlowRefiner`'s ``psf`` and ``phase``).
 
     Raises:
         InputError: ``iters`` negative.
@@ -357,7 +411,10 @@ def with_flow_refinement(
 
     check_steps(iters)
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
-        net.flow_refiner = refiner_for(scale, iters, settings)
+        refiner = refiner_for(scale, iters, settings)
+        if refiner is not None and psf is not None:
+            refiner = dataclasses.replace(refiner, psf=psf, phase=grid_phase(scale, lr_grid))
+        net.flow_refiner = refiner
     return net
 
 
@@ -395,7 +452,12 @@ BACK_PROJECT_STEPS = 20
 
 
 def with_back_projection(
-    net: nn.Module, scale: int, iters: int, correction_std: float | None = CORRECTION_STD
+    net: nn.Module,
+    scale: int,
+    iters: int,
+    correction_std: float | None = CORRECTION_STD,
+    psf: Psf | str | None = None,
+    lr_grid: str = "paper",
 ) -> nn.Module:
     """``net`` with its ``sr`` back-projected onto its LR input by ``iters`` steps
     (:func:`sschsr.ops.back_projection.back_project` for LR data degraded at ``scale``;
@@ -403,6 +465,8 @@ def with_back_projection(
     (bicubic stays bicubic, as in :func:`with_tta`). Apply it outside :func:`with_tta`
     (once, on the ensemble's mean) and inside :func:`on_lr_grid` (which presents the data as the degradation
     model expects). ``correction_std``: as ``back_project``'s (None: the exact fit, not told the noise).
+    ``psf``: the LR data's PSF on the grid ``lr_grid`` (:func:`parse_psf`; None: the paper's; ``"auto"``:
+    estimated per image from the network's output, :class:`~sschsr.models.ensemble.BackProjected`).
 
     Raises:
         InputError: ``iters`` negative.
@@ -411,7 +475,7 @@ def with_back_projection(
 
     check_steps(iters)
     return (
-        BackProjected(net, scale, iters, correction_std)
+        BackProjected(net, scale, iters, correction_std, psf, grid_phase(scale, lr_grid))
         if iters and next(net.parameters(), None) is not None
         else net
     )

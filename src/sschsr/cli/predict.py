@@ -2,7 +2,7 @@
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
                    [--tile 512] [--device auto] [--tta 8] [--flow-factor N] [--flow-refine 150]
-                   [--back-project 20] [--lr-grid paper|block]
+                   [--back-project 20] [--lr-grid paper|block] [--psf auto|paper|block|SIGMA|FILE]
                    [--save-intermediates DIR] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
@@ -33,6 +33,7 @@ from sschsr.errors import InputError
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
 INTERMEDIATES = {"flow": "flow.npy", "ref_warp0": "ref_warp.png", "ref_warp": "ref_refined.png"}
+DEGRADATION_RECORD = "degradation.json"  # in --save-intermediates: the grid, the PSF used or estimated, the noise
 
 
 class _Parser(argparse.ArgumentParser):
@@ -72,10 +73,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lr-grid",
         choices=LR_GRIDS,
-        default="paper",
-        help="how LR pixels sit on the HR grid: 'paper', every s-th pixel of the paper's 8-tap Gaussian blur "
-        "(what the models trained on; the default); 'block', each pixel centred on its s x s block (a "
-        "camera's pixels, block averaging, area resizing)",
+        default=None,
+        help="how LR pixels sit on the HR grid: 'paper', every s-th pixel from the first, as the paper's "
+        "degradation; 'block', each pixel centred on its s x s block (a camera's pixels, block averaging, "
+        "area resizing). Default: 'block' for GeoTIFF and ENVI input (their pixels are areas: the output "
+        "then sits where its georeference says), 'paper' otherwise",
+    )
+    p.add_argument(
+        "--psf",
+        default="auto",
+        help="the LR data's point spread, for the flow refinement and back-projection: 'auto' (estimated "
+        "from the data, the default), 'paper' (8 x 8 Gaussian, sigma 3), 'block' (block means), a number "
+        "(a Gaussian of that std in HR px), or a JSON file of fields sigma, sigma_y, area (HR px)",
     )
     p.add_argument(
         "--layout", choices=["hwc", "chw"], default="hwc", help="axis order of .npy/.npz/.mat input"
@@ -84,6 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png to DIR"
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (and intermediates)")
+    p.add_argument("--quiet", action="store_true", help="print only the summary line (no notes on stderr)")
     return p
 
 
@@ -104,7 +114,7 @@ def check_output(path: Path, overwrite: bool) -> None:
 def check_intermediates(folder: Path, overwrite: bool) -> None:
     if folder.exists() and not folder.is_dir():
         raise InputError(f"--save-intermediates {folder}: exists and is not a folder")
-    existing = [name for name in INTERMEDIATES.values() if (folder / name).exists()]
+    existing = [name for name in (*INTERMEDIATES.values(), DEGRADATION_RECORD) if (folder / name).exists()]
     if existing and not overwrite:
         raise InputError(
             f"--save-intermediates {folder}: {', '.join(existing)} exist: pass --overwrite to replace them"
@@ -151,7 +161,7 @@ def run(args: argparse.Namespace) -> str:
     Raises:
         InputError: any problem with the user's input, before anything is written.
     """
-    from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_npy, write_png
+    from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_json, write_npy, write_png
     from sschsr.inference import (
         check_flow_factor,
         check_reference,
@@ -159,6 +169,7 @@ def run(args: argparse.Namespace) -> str:
         check_steps,
         load_model,
         on_lr_grid,
+        parse_psf,
         predict_tiled,
         prepare_inputs,
         resolve_device,
@@ -178,6 +189,7 @@ def run(args: argparse.Namespace) -> str:
         check_flow_factor(args.flow_factor, f"--flow-factor {args.flow_factor}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
+    psf = parse_psf(args.psf, args.scale)
     device = resolve_device(args.device)
     inter = Path(args.save_intermediates) if args.save_intermediates else None
     if inter is not None:
@@ -188,6 +200,7 @@ def run(args: argparse.Namespace) -> str:
     h, w, c = cube.data.shape
     rgb = read_rgb(args.ref)
     check_reference(rgb.shape[:2], (h, w), name=str(args.ref))
+    lr_grid = args.lr_grid or ("block" if cube.geo is not None else "paper")
 
     # 3. the model: scale and band count
     net = load_model(args.ckpt, args.scale, n_bands=c)
@@ -206,11 +219,15 @@ def run(args: argparse.Namespace) -> str:
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
     net = with_flow_refinement(
-        with_coarse_flow(net, args.scale, args.flow_factor), args.scale, args.flow_refine
+        with_coarse_flow(net, args.scale, args.flow_factor), args.scale, args.flow_refine, psf=psf, lr_grid=lr_grid
     )
-    net = with_back_projection(with_tta(net, args.scale, args.tta), args.scale, args.back_project)
-    model = on_lr_grid(net, args.scale, args.lr_grid)
+    refiner = getattr(net, "flow_refiner", None)
+    projected = with_back_projection(
+        with_tta(net, args.scale, args.tta), args.scale, args.back_project, psf=psf, lr_grid=lr_grid
+    )
+    model = on_lr_grid(projected, args.scale, lr_grid)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
+    degradation = degradation_record(args, lr_grid, refiner, projected)
 
     sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)
     sr = np.ascontiguousarray(sr, dtype=np.float32)
@@ -232,6 +249,8 @@ def run(args: argparse.Namespace) -> str:
                 if key in outputs:
                     write_png(inter / INTERMEDIATES[key], outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0))
                     written.append(inter / INTERMEDIATES[key])
+            write_json(inter / DEGRADATION_RECORD, {k: v for k, v in degradation.items() if k != "notes"})
+            written.append(inter / DEGRADATION_RECORD)
         if out.suffix.lower() == ".npy":
             write_npy(out, sr)
         else:
@@ -240,8 +259,42 @@ def run(args: argparse.Namespace) -> str:
     except BaseException:
         _remove(written, made)
         raise
-    tiles = f"tiles of {args.tile}" if args.tile else "one pass"
-    return f"wrote {out}: {sr.shape[0]}x{sr.shape[1]}x{sr.shape[2]} float32 (x{args.scale}, {tiles}, {device.type})"
+    for line in degradation["notes"] if not args.quiet else ():  # after the writes: errors stay one line
+        print(line, file=sys.stderr)
+    tiles = f"tiles of {args.tile}" if args.tile else "whole scene"
+    passes = f"{args.tta}-way self-ensemble" if args.tta > 1 else "one pass"
+    return (
+        f"wrote {out}: {sr.shape[0]}x{sr.shape[1]}x{sr.shape[2]} float32 (x{args.scale}, {passes}, {tiles}, "
+        f"{lr_grid} grid, {device.type})"
+    )
+
+
+def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, projected: object) -> dict:
+    """What the test-time steps assumed of the LR data: the grid, the PSF given or estimated (per tile,
+    by the flow refinement from the reference and by back-projection from the output) and the noise, with
+    ``notes``: the lines printed on stderr."""
+    record: dict = {"scale": args.scale, "lr_grid": lr_grid, "psf": args.psf}
+    if args.lr_grid:
+        how = "as stated"
+    elif lr_grid == "block":
+        how = "the file's pixels are areas; --lr-grid paper to change"
+    else:
+        how = "the default; --lr-grid block for pixels centred on their blocks"
+    notes = [f"LR grid: {lr_grid} ({how})"]
+    if args.psf == "auto":
+        from_ref = [e.describe(args.scale) for e in getattr(refiner, "log", [])]
+        from_out = getattr(projected, "estimates", [])
+        record["estimated_from_reference"] = from_ref
+        record["estimated_from_output"] = [e["psf"] for e in from_out]
+        record["noise_std_mean"] = [e["noise_mean"] for e in from_out]
+        if from_ref:
+            notes.append(f"PSF estimated from the reference: {from_ref[0]}" + (f" (+{len(from_ref) - 1} tiles)" if len(from_ref) > 1 else ""))
+        if from_out:
+            notes.append(
+                f"PSF estimated from the output: {from_out[0]['psf']}; noise std {from_out[0]['noise_mean']:.4f}"
+                + (f" (+{len(from_out) - 1} tiles)" if len(from_out) > 1 else "")
+            )
+    return {**record, "notes": notes}
 
 
 def main(argv: list[str] | None = None) -> int:

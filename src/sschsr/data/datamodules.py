@@ -24,6 +24,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
+from sschsr.data.degradations import DegradationFamily
 from sschsr.data.datasets import PairDataset, SceneSource, read_list, split_names
 from sschsr.errors import InputError
 
@@ -63,7 +64,10 @@ class HSIDataModule(L.LightningDataModule):
         samples_per_epoch: training items per epoch (default: scenes x views).
         seed: training randomness (crops, augmentation, noise, shuffling): ``${seed}``.
         view_seed: seeds the synthetic views and evaluation noise; fixed so every run sees the same pairs.
-        noise_std, kernel_size, sigma: the degradation.
+        degradation: the LR degradations (:class:`~sschsr.data.degradations.DegradationFamily` fields;
+            the ``degradation`` config group; None: the paper's).
+        present: ``lr_up`` moved onto the paper's grid (True, for training) or as made (False: data as a
+            user has them; :class:`~sschsr.data.datasets.PairDataset`).
         match: colour matching of ``rgb_hsi`` to ``ref``.
         cache_pairs: synthetic views cached per worker (None: all).
         shard_workers: each training worker serves its own block of (scene, view) pairs, so it loads and
@@ -93,9 +97,8 @@ class HSIDataModule(L.LightningDataModule):
         samples_per_epoch: int | None = None,
         seed: int = 0,
         view_seed: int = 0,
-        noise_std: float = 0.0,
-        kernel_size: int = 8,
-        sigma: float = 3.0,
+        degradation: Any = None,
+        present: bool = True,
         match: Literal["histogram", "moments"] = "histogram",
         cache_pairs: int | None = None,
         shard_workers: bool = True,
@@ -121,7 +124,8 @@ class HSIDataModule(L.LightningDataModule):
         self.pairs_per_scene, self.eval_pairs_per_scene = int(pairs_per_scene), int(eval_pairs_per_scene)
         self.samples_per_epoch = samples_per_epoch
         self.seed, self.view_seed = int(seed), int(view_seed)
-        self.noise_std, self.kernel_size, self.sigma = float(noise_std), int(kernel_size), float(sigma)
+        self.degradation = DegradationFamily.of(_plain(degradation))
+        self.present = bool(present)
         self.cache_pairs, self.shard_workers = cache_pairs, bool(shard_workers)
         self.splits: dict[str, list[str]] | None = None
         self.datasets: dict[str, PairDataset] = {}
@@ -193,9 +197,8 @@ class HSIDataModule(L.LightningDataModule):
                 pairs_per_scene=self.pairs_per_scene if train else self.eval_pairs_per_scene,
                 samples_per_epoch=self.samples_per_epoch if train else None,
                 seed=self.seed,
-                noise_std=self.noise_std,
-                kernel_size=self.kernel_size,
-                sigma=self.sigma,
+                degradation=self.degradation,
+                present=self.present,
                 match=self.match,
                 cache_pairs=self.cache_pairs,
                 view_seed=self.view_seed,

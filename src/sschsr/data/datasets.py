@@ -18,8 +18,10 @@ Batch keys of :class:`PairDataset` (one item; the DataLoader adds the batch dime
 key         shape          dtype    content
 ==========  =============  =======  ==============================================================
 ``hr``      (C, H, W)      float32  ground-truth HSI, the source's normalised values (nominally [0, 1])
-``lr``      (C, h, w)      float32  ``degrade(hr)``: blur (kernel 8, sigma 3), every s-th pixel, noise
-``lr_up``   (C, H, W)      float32  bicubic ``lr`` back to the HR grid, not clamped
+``lr``      (C, h, w)      float32  ``hr`` degraded by a draw of the degradation family (the paper's
+                                    by default: blur (kernel 8, sigma 3), every s-th pixel)
+``lr_up``   (C, H, W)      float32  bicubic ``lr`` back to the HR grid, not clamped, moved onto the
+                                    paper's grid when drawn on another (``present``)
 ``ref``     (3, H, W)      float32  the unaligned RGB reference in [0, 1]
 ``rgb_hsi`` (3, H, W)      float32  ``lr_up`` rendered through the camera response, colour-matched
                                     to ``ref`` (histogram or moments), clamped to [0, 1]
@@ -63,7 +65,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from sschsr.data.augment import center_crop, random_crop, random_flip_rot
-from sschsr.data.degrade import degrade, upsample
+from sschsr.data.degrade import upsample
+from sschsr.data.degradations import DegradationFamily, present
 from sschsr.data.spectral import camera_srf, default_wavelengths, match_histograms, match_moments
 from sschsr.errors import InputError
 
@@ -804,7 +807,7 @@ class PairDataset(Dataset):
     Training: a random crop of ``crop_size`` (a multiple of ``scale``) and a random dihedral transform
     (flow vectors transformed with it). Evaluation: the central crop of ``crop_size``, or the whole scene
     trimmed to a multiple of ``scale`` when ``crop_size`` is None (then scenes may differ in size: batch
-    size 1). Then the paper's degradation and the rendering of ``lr_up`` to RGB.
+    size 1). Then a degradation drawn from ``degradation`` and the rendering of ``lr_up`` to RGB.
 
     Synthetic views are generated once per (scene, view) on the whole scene and kept in a per-process
     cache (``cache_pairs`` entries at most; None: all), so later crops of the same view cost no
@@ -824,7 +827,13 @@ class PairDataset(Dataset):
         pairs_per_scene: synthetic views per scene.
         samples_per_epoch: training length (default: one item per scene and view).
         seed: seeds training crops, augmentation and noise (module docstring).
-        noise_std, kernel_size, sigma: the degradation (:func:`sschsr.data.degrade.degrade`).
+        degradation: the LR degradations drawn from, one per item
+            (:class:`~sschsr.data.degradations.DegradationFamily` or a mapping of its fields; None: the
+            paper's); evaluation items draw theirs from the scene's seeded generator, so they repeat.
+        present: ``lr_up`` moved onto the paper's grid when the draw's phase is another
+            (:func:`~sschsr.data.degradations.present`, what every network here trains on); False:
+            ``upsample(lr)`` as the data were made, as a user's file gives it (the test-time pipeline is
+            then told the grid, :func:`sschsr.inference.on_lr_grid`).
         match: colour matching of ``rgb_hsi`` to ``ref``.
         cache_pairs: most synthetic views kept per process (None: no limit, 0: none).
         view_seed: seeds the synthetic views and the evaluation noise (default: ``seed``); keep it fixed
@@ -844,9 +853,8 @@ class PairDataset(Dataset):
         pairs_per_scene: int = 4,
         samples_per_epoch: int | None = None,
         seed: int = 0,
-        noise_std: float = 0.0,
-        kernel_size: int = 8,
-        sigma: float = 3.0,
+        degradation: Any = None,
+        present: bool = True,
         match: Literal["histogram", "moments"] = "histogram",
         cache_pairs: int | None = None,
         view_seed: int | None = None,
@@ -877,12 +885,8 @@ class PairDataset(Dataset):
         self.camera, self.match = camera, match
         self.views = 1 if source.has_real_ref else max(1, int(pairs_per_scene))
         self.samples_per_epoch = samples_per_epoch
-        self.seed, self.noise_std, self.kernel_size, self.sigma = (
-            int(seed),
-            float(noise_std),
-            int(kernel_size),
-            float(sigma),
-        )
+        self.seed = int(seed)
+        self.degradation, self.present = DegradationFamily.of(degradation), bool(present)
         self.view_seed = self.seed if view_seed is None else int(view_seed)
         self.cache_pairs, self.shard_workers = cache_pairs, bool(shard_workers)
         self._pairs = LRUCache(cache_pairs)
@@ -984,8 +988,11 @@ class PairDataset(Dataset):
     def finish(self, sample: Mapping[str, Any], name: str, generator: torch.Generator) -> dict[str, Any]:
         """Degrade, upsample and render a cropped HR sample into the batch dict."""
         hr = sample["hr"].float().contiguous()
-        lr = degrade(hr[None], self.scale, self.kernel_size, self.sigma, self.noise_std, generator)[0]
+        observation = self.degradation.draw(self.scale, generator)
+        lr = observation.observe(hr[None], self.scale, generator)[0]
         lr_up = upsample(lr, self.scale)
+        if self.present:
+            lr_up = present(lr_up[None], observation.presentation(self.scale))[0]
         ref = sample["ref"].float().contiguous()
         srf = self.srf(sample["wavelengths"])
         # lr_up and hr through the same response and the same match to ref (render_rgb, ref sorted once)

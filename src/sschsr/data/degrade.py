@@ -215,14 +215,16 @@ def _converted(make: Callable[..., Tensor], args: tuple, device: torch.device, d
 
 
 @functools.lru_cache(maxsize=64)
-def bicubic_matrix(n: int, scale: int) -> Tensor:
+def bicubic_matrix(n: int, scale: int, offset: float = 0.0) -> Tensor:
     """``(n * scale, n)`` float64 matrix of PyTorch's bicubic upsampling along one axis: sample ``i`` at
     ``(i + 0.5) / scale - 0.5`` (align_corners=False), the cubic convolution kernel with ``A = -0.75``,
-    indices clamped at the borders, as ``upsample_bicubic2d`` does."""
+    indices clamped at the borders, as ``upsample_bicubic2d`` does. ``offset`` (HR px) moves the content
+    by that much (sample ``i`` at ``(i - offset + 0.5) / scale - 0.5``; for whole pixels the upsampling
+    moved by :func:`sschsr.ops.warp.move_content` away from the borders)."""
     if n < 1 or scale < 1:
         raise ValueError(f"bicubic_matrix needs n >= 1 and scale >= 1; got {n}, {scale}")
     a = -0.75
-    x = (torch.arange(n * scale, dtype=torch.float64) + 0.5) / scale - 0.5
+    x = (torch.arange(n * scale, dtype=torch.float64) - offset + 0.5) / scale - 0.5
     x0 = x.floor()
     t = x - x0
 

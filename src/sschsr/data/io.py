@@ -884,6 +884,15 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
+def write_json(path: str | os.PathLike, record: Any) -> None:
+    """Save ``record`` as indented JSON atomically."""
+    import json
+
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    with _atomic(path) as tmp, open(tmp, "x") as f:
+        f.write(text)
+
+
 def _to_image_codes(rgb: np.ndarray) -> np.ndarray:
     """float in [0, 1] -> uint8 (rounded, clipped); uint8 / uint16 as given; shape checked."""
     rgb = np.asarray(rgb)

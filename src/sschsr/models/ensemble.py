@@ -30,7 +30,9 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
-from sschsr.ops.back_projection import CORRECTION_STD, back_project
+from sschsr.data.degradations import Observation, Psf
+from sschsr.ops.back_projection import CORRECTION_STD, back_project, band_noise
+from sschsr.ops.psf_estimate import estimate_psf
 from sschsr.ops.warp import flow_warp, move_content
 
 Transform = tuple[bool, bool, bool]  # (transpose, hflip, vflip)
@@ -144,21 +146,49 @@ class BackProjected(nn.Module):
     fit; other outputs as they are).
     :func:`sschsr.inference.with_back_projection` makes it.
 
+    ``psf``: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`) centred at ``phase`` (HR px,
+    :func:`~sschsr.data.degradations.grid_phase`; the data presented on the paper's grid); None: the
+    paper's degradation; ``"auto"``: estimated per image from the model's ``sr`` against ``lr_up``
+    (:func:`sschsr.ops.psf_estimate.estimate_psf`), each estimate appended to ``estimates`` with the noise
+    that back-projection estimated (:func:`sschsr.ops.back_projection.band_noise`).
+
     Shape:
         as ``model``.
     """
 
     def __init__(
-        self, model: nn.Module, scale: int, iters: int, correction_std: float | None = CORRECTION_STD
+        self,
+        model: nn.Module,
+        scale: int,
+        iters: int,
+        correction_std: float | None = CORRECTION_STD,
+        psf: Psf | str | None = None,
+        phase: float = 0.5,
     ):
         super().__init__()
         self.model, self.scale, self.iters, self.correction_std = model, scale, iters, correction_std
+        self.psf, self.phase = psf, phase
+        self.estimates: list[dict] = []
+
+    def observation(self, sr: Tensor, lr_up: Tensor) -> Observation | None:
+        """The observation back-projection fits (module docstring: ``psf``)."""
+        if self.psf is None:
+            return None
+        if self.psf != "auto":
+            return Observation(psf=self.psf, phase=0.5 if self.psf.paper else self.phase)
+        estimate = estimate_psf(sr.float(), lr_up.float(), self.scale, self.phase)
+        noise = band_noise(lr_up.float())
+        self.estimates.append(
+            {"psf": estimate.describe(self.scale), "noise_mean": float(noise.mean()), "estimate": estimate}
+        )
+        return estimate.observation
 
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
         out = self.model(lr_up, ref, rgb_hsi)
-        sr = back_project(out["sr"], lr_up, self.scale, self.iters, correction_std=self.correction_std).to(
-            out["sr"].dtype
-        )
+        observation = self.observation(out["sr"], lr_up)
+        sr = back_project(
+            out["sr"], lr_up, self.scale, self.iters, correction_std=self.correction_std, observation=observation
+        ).to(out["sr"].dtype)
         return {**out, "sr": sr}
 
 

@@ -52,6 +52,7 @@ from sschsr.data.degrade import (
     upsample,
     use_matrices,
 )
+from sschsr.data.degradations import Observation, low_pass_as, low_pass_matrix
 
 CORRECTION_STD = 0.02  # the prior size of the correction's coefficients (see back_project's damping)
 MIN_NOISE_BANDS = 8  # fewer bands: no spectral redundancy to estimate the noise from (taken as 0)
@@ -129,10 +130,12 @@ def spectral_denoise(cube: Tensor, noise: Tensor) -> Tensor:
     return mean + (spectral_filter(cube, noise) @ (cube - mean).flatten(2)).view_as(cube)
 
 
-def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
+def smoothed_low_pass(z: Tensor, scale: int, sigma: float, observation: Observation | None = None) -> Tensor:
     """``low_pass(smooth(z, sigma), scale)`` (:func:`sschsr.data.degrade.smooth`): a correction shaped by the Gaussian of
     ``sigma`` HR px, seen as the LR data see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
-    (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size.
+    (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size. ``observation``: LR data
+    degraded otherwise (:class:`~sschsr.data.degradations.Observation`, presented on the paper's grid:
+    :func:`~sschsr.data.degradations.low_pass_as`); None: the paper's.
 
     Args:
         z: ``(..., H, W)``.
@@ -141,6 +144,11 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float) -> Tensor:
         ``(..., H, W)``.
     """
     h, w = z.shape[-2:]
+    if observation is not None and not observation.psf.paper:
+        reflect = (min(h, w) > smoothing_size(sigma) // 2, min(h, w) > 1)
+        my = matrix_as(_smoothed_observation_matrix, (h, scale, float(sigma), observation, "y", *reflect), z)
+        mx = matrix_as(_smoothed_observation_matrix, (w, scale, float(sigma), observation, "x", *reflect), z)
+        return separable(z, my, mx)
     if sigma == 0:
         return low_pass(z, scale)
     if not use_matrices(h, w):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
@@ -163,6 +171,18 @@ def _smoothed_blur_matrix(
     return blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect_blur) @ smooth
 
 
+@functools.lru_cache(maxsize=32)
+def _smoothed_observation_matrix(
+    n: int, scale: int, sigma: float, observation: Observation, axis: str, reflect_smooth: bool, reflect: bool
+) -> Tensor:
+    """``(n, n)``: ``observation``'s presented low pass (:func:`~sschsr.data.degradations.low_pass_matrix`)
+    after the Gaussian of ``sigma``, along one axis."""
+    lp = low_pass_matrix(n, scale, observation, axis, reflect)
+    if sigma == 0:
+        return lp
+    return lp @ blur_decimate_matrix(n, 1, smoothing_size(sigma), sigma, reflect_smooth)
+
+
 def back_project(
     sr: Tensor,
     lr_up: Tensor,
@@ -171,6 +191,7 @@ def back_project(
     sigma: float | None = None,
     correction_std: float | None = CORRECTION_STD,
     noise: Tensor | float | None = None,
+    observation: Observation | None = None,
 ) -> Tensor:
     """``sr`` plus the smooth correction (per band) after which its degradation agrees with ``lr_up`` as far
     as ``lr_up``'s noise allows.
@@ -189,6 +210,9 @@ def back_project(
             (:func:`spectral_denoise`); None: neither, the exact fit.
         noise: the standard deviation of ``lr_up``'s noise, per band ``(B, C, 1, 1)`` or one number (None:
             :func:`band_noise` of ``lr_up``; 0: noise-free data, the exact fit).
+        observation: how the LR data were made (:class:`~sschsr.data.degradations.Observation`; ``lr_up``
+            presented on the paper's grid as :func:`sschsr.inference.on_lr_grid` does); None: the paper's
+            degradation.
 
     Returns:
         ``(B, C, H, W)`` float32, without gradient history. Works under ``torch.inference_mode`` and
@@ -217,7 +241,7 @@ def back_project(
             target = spectral_denoise(target, noise)
 
         def op(z: Tensor) -> Tensor:
-            return smoothed_low_pass(z, scale, sigma)
+            return smoothed_low_pass(z, scale, sigma, observation)
 
         def dot(a: Tensor, b: Tensor) -> Tensor:  # per (sample, band)
             return (a * b).sum((-2, -1), keepdim=True)
@@ -228,7 +252,7 @@ def back_project(
         def gradient(residual: Tensor, z: Tensor) -> Tensor:  # minus the objective's half-gradient in z
             return vjp(residual)[0] - damping * z
 
-        residual = target - low_pass(x, scale)
+        residual = target - (low_pass(x, scale) if observation is None else low_pass_as(x, scale, observation))
         step = gradient(residual, z)
         direction, norm = step, dot(step, step)
         for _ in range(iters):

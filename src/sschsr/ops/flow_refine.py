@@ -30,7 +30,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import torch
 import torch.nn.functional as F
@@ -46,6 +46,7 @@ from sschsr.data.degrade import (
     separable,
     use_matrices,
 )
+from sschsr.data.degradations import Observation, Psf, low_pass_matrix
 from sschsr.ops.warp import flow_warp
 
 
@@ -65,6 +66,12 @@ class FlowRefiner:
             training scenes (``experiments/results/refine_windows_*.json``).
         var_eps: added to the local variance before normalising (image values in [0, 1]).
         charbonnier_eps: of the data term.
+        psf: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`); None: the paper's degradation;
+            ``"auto"``: estimated per image from the reference warped by the flow given
+            (:func:`sschsr.ops.psf_estimate.estimate_psf`, gains and offsets fitted), appended to ``log``.
+        phase: where LR pixel 0 is centred, HR px (:func:`~sschsr.data.degradations.grid_phase`; the data
+            presented on the paper's grid, :func:`sschsr.inference.on_lr_grid`); with ``psf`` only.
+        log: the estimates ``"auto"`` made (:class:`~sschsr.ops.psf_estimate.PsfEstimate`), newest last.
     """
 
     scale: int
@@ -75,6 +82,9 @@ class FlowRefiner:
     window: int | tuple[int, ...] = (1, 4)
     var_eps: float = 1e-5
     charbonnier_eps: float = 1e-3
+    psf: Psf | str | None = None
+    phase: float = 0.5
+    log: list = field(default_factory=list, compare=False, hash=False, repr=False)
 
     def __post_init__(self) -> None:
         if (
@@ -85,6 +95,7 @@ class FlowRefiner:
             or min(self.windows) < 0
             or not self.cells
             or min(self.cells) < 1
+            or not (self.psf is None or self.psf == "auto" or isinstance(self.psf, Psf))
         ):
             raise ValueError(f"invalid FlowRefiner settings: {self}")
 
@@ -97,8 +108,31 @@ class FlowRefiner:
         return refine_flow(flow, rgb_hsi, ref, self)
 
     def settings(self) -> dict[str, object]:
-        """Every field but ``scale``, JSON-ready: what a record of a refined result states."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items() if k != "scale"}
+        """Every field but ``scale`` (and the PSF's when it is the paper's), JSON-ready: what a record of a
+        refined result states."""
+        out = {
+            f.name: list(v) if isinstance(v := getattr(self, f.name), tuple) else v
+            for f in self.__dataclass_fields__.values()
+            if f.name not in ("scale", "log", "psf", "phase")
+        }
+        if self.psf is not None:
+            out["psf"] = self.psf if isinstance(self.psf, str) else asdict(self.psf)
+            out["phase"] = self.phase
+        return out
+
+    def observation(self, flow: Tensor, rgb_hsi: Tensor, ref: Tensor) -> Observation | None:
+        """The LR data's observation to refine against: None for the paper's, ``psf`` at ``phase``, or
+        estimated (``"auto"``, logged) from ``ref`` warped by ``flow``."""
+        if self.psf is None:
+            return None
+        if self.psf != "auto":
+            return Observation(psf=self.psf, phase=self.phase if not self.psf.paper else 0.5)
+        from sschsr.ops.psf_estimate import estimate_psf
+
+        warped = flow_warp(ref.float(), flow.float(), padding_mode="border")
+        estimate = estimate_psf(warped, rgb_hsi.float(), self.scale, self.phase, affine=True)
+        self.log.append(estimate)
+        return estimate.observation
 
     @classmethod
     def from_settings(cls, scale: int, settings: dict[str, object]) -> FlowRefiner:
@@ -134,11 +168,21 @@ def refiner_settings(iters: int, settings: dict[str, object] | None = None) -> d
     return refiner.settings() if refiner else None
 
 
-def observe(x: Tensor, scale: int) -> Tensor:
+def observe(x: Tensor, scale: int, observation: Observation | None = None) -> Tensor:
     """``(B, C, H, W)`` as the LR side shows it (:func:`sschsr.data.degrade.low_pass`: ``rgb_hsi`` is made
     that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``.
     Blur, decimation, bicubic upsampling and block means are linear and separable: one matrix per axis
-    (:func:`observe_matrix`), so nothing runs at the HR size but one matrix product."""
+    (:func:`observe_matrix`), so nothing runs at the HR size but one matrix product. ``observation``: LR
+    data made otherwise (:class:`~sschsr.data.degradations.Observation`, presented on the paper's grid);
+    None: the paper's."""
+    if observation is not None and not observation.psf.paper:
+        h, w = x.shape[-2:]
+        reflect = min(h, w) > 1
+        return separable(
+            x,
+            matrix_as(observed_blocks_matrix, (h, scale, observation, "y", reflect), x),
+            matrix_as(observed_blocks_matrix, (w, scale, observation, "x", reflect), x),
+        )
     if not use_matrices(*x.shape[-2:]):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
         return F.avg_pool2d(low_pass(x, scale), scale)
     h, w = x.shape[-2:]
@@ -154,11 +198,22 @@ def observe(x: Tensor, scale: int) -> Tensor:
 def observe_matrix(n: int, scale: int, reflect: bool) -> Tensor:
     """``(n // scale, n)`` float64: :func:`observe` along one axis (block means of the first ``n // scale``
     blocks of the bicubic upsampling, cropped to ``n``, of the paper's blur and decimation)."""
+    up = bicubic_matrix(math.ceil(n / scale), scale)[:n]
+    return block_means_matrix(n, scale) @ up @ blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
+
+
+def block_means_matrix(n: int, scale: int) -> Tensor:
+    """``(n // scale, n)`` float64: the mean of each whole ``scale``-pixel block."""
     blocks = torch.zeros(n // scale, n, dtype=torch.float64)
     for i in range(n // scale):
         blocks[i, i * scale : (i + 1) * scale] = 1 / scale
-    up = bicubic_matrix(math.ceil(n / scale), scale)[:n]
-    return blocks @ up @ blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
+    return blocks
+
+
+@functools.lru_cache(maxsize=32)
+def observed_blocks_matrix(n: int, scale: int, observation: Observation, axis: str, reflect: bool) -> Tensor:
+    """``(n // scale, n)`` float64: :func:`observe` along one axis for LR data of ``observation``."""
+    return block_means_matrix(n, scale) @ low_pass_matrix(n, scale, observation, axis, reflect)
 
 
 def local_moments(x: Tensor, radius: int) -> tuple[Tensor, Tensor]:
@@ -252,9 +307,10 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
             for c in refiner.cells
         ]
         opt = torch.optim.Adam(deltas, lr=refiner.lr)
+        observation = refiner.observation(flow0, rgb_hsi.detach(), ref)
         for _ in range(refiner.iters):
             warped = flow_warp(ref, flow0 + correction(deltas, refiner.cells, (h, w)), padding_mode="border")
-            seen = observe(warped, s)
+            seen = observe(warped, s, observation)
             data = sum(
                 ((local_normalise(seen, r, refiner.var_eps) - t).square() + refiner.charbonnier_eps**2)
                 .sqrt()
