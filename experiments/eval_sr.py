@@ -95,10 +95,10 @@ BASELINES = ("bicubic", "bicubic_registered", "bicubic_corner")  # always scored
 LR_MADE = ("paper", "block", "gauss")
 
 
-def lr_made_overrides(kind: str, sigma: float, noise_std: float) -> list[str]:
+def lr_made_overrides(kind: str, sigma: float, noise_std: float, phase: str = "block") -> list[str]:
     """Hydra overrides of the data for LR cubes made ``kind``'s way (:data:`LR_MADE`) with Gaussian noise of
-    ``noise_std``: the paper's degradation, or a fixed member of the degradation family with ``lr_up`` as
-    made (``data.present=false``)."""
+    ``noise_std``: the paper's degradation, or a fixed member of the degradation family centred on the
+    ``phase`` grid (``block`` or ``paper``) with ``lr_up`` as made (``data.present=false``)."""
     if kind == "paper":
         return [f"degradation.noise_std={noise_std}"]
     if kind not in LR_MADE:
@@ -116,6 +116,7 @@ def lr_made_overrides(kind: str, sigma: float, noise_std: float) -> list[str]:
         *noise,
         "degradation.spread=0",
         "degradation.shot=[0,0]",
+        "degradation.grids=[0,1,0]" if phase == "block" else "degradation.grids=[1,0,0]",
         "++data.present=false",
     ]
 COLUMNS = {
@@ -175,6 +176,7 @@ def evaluate(
     refiner: dict[str, Any] | None = None,
     lr_made: str = "paper",
     lr_sigma: float = 0.0,
+    lr_phase: str = "block",
     psf: str = "paper",
     wrong_ref: bool = True,
 ) -> dict[str, Any]:
@@ -185,6 +187,20 @@ def evaluate(
         return with_coarse_flow(_load(path, scale, 31), scale, flow_factor)
 
     told = parse_psf(psf, scale)
+
+    def estimates(net: torch.nn.Module) -> dict[str, list[str]]:
+        """The PSF estimates the test-time steps made for the last scene (``--psf auto``)."""
+        found: dict[str, list[str]] = {}
+        for module in net.modules():
+            refiner = getattr(module, "flow_refiner", None)
+            if refiner is not None and getattr(refiner, "log", None):
+                found["from_reference"] = [e.describe(scale) for e in refiner.log]
+                refiner.log.clear()
+            if getattr(module, "estimates", None):
+                found["from_output"] = [e["psf"] for e in module.estimates]
+                module.estimates.clear()
+        return found
+
     nets = {
         name: on_lr_grid(
             with_back_projection(
@@ -204,7 +220,7 @@ def evaluate(
         .eval()
         for name, path in models.items()
     }
-    overrides = ["data.eval_batch_size=1", *lr_made_overrides(lr_made, lr_sigma, noise_std)]
+    overrides = ["data.eval_batch_size=1", *lr_made_overrides(lr_made, lr_sigma, noise_std, lr_phase)]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
     registered = Bicubic(shift=content_shift(scale))  # what the models learn to undo, nothing more
@@ -222,8 +238,12 @@ def evaluate(
         }
         for name, net in nets.items():
             row[name] = scores(_run(net, batch, tile, device), hr, scale)
+            found = estimates(net)
+            if found:
+                row[name]["psf_estimates"] = found
             if wrong_ref:
                 row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)
+                estimates(net)
         rows.append(row)
         print(
             f"{row['name']}: " + ", ".join(f"{k} {v['psnr']:.2f} dB" for k, v in row.items() if k != "name")
@@ -270,6 +290,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     )
     p.add_argument("--lr-made", choices=LR_MADE, default="paper", help="how the LR cubes are made (default paper)")
     p.add_argument("--lr-sigma", type=float, default=0.0, help="Gaussian PSF std (HR px) of --lr-made block|gauss")
+    p.add_argument(
+        "--lr-phase", choices=("block", "paper"), default="block", help="where --lr-made block|gauss centres LR pixels"
+    )
     p.add_argument("--psf", default="paper", help=f"the PSF the test-time steps assume ({PSF_CHOICES}); default paper")
     p.add_argument("--no-wrong-ref", action="store_true", help="skip the runs with another scene's reference")
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
@@ -293,6 +316,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         refiner,
         args.lr_made,
         args.lr_sigma,
+        args.lr_phase,
         args.psf,
         not args.no_wrong_ref,
     )
@@ -311,6 +335,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "lr_grid": args.lr_grid,
         "lr_made": args.lr_made,
         "lr_sigma": args.lr_sigma,
+        "lr_phase": args.lr_phase,
         "psf": args.psf,
         "data": f"CAVE scenes {args.scenes}" if args.scenes else "conf/data/cave.yaml test split",
         "conventions": "PSNR data range 1, mean over bands; "

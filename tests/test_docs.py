@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # .json files that the tools write for users, not records
-OUTPUTS = {"metrics.json", "results.json", "index.json"}
+OUTPUTS = {"metrics.json", "results.json", "index.json", "degradation.json"}
 
 
 def expand(name: str) -> list[str]:
@@ -54,3 +54,15 @@ def test_cited_records_exist(doc):
     assert cited, f"{doc.name} cites no record"
     missing = [(name, e) for name in cited for e in expand(name) if not fnmatch.filter(records, e)]
     assert not missing, f"{doc.name} cites records that do not exist: {missing}"
+
+
+def test_generated_tables_equal_their_records():
+    """docs/degradations.md's results tables are what experiments/table_lr_variants.py makes from the records."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("table_lr_variants", ROOT / "experiments" / "table_lr_variants.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    text = module.DOC.read_text()
+    assert module.MARKER.search(text), "docs/degradations.md holds no generated table"
+    assert module.fill(text) == text, "run: python experiments/table_lr_variants.py --write"

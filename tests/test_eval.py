@@ -93,7 +93,8 @@ def check_structure(result: dict, n_scenes: int = 1) -> None:
 
 
 def test_ckpt_and_exported_safetensors(models):
-    from_ckpt = evaluate(eval_cfg(f"ckpt_path={models['ckpt']}"))
+    # psf=paper: an estimated PSF is a discrete choice that float16 rounding may tip (psf=auto is the default)
+    from_ckpt = evaluate(eval_cfg(f"ckpt_path={models['ckpt']}", "psf=paper"))
     check_structure(from_ckpt)
     assert from_ckpt["meta"]["model"] == "SSCHSR" and from_ckpt["meta"]["scale"] == SCALE
     assert from_ckpt["meta"]["weights"] == str(models["ckpt"])
@@ -104,7 +105,7 @@ def test_ckpt_and_exported_safetensors(models):
         assert key in from_ckpt["meta"]
     # the random model is not bicubic, and its float16 export scores the same within float16 rounding
     assert from_ckpt["model"]["psnr"] != pytest.approx(from_ckpt["baselines"]["bicubic"]["psnr"], abs=1e-3)
-    from_fp16 = evaluate(eval_cfg(f"ckpt_path={models['fp16']}"))
+    from_fp16 = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "psf=paper"))
     check_structure(from_fp16)
     assert from_fp16["baselines"] == from_ckpt["baselines"]
     for m in SR_METRICS:
@@ -118,8 +119,9 @@ def test_bicubic_only(models):
 
 
 def test_tiles(models):
-    whole = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null"))
-    tiled = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "tile=32"))
+    # psf=paper: with auto each tile estimates its own PSF, from 8 LR px here
+    whole = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "psf=paper"))
+    tiled = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "tile=32", "psf=paper"))
     check_structure(tiled)
     assert tiled["meta"]["tile"] == 32
     assert tiled["model"]["psnr"] == pytest.approx(whole["model"]["psnr"], abs=1.0)

@@ -128,7 +128,7 @@ class TestRun:
         assert captured.out.startswith(f"wrote {inputs['out']}")
         # what the test-time steps assumed of the LR data, on stderr: the grid and the estimated PSF
         assert captured.err.startswith("LR grid: paper (the default")
-        assert "PSF estimated from the output:" in captured.err
+        assert "PSF estimated from the reference:" in captured.err and "back-projection's PSF:" in captured.err
         assert main([*argv(inputs, models["sschsr"]), "--overwrite", "--quiet"]) == 0
         assert capsys.readouterr().err == ""
         assert [p.name for p in inputs["out"].parent.iterdir()] == ["sr.npy"]  # no temporary files left

@@ -149,6 +149,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         DEFAULT_TTA,
         check_flow_factor,
         check_steps,
+        parse_psf,
         resolve_device,
         with_back_projection,
         with_coarse_flow,
@@ -171,14 +172,18 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     factor = None if factor is None else int(factor)
     if factor is not None:
         check_flow_factor(factor, f"flow_factor={factor}")
+    psf = parse_psf(str(cfg.get("psf") or "paper"), scale)
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {
         key: None
         if net is None
         else with_back_projection(
-            with_tta(with_flow_refinement(with_coarse_flow(net, scale, factor), scale, refine), scale, tta),
+            with_tta(
+                with_flow_refinement(with_coarse_flow(net, scale, factor), scale, refine, psf=psf), scale, tta
+            ),
             scale,
             back,
+            psf=psf,
         )
         for key, net in loaded.items()
     }
@@ -239,6 +244,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "flow_refine": refine,
             "flow_refiner": refiner_settings(refine),
             "back_project": back,
+            "psf": str(cfg.get("psf") or "paper"),
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
             "commit": _commit(),

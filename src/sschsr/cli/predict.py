@@ -83,7 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--psf",
         default="auto",
         help="the LR data's point spread, for the flow refinement and back-projection: 'auto' (estimated "
-        "from the data, the default), 'paper' (8 x 8 Gaussian, sigma 3), 'block' (block means), a number "
+        "from the data, the default: from the reference, by the flow refinement), 'auto-output' "
+        "(back-projection estimates it from the network's output), 'paper' (8 x 8 Gaussian, sigma 3), 'block' (block means), a number "
         "(a Gaussian of that std in HR px), or a JSON file of fields sigma, sigma_y, area (HR px)",
     )
     p.add_argument(
@@ -281,17 +282,18 @@ def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, 
     else:
         how = "the default; --lr-grid block for pixels centred on their blocks"
     notes = [f"LR grid: {lr_grid} ({how})"]
-    if args.psf == "auto":
+    if args.psf in ("auto", "auto-output"):
         from_ref = [e.describe(args.scale) for e in getattr(refiner, "log", [])]
         from_out = getattr(projected, "estimates", [])
         record["estimated_from_reference"] = from_ref
-        record["estimated_from_output"] = [e["psf"] for e in from_out]
+        record["back_projection_psf"] = [{"psf": e["psf"], "from": e["source"]} for e in from_out]
         record["noise_std_mean"] = [e["noise_mean"] for e in from_out]
         if from_ref:
             notes.append(f"PSF estimated from the reference: {from_ref[0]}" + (f" (+{len(from_ref) - 1} tiles)" if len(from_ref) > 1 else ""))
         if from_out:
             notes.append(
-                f"PSF estimated from the output: {from_out[0]['psf']}; noise std {from_out[0]['noise_mean']:.4f}"
+                f"back-projection's PSF: {from_out[0]['psf']} (from the {from_out[0]['source']}); "
+                f"noise std {from_out[0]['noise_mean']:.4f}"
                 + (f" (+{len(from_out) - 1} tiles)" if len(from_out) > 1 else "")
             )
     return {**record, "notes": notes}

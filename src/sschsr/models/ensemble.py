@@ -148,9 +148,11 @@ class BackProjected(nn.Module):
 
     ``psf``: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`) centred at ``phase`` (HR px,
     :func:`~sschsr.data.degradations.grid_phase`; the data presented on the paper's grid); None: the
-    paper's degradation; ``"auto"``: estimated per image from the model's ``sr`` against ``lr_up``
-    (:func:`sschsr.ops.psf_estimate.estimate_psf`), each estimate appended to ``estimates`` with the noise
-    that back-projection estimated (:func:`sschsr.ops.back_projection.band_noise`).
+    paper's degradation; ``"auto"``: the estimate the model's flow refinement made for this image from the
+    reference (:class:`~sschsr.ops.flow_refine.FlowRefiner` with ``psf="auto"``), or, where it made none,
+    estimated from the model's ``sr`` against ``lr_up`` (:func:`sschsr.ops.psf_estimate.estimate_psf`);
+    ``"auto-output"``: from ``sr`` always. Each estimate is appended to ``estimates`` with its source and
+    the noise that back-projection estimated (:func:`sschsr.ops.back_projection.band_noise`).
 
     Shape:
         as ``model``.
@@ -166,26 +168,48 @@ class BackProjected(nn.Module):
         phase: float = 0.5,
     ):
         super().__init__()
+        if not (psf is None or isinstance(psf, Psf) or psf in ("auto", "auto-output")):
+            raise ValueError(f"psf must be a Psf, None, 'auto' or 'auto-output'; got {psf!r}")
         self.model, self.scale, self.iters, self.correction_std = model, scale, iters, correction_std
         self.psf, self.phase = psf, phase
         self.estimates: list[dict] = []
 
-    def observation(self, sr: Tensor, lr_up: Tensor) -> Observation | None:
-        """The observation back-projection fits (module docstring: ``psf``)."""
+    def refiner_logs(self) -> list[list]:
+        """The estimate logs of the flow refiners inside ``model``."""
+        return [
+            m.flow_refiner.log
+            for m in self.model.modules()
+            if isinstance(getattr(getattr(m, "flow_refiner", None), "log", None), list)
+        ]
+
+    def observation(self, sr: Tensor, lr_up: Tensor, from_reference: object = None) -> Observation | None:
+        """The observation back-projection fits (class docstring: ``psf``); ``from_reference``: the
+        refinement's estimate for this image, if it made one."""
         if self.psf is None:
             return None
-        if self.psf != "auto":
+        if self.psf not in ("auto", "auto-output"):
             return Observation(psf=self.psf, phase=0.5 if self.psf.paper else self.phase)
-        estimate = estimate_psf(sr.float(), lr_up.float(), self.scale, self.phase)
+        if self.psf == "auto" and from_reference is not None:
+            estimate, source = from_reference, "reference"
+        else:
+            estimate, source = estimate_psf(sr.float(), lr_up.float(), self.scale, self.phase), "output"
         noise = band_noise(lr_up.float())
         self.estimates.append(
-            {"psf": estimate.describe(self.scale), "noise_mean": float(noise.mean()), "estimate": estimate}
+            {
+                "psf": estimate.describe(self.scale),
+                "source": source,
+                "noise_mean": float(noise.mean()),
+                "estimate": estimate,
+            }
         )
         return estimate.observation
 
     def forward(self, lr_up: Tensor, ref: Tensor, rgb_hsi: Tensor) -> dict[str, Tensor]:
+        logs = self.refiner_logs()
+        before = [len(log) for log in logs]
         out = self.model(lr_up, ref, rgb_hsi)
-        observation = self.observation(out["sr"], lr_up)
+        made = [log[-1] for log, n in zip(logs, before, strict=True) if len(log) > n]
+        observation = self.observation(out["sr"], lr_up, made[-1] if made else None)
         sr = back_project(
             out["sr"], lr_up, self.scale, self.iters, correction_std=self.correction_std, observation=observation
         ).to(out["sr"].dtype)
