@@ -5,7 +5,8 @@
 
 Each table is one (tag, split, scale): a row per way of making the LR data, PSNR / SAM of every model
 and of bicubic (the better of the centre- and corner-aligned cubic upsampling, as the targets of the
-degradation work compare), and each model's gain over that bicubic. The doc holds each table between
+degradation work compare), and each model's gain over that bicubic. README.md and docs/degradations.md
+hold each table between
 ``<!-- table:TAG:SPLIT:xS -->`` and ``<!-- /table -->``; ``tests/test_docs.py`` checks that they equal what
 this script makes from the records.
 """
@@ -20,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DOC = ROOT / "docs" / "degradations.md"
+DOCS = (ROOT / "README.md", DOC)  # the files whose marked tables this script writes
 VARIANTS = {
     "paper": "the paper's (8 x 8 Gaussian, sigma 3, every s-th pixel)",
     "block": "block means, block-centred (`--lr-grid block`)",
@@ -70,16 +72,16 @@ def fill(text: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help=f"rewrite the tables in {DOC.relative_to(ROOT)}")
+    p.add_argument("--write", action="store_true", help="rewrite the tables in README.md and docs/degradations.md")
     args = p.parse_args()
-    text = DOC.read_text()
-    new = fill(text)
-    if args.write:
-        DOC.write_text(new)
-        print(f"wrote {DOC.relative_to(ROOT)}")
-    else:
-        for m in MARKER.finditer(new):
-            print(m.group(0), end="\n\n")
+    for doc in DOCS:
+        new = fill(doc.read_text())
+        if args.write:
+            doc.write_text(new)
+            print(f"wrote {doc.relative_to(ROOT)}")
+        else:
+            for m in MARKER.finditer(new):
+                print(m.group(0), end="\n\n")
 
 
 if __name__ == "__main__":

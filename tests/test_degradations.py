@@ -241,3 +241,38 @@ def test_flow_refinement_takes_the_psf_and_logs_its_estimate():
     assert len(refiner.log) == 1 and refiner.log[0].observation.psf.area == s
     assert refiner.settings()["psf"] == "auto" and "log" not in refiner.settings()
     assert "psf" not in FlowRefiner(s).settings()  # the paper's: records as before
+
+
+def test_back_projection_auto_takes_its_psf_from_the_output_or_the_refinement():
+    """BackProjected with psf auto estimates from the model's output; auto-reference takes the estimate the
+    model's flow refinement logged during the same call."""
+    from torch import nn
+
+    from sschsr.models.ensemble import BackProjected
+    from sschsr.ops.flow_refine import FlowRefiner
+    from sschsr.ops.psf_estimate import PsfEstimate
+
+    s = 4
+    hr = _scene(64, 8).float()
+    obs = named_observation("block", s)
+    lr_up = present(upsample(obs.observe(hr, s), s), obs.presentation(s)).float()
+    logged = PsfEstimate(named_observation("gauss", s, 3.0), ())
+
+    class Oracle(nn.Module):  # returns the truth; its "refinement" logs a made-up estimate
+        def __init__(self):
+            super().__init__()
+            self.flow_refiner = FlowRefiner(s, psf="auto", phase=obs.phase)
+            self.w = nn.Parameter(torch.zeros(()))
+
+        def forward(self, lr_up, ref, rgb_hsi):
+            self.flow_refiner.log.append(logged)
+            return {"sr": hr.clone()}
+
+    auto = BackProjected(Oracle(), s, 5, psf="auto", phase=obs.phase)
+    auto(lr_up, hr[:, :3], lr_up[:, :3])
+    assert auto.estimates[-1]["source"] == "output" and auto.estimates[-1]["estimate"].observation.psf.area == s
+    ref = BackProjected(Oracle(), s, 5, psf="auto-reference", phase=obs.phase)
+    ref(lr_up, hr[:, :3], lr_up[:, :3])
+    assert ref.estimates[-1]["source"] == "reference" and ref.estimates[-1]["estimate"] is logged
+    with pytest.raises(ValueError, match="psf must be"):
+        BackProjected(Oracle(), s, 5, psf="guess")

@@ -351,13 +351,13 @@ def grid_phase(scale: int, lr_grid: str) -> float:
         raise InputError(str(e)) from None
 
 
-PSF_CHOICES = "auto | auto-output | paper | block | SIGMA | FILE.json"
+PSF_CHOICES = "auto | auto-reference | paper | block | SIGMA | FILE.json"
 
 
 def parse_psf(text: str | None, scale: int) -> Psf | str | None:
     """The PSF a user states (``--psf``): ``auto`` (estimated from the data: by the flow refinement from
-    the reference, used by back-projection too), ``auto-output`` (back-projection's own estimate from the
-    network's output), ``paper`` (the paper's
+    the reference, by back-projection from the network's output), ``auto-reference`` (back-projection
+    takes the refinement's estimate), ``paper`` (the paper's
     kernel; None), ``block`` (block means at ``scale``), a number (a Gaussian of that std, HR px), or a
     JSON file of :class:`~sschsr.data.degradations.Psf` fields (``{"sigma": 2.5, "area": 8}``).
 
@@ -368,7 +368,7 @@ def parse_psf(text: str | None, scale: int) -> Psf | str | None:
 
     if text is None or text == "paper":
         return None
-    if text in ("auto", "auto-output"):
+    if text in ("auto", "auto-reference"):
         return text
     if text == "block":
         return Psf(sigma=0.0, area=float(scale))
@@ -415,7 +415,7 @@ def with_flow_refinement(
     if getattr(net, "flow_net", None) is not None and hasattr(net, "flow_refiner"):
         refiner = refiner_for(scale, iters, settings)
         if refiner is not None and psf is not None:
-            told = "auto" if psf == "auto-output" else psf  # the refinement estimates from the reference
+            told = "auto" if psf == "auto-reference" else psf  # the refinement estimates from the reference
             refiner = dataclasses.replace(refiner, psf=told, phase=grid_phase(scale, lr_grid))
         net.flow_refiner = refiner
     return net

@@ -83,8 +83,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--psf",
         default="auto",
         help="the LR data's point spread, for the flow refinement and back-projection: 'auto' (estimated "
-        "from the data, the default: from the reference, by the flow refinement), 'auto-output' "
-        "(back-projection estimates it from the network's output), 'paper' (8 x 8 Gaussian, sigma 3), 'block' (block means), a number "
+        "from the data, the default: by the flow refinement from the reference, by back-projection from the "
+        "network's output), 'auto-reference' (back-projection takes the refinement's estimate), 'paper' (8 x 8 Gaussian, sigma 3), 'block' (block means), a number "
         "(a Gaussian of that std in HR px), or a JSON file of fields sigma, sigma_y, area (HR px)",
     )
     p.add_argument(
@@ -282,7 +282,7 @@ def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, 
     else:
         how = "the default; --lr-grid block for pixels centred on their blocks"
     notes = [f"LR grid: {lr_grid} ({how})"]
-    if args.psf in ("auto", "auto-output"):
+    if args.psf in ("auto", "auto-reference"):
         from_ref = [e.describe(args.scale) for e in getattr(refiner, "log", [])]
         from_out = getattr(projected, "estimates", [])
         record["estimated_from_reference"] = from_ref

@@ -148,10 +148,11 @@ class BackProjected(nn.Module):
 
     ``psf``: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`) centred at ``phase`` (HR px,
     :func:`~sschsr.data.degradations.grid_phase`; the data presented on the paper's grid); None: the
-    paper's degradation; ``"auto"``: the estimate the model's flow refinement made for this image from the
-    reference (:class:`~sschsr.ops.flow_refine.FlowRefiner` with ``psf="auto"``), or, where it made none,
-    estimated from the model's ``sr`` against ``lr_up`` (:func:`sschsr.ops.psf_estimate.estimate_psf`);
-    ``"auto-output"``: from ``sr`` always. Each estimate is appended to ``estimates`` with its source and
+    paper's degradation; ``"auto"``: estimated per image from the model's ``sr`` against ``lr_up``
+    (:func:`sschsr.ops.psf_estimate.estimate_psf`); ``"auto-reference"``: the estimate the model's flow
+    refinement made for this image from the reference (:class:`~sschsr.ops.flow_refine.FlowRefiner` with
+    ``psf="auto"``), or from ``sr`` where it made none. ``auto`` was chosen on the validation scenes
+    (``experiments/results/sr_lr_s29_tta1{,_refpsf}_val_x8_*.json``). Each estimate is appended to ``estimates`` with its source and
     the noise that back-projection estimated (:func:`sschsr.ops.back_projection.band_noise`).
 
     Shape:
@@ -168,8 +169,8 @@ class BackProjected(nn.Module):
         phase: float = 0.5,
     ):
         super().__init__()
-        if not (psf is None or isinstance(psf, Psf) or psf in ("auto", "auto-output")):
-            raise ValueError(f"psf must be a Psf, None, 'auto' or 'auto-output'; got {psf!r}")
+        if not (psf is None or isinstance(psf, Psf) or psf in ("auto", "auto-reference")):
+            raise ValueError(f"psf must be a Psf, None, 'auto' or 'auto-reference'; got {psf!r}")
         self.model, self.scale, self.iters, self.correction_std = model, scale, iters, correction_std
         self.psf, self.phase = psf, phase
         self.estimates: list[dict] = []
@@ -187,9 +188,9 @@ class BackProjected(nn.Module):
         refinement's estimate for this image, if it made one."""
         if self.psf is None:
             return None
-        if self.psf not in ("auto", "auto-output"):
+        if self.psf not in ("auto", "auto-reference"):
             return Observation(psf=self.psf, phase=0.5 if self.psf.paper else self.phase)
-        if self.psf == "auto" and from_reference is not None:
+        if self.psf == "auto-reference" and from_reference is not None:
             estimate, source = from_reference, "reference"
         else:
             estimate, source = estimate_psf(sr.float(), lr_up.float(), self.scale, self.phase), "output"
