@@ -77,8 +77,8 @@ from sschsr.errors import InputError
 from sschsr.inference import (
     DEFAULT_TTA,
     PSF_CHOICES,
-    parse_psf,
     on_lr_grid,
+    parse_psf,
     resolve_device,
     with_back_projection,
     with_coarse_flow,

@@ -24,8 +24,8 @@ import torch
 from _common import RESULTS, SHARED_DATA, provenance, write_result
 
 from sschsr.data.datasets import CubeFolder
-from sschsr.data.degrade import upsample
 from sschsr.data.degradations import Observation, named_observation, present
+from sschsr.data.degrade import upsample
 from sschsr.ops.psf_estimate import candidates, estimate_psf
 
 CASES = [  # (kind, sigma HR px, noise)

@@ -8,7 +8,6 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from sschsr.data.degrade import blur_decimate, content_shift, upsample
 from sschsr.data.degradations import (
     DegradationFamily,
     Observation,
@@ -20,6 +19,7 @@ from sschsr.data.degradations import (
     present,
     psf_matrix,
 )
+from sschsr.data.degrade import blur_decimate, content_shift, upsample
 from sschsr.errors import InputError
 
 

@@ -154,14 +154,14 @@ class TestWarpModule:
         recorder = ModeRecorder()
         trainer = quiet_trainer(
             tmp_path,
-            max_steps=2,
-            val_check_interval=2,
+            max_steps=3,  # the shortest run the one-cycle schedule takes (sschsr.lit._optim)
+            val_check_interval=3,
             check_val_every_n_epoch=None,
             limit_val_batches=1,
             callbacks=[recorder],
         )
         trainer.fit(module, fake_loader(), fake_loader())
-        assert recorder.modes == [(False, True), (False, True)]
+        assert recorder.modes == [(False, True)] * 3
         module.train()  # as older Lightning versions (and users) do: the frozen network stays in eval mode
         assert not module.flow_net.training and module.warpnet.training
         assert all(not p.requires_grad for p in module.flow_net.parameters())
@@ -171,7 +171,7 @@ class TestWarpModule:
         optimizer = trainer.optimizers[0]
         trained = {id(p) for group in optimizer.param_groups for p in group["params"]}
         assert trained == {id(p) for p in module.warpnet.parameters()}
-        assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 2  # from the trainer
+        assert trainer.lr_scheduler_configs[0].scheduler.total_steps == 3  # from the trainer
         metrics = trainer.callback_metrics
         for key in ("train/loss", "val/loss", "val/psnr_warp0", "val/psnr", "val/psnr_gain"):
             assert key in metrics and torch.isfinite(metrics[key]), key

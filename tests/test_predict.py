@@ -1041,11 +1041,11 @@ def test_geotiff_content_lands_where_its_georeference_says(tmp_path, models, gri
     map coordinates the input's georeference gives it, checked on a blob at a known map position; told the
     paper's grid instead, it lands the paper's shift (1 HR px at x4) off. The model: bicubic that undoes the
     paper's shift, as every trained network learnt to."""
-    from sschsr.data.degrade import content_shift
     import rasterio
     from affine import Affine
     from rasterio.crs import CRS
 
+    from sschsr.data.degrade import content_shift
     from sschsr.data.io import GeoInfo, write_geotiff
 
     size, pixel = HR_SIZE, 2.5  # HR px, map units per HR px (LR: 10)

@@ -29,8 +29,8 @@ WarpNet each), made from trained checkpoints by ``experiments/export_weights.py`
 
 from __future__ import annotations
 
-import importlib
 import dataclasses
+import importlib
 import inspect
 import json
 import logging
@@ -45,9 +45,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.data.degrade import content_shift, lr_grid_shift, upsample
 from sschsr.data.degradations import Psf
 from sschsr.data.degradations import grid_phase as _grid_phase
+from sschsr.data.degrade import content_shift, lr_grid_shift, upsample
 from sschsr.data.spectral import camera_srf, render
 from sschsr.errors import InputError
 from sschsr.ops.back_projection import CORRECTION_STD

@@ -24,8 +24,8 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from sschsr.data.degradations import DegradationFamily
 from sschsr.data.datasets import PairDataset, SceneSource, read_list, split_names
+from sschsr.data.degradations import DegradationFamily
 from sschsr.errors import InputError
 
 

@@ -65,8 +65,8 @@ from torch import Tensor
 from torch.utils.data import Dataset, get_worker_info
 
 from sschsr.data.augment import center_crop, random_crop, random_flip_rot
-from sschsr.data.degrade import upsample
 from sschsr.data.degradations import DegradationFamily, present
+from sschsr.data.degrade import upsample
 from sschsr.data.spectral import camera_srf, default_wavelengths, match_histograms, match_moments
 from sschsr.errors import InputError
 

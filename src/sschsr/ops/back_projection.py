@@ -40,6 +40,7 @@ import functools
 import torch
 from torch import Tensor
 
+from sschsr.data.degradations import Observation, low_pass_as, low_pass_matrix
 from sschsr.data.degrade import (
     KERNEL_SIZE,
     SIGMA,
@@ -52,7 +53,6 @@ from sschsr.data.degrade import (
     upsample,
     use_matrices,
 )
-from sschsr.data.degradations import Observation, low_pass_as, low_pass_matrix
 
 CORRECTION_STD = 0.02  # the prior size of the correction's coefficients (see back_project's damping)
 MIN_NOISE_BANDS = 8  # fewer bands: no spectral redundancy to estimate the noise from (taken as 0)

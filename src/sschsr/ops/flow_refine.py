@@ -36,6 +36,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sschsr.data.degradations import Observation, Psf, low_pass_matrix
 from sschsr.data.degrade import (
     KERNEL_SIZE,
     SIGMA,
@@ -46,7 +47,6 @@ from sschsr.data.degrade import (
     separable,
     use_matrices,
 )
-from sschsr.data.degradations import Observation, Psf, low_pass_matrix
 from sschsr.ops.warp import flow_warp
 
 
