@@ -119,6 +119,8 @@ def lr_made_overrides(kind: str, sigma: float, noise_std: float, phase: str = "b
         "degradation.grids=[0,1,0]" if phase == "block" else "degradation.grids=[1,0,0]",
         "++data.present=false",
     ]
+
+
 COLUMNS = {
     "psnr": ("PSNR ↑", "{:.2f}"),
     "ssim": ("SSIM ↑", "{:.4f}"),
@@ -242,7 +244,9 @@ def evaluate(
             if found:
                 row[name]["psf_estimates"] = found
             if wrong_ref:
-                row[f"{name}/wrong_ref"] = scores(_run(net, {**batch, "ref": ref_other}, tile, device), hr, scale)
+                row[f"{name}/wrong_ref"] = scores(
+                    _run(net, {**batch, "ref": ref_other}, tile, device), hr, scale
+                )
                 estimates(net)
         rows.append(row)
         print(
@@ -288,12 +292,21 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         default="paper",
         help="the LR convention the models are told (as sschsr-predict --lr-grid); default paper",
     )
-    p.add_argument("--lr-made", choices=LR_MADE, default="paper", help="how the LR cubes are made (default paper)")
-    p.add_argument("--lr-sigma", type=float, default=0.0, help="Gaussian PSF std (HR px) of --lr-made block|gauss")
     p.add_argument(
-        "--lr-phase", choices=("block", "paper"), default="block", help="where --lr-made block|gauss centres LR pixels"
+        "--lr-made", choices=LR_MADE, default="paper", help="how the LR cubes are made (default paper)"
     )
-    p.add_argument("--psf", default="paper", help=f"the PSF the test-time steps assume ({PSF_CHOICES}); default paper")
+    p.add_argument(
+        "--lr-sigma", type=float, default=0.0, help="Gaussian PSF std (HR px) of --lr-made block|gauss"
+    )
+    p.add_argument(
+        "--lr-phase",
+        choices=("block", "paper"),
+        default="block",
+        help="where --lr-made block|gauss centres LR pixels",
+    )
+    p.add_argument(
+        "--psf", default="paper", help=f"the PSF the test-time steps assume ({PSF_CHOICES}); default paper"
+    )
     p.add_argument("--no-wrong-ref", action="store_true", help="skip the runs with another scene's reference")
     p.add_argument("--out", default=None, help="default: experiments/results/sr_eval_x{scale}.json")
     args = p.parse_args(argv)

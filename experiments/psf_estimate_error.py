@@ -73,7 +73,9 @@ def part1(scenes: list[str], scales: list[int]) -> list[dict]:
                         "error_std": found.psf.std() - obs.psf.std(),
                     }
                 )
-                print(f"{name} x{scale} {obs.describe(scale)}: {found.psf.describe()} ({rows[-1]['error_std']:+.2f} px)")
+                print(
+                    f"{name} x{scale} {obs.describe(scale)}: {found.psf.describe()} ({rows[-1]['error_std']:+.2f} px)"
+                )
     return rows
 
 
@@ -128,9 +130,14 @@ def main(argv: list[str] | None = None) -> None:
             "max_abs_error_std_px": max(errors) if errors else None,
         }
     for source in ("from_output", "from_reference"):
-        errors = [abs(r["error_std"]) for r in in_pipeline if r["from"] == source and r["error_std"] is not None]
+        errors = [
+            abs(r["error_std"]) for r in in_pipeline if r["from"] == source and r["error_std"] is not None
+        ]
         if errors:
-            summary[f"in_pipeline_{source}"] = {"cases": len(errors), "mean_abs_error_std_px": sum(errors) / len(errors)}
+            summary[f"in_pipeline_{source}"] = {
+                "cases": len(errors),
+                "mean_abs_error_std_px": sum(errors) / len(errors),
+            }
     record = {
         **provenance(torch.device("cpu")),
         "conventions": "PSF std in HR px, pixel footprint included (Psf.std); error = estimate - truth",

@@ -72,7 +72,9 @@ def fill(text: str) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--write", action="store_true", help="rewrite the tables in README.md and docs/degradations.md")
+    p.add_argument(
+        "--write", action="store_true", help="rewrite the tables in README.md and docs/degradations.md"
+    )
     args = p.parse_args()
     for doc in DOCS:
         new = fill(doc.read_text())

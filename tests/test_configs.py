@@ -135,3 +135,35 @@ def test_ablations_are_config_flags(flag, tmp_path):
     net = hydra.utils.instantiate(cfg.model).net
     assert getattr(net, flag) is False
     assert (net.warpnet is None) == (flag == "use_warpnet")
+
+
+@pytest.mark.parametrize(
+    "app, expected",
+    [
+        (
+            "sschsr-train",
+            [
+                "sschsr-train: train SSC-HSR",
+                "experiment: full, smoke, stage1, stage2",
+                "stage2   WarpNet",
+                "degradation=family",
+            ],
+        ),
+        (
+            "sschsr-eval",
+            ["sschsr-eval: score a trained model", "degradation: block, family, paper", "ckpt_path=shipped"],
+        ),
+    ],
+)
+def test_help_of_both_hydra_apps_says_what_they_do(app, expected):
+    """--help shows the app's own text (conf/hydra/help/): what it does, its config groups, examples."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(sys.executable).parent / app
+    done = subprocess.run([str(script), "--help"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    for text in expected:
+        assert text in done.stdout, text
+    assert "Powered by Hydra" not in done.stdout  # not Hydra's generic text

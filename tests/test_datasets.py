@@ -293,7 +293,9 @@ def test_procedural_items(tiny_source, scale):
 
 
 def test_eval_items_identical_across_instances(tiny_source):
-    kwargs = dict(scale=4, crop_size=48, train=False, pairs_per_scene=2, degradation=dict(noise_std=0.01), seed=1)
+    kwargs = dict(
+        scale=4, crop_size=48, train=False, pairs_per_scene=2, degradation=dict(noise_std=0.01), seed=1
+    )
     a = PairDataset(tiny_source, ["procedural_0001"], **kwargs)
     b = PairDataset(ProceduralScenes(num=4, size=64, n_bands=8, seed=3), ["procedural_0001"], **kwargs)
     assert len(a) == 2

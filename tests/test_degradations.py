@@ -91,7 +91,9 @@ def test_noise_statistics():
     std = float((lr - 0.25).std())
     assert std == pytest.approx(math.sqrt(0.01**2 + 4e-4 * 0.25), rel=0.03)
     spread = Observation(psf=Psf(sigma=0.0, area=4.0), phase=1.5, noise=0.01, spread=0.5)
-    per_band = (spread.observe(torch.zeros(1, 64, 128, 128), 4, torch.Generator().manual_seed(1))).std((0, 2, 3))
+    per_band = (spread.observe(torch.zeros(1, 64, 128, 128), 4, torch.Generator().manual_seed(1))).std(
+        (0, 2, 3)
+    )
     assert 0.005 * 0.97 < float(per_band.min()) and float(per_band.max()) < 0.015 * 1.03
     assert float(per_band.max() / per_band.min()) > 1.8  # they do differ per band
 
@@ -174,7 +176,8 @@ def _scene(size: int = 128, bands: int = 8, seed: int = 0) -> torch.Tensor:
 
 @pytest.mark.parametrize("scale", [4, 8])
 @pytest.mark.parametrize(
-    "kind,sigma,noise", [("paper", 0, 0), ("block", 0, 0), ("gauss", 2.0, 0.005), ("gauss", 0.5, 0), ("block", 1.0, 0.01)]
+    "kind,sigma,noise",
+    [("paper", 0, 0), ("block", 0, 0), ("gauss", 2.0, 0.005), ("gauss", 0.5, 0), ("block", 1.0, 0.01)],
 )
 def test_the_psf_estimate_recovers_known_psfs(scale, kind, sigma, noise):
     """From the true scene, the PSF of the data is found: the same kind, its std within 0.05 LR px (the
@@ -185,7 +188,9 @@ def test_the_psf_estimate_recovers_known_psfs(scale, kind, sigma, noise):
         sigma = sigma * scale / 4  # 0.5 and 0.125 LR px
     hr = _scene()
     obs = named_observation(kind, scale, sigma, noise)
-    lr_up = present(upsample(obs.observe(hr, scale, torch.Generator().manual_seed(1)), scale), obs.presentation(scale))
+    lr_up = present(
+        upsample(obs.observe(hr, scale, torch.Generator().manual_seed(1)), scale), obs.presentation(scale)
+    )
     found = estimate_psf(hr, lr_up, scale, obs.phase).observation
     assert found.psf.paper == obs.psf.paper and found.psf.area == obs.psf.area
     assert abs(found.psf.sigma - obs.psf.sigma) <= 0.05 * scale + 1e-9
@@ -198,7 +203,9 @@ def test_the_psf_estimate_fits_gains_for_another_images_colours():
     obs = named_observation("gauss", 8, 3.2)
     lr_up = present(upsample(obs.observe(hr, 8), 8), obs.presentation(8))
     other_colours = 0.3 + 0.5 * hr.flip(1)  # channels permuted and scaled, as a photo's
-    assert estimate_psf(other_colours, lr_up.flip(1), 8, obs.phase, affine=True).observation.psf.sigma == pytest.approx(3.2)
+    assert estimate_psf(
+        other_colours, lr_up.flip(1), 8, obs.phase, affine=True
+    ).observation.psf.sigma == pytest.approx(3.2)
 
 
 @pytest.mark.parametrize("kind,sigma", [("block", 0.0), ("gauss", 2.0)])
@@ -222,7 +229,12 @@ def test_back_projection_with_the_datas_psf_explains_them(kind, sigma):
 
     assert rmse(low_pass_as(told, s, obs), lr_up) < 0.1 * rmse(low_pass_as(guess, s, obs), lr_up)
     assert rmse(told, hr) < rmse(paper, hr) and rmse(told, hr) < rmse(guess, hr)
-    torch.testing.assert_close(back_project(hr, lr_up, s, 20, correction_std=None, observation=obs)[inner], hr[inner], atol=2e-3, rtol=0)  # the borders differ: the move repeats them
+    torch.testing.assert_close(
+        back_project(hr, lr_up, s, 20, correction_std=None, observation=obs)[inner],
+        hr[inner],
+        atol=2e-3,
+        rtol=0,
+    )  # the borders differ: the move repeats them
 
 
 def test_flow_refinement_takes_the_psf_and_logs_its_estimate():
@@ -270,7 +282,9 @@ def test_back_projection_auto_takes_its_psf_from_the_output_or_the_refinement():
 
     auto = BackProjected(Oracle(), s, 5, psf="auto", phase=obs.phase)
     auto(lr_up, hr[:, :3], lr_up[:, :3])
-    assert auto.estimates[-1]["source"] == "output" and auto.estimates[-1]["estimate"].observation.psf.area == s
+    assert (
+        auto.estimates[-1]["source"] == "output" and auto.estimates[-1]["estimate"].observation.psf.area == s
+    )
     ref = BackProjected(Oracle(), s, 5, psf="auto-reference", phase=obs.phase)
     ref(lr_up, hr[:, :3], lr_up[:, :3])
     assert ref.estimates[-1]["source"] == "reference" and ref.estimates[-1]["estimate"] is logged

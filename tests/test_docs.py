@@ -61,7 +61,9 @@ def test_generated_tables_equal_their_records():
     makes from the records."""
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("table_lr_variants", ROOT / "experiments" / "table_lr_variants.py")
+    spec = importlib.util.spec_from_file_location(
+        "table_lr_variants", ROOT / "experiments" / "table_lr_variants.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     for doc in module.DOCS:

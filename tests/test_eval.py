@@ -121,7 +121,9 @@ def test_bicubic_only(models):
 def test_tiles(models):
     # psf=paper: with auto each tile estimates its own PSF, from 8 LR px here
     whole = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "psf=paper"))
-    tiled = evaluate(eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "tile=32", "psf=paper"))
+    tiled = evaluate(
+        eval_cfg(f"ckpt_path={models['fp16']}", "data.eval_crop_size=null", "tile=32", "psf=paper")
+    )
     check_structure(tiled)
     assert tiled["meta"]["tile"] == 32
     assert tiled["model"]["psnr"] == pytest.approx(whole["model"]["psnr"], abs=1.0)

@@ -26,7 +26,10 @@ def test_one_cycle_takes_any_run_of_three_steps_or_more(steps):
         scheduler.step()
     assert max(lrs) == pytest.approx(1e-3, rel=0.05) and lrs[0] < 1e-3 and lrs[-1] < 1e-4
     if steps >= 40:  # long enough for the configured warm-up: kept as configured
-        assert scheduler.total_steps == steps and max(range(steps), key=lrs.__getitem__) == round(0.05 * steps) - 1
+        assert (
+            scheduler.total_steps == steps
+            and max(range(steps), key=lrs.__getitem__) == round(0.05 * steps) - 1
+        )
 
 
 def test_a_run_too_short_for_a_schedule_keeps_a_constant_learning_rate():

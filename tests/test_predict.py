@@ -128,7 +128,9 @@ class TestRun:
         assert captured.out.startswith(f"wrote {inputs['out']}")
         # what the test-time steps assumed of the LR data, on stderr: the grid and the estimated PSF
         assert captured.err.startswith("LR grid: paper (the default")
-        assert "PSF estimated from the reference:" in captured.err and "back-projection's PSF:" in captured.err
+        assert (
+            "PSF estimated from the reference:" in captured.err and "back-projection's PSF:" in captured.err
+        )
         assert main([*argv(inputs, models["sschsr"]), "--overwrite", "--quiet"]) == 0
         assert capsys.readouterr().err == ""
         assert [p.name for p in inputs["out"].parent.iterdir()] == ["sr.npy"]  # no temporary files left
@@ -1054,14 +1056,18 @@ def test_geotiff_content_lands_where_its_georeference_says(tmp_path, models, gri
     yy, xx = np.mgrid[0:size, 0:size] + 0.5  # pixel centres
     blob = np.exp(-((xx - centre[0]) ** 2 + (yy - centre[1]) ** 2) / (2 * 3.0**2))
     hr = (0.2 + 0.6 * blob)[..., None] * np.linspace(0.8, 1.2, BANDS)[None, None]
-    lr = hr.reshape(LR_SIZE, SCALE, LR_SIZE, SCALE, BANDS).mean((1, 3)).astype(np.float32)  # a sensor's pixels
+    lr = (
+        hr.reshape(LR_SIZE, SCALE, LR_SIZE, SCALE, BANDS).mean((1, 3)).astype(np.float32)
+    )  # a sensor's pixels
     geo = GeoInfo(crs=CRS.from_epsg(32633), transform=Affine(pixel * SCALE, 0, x0, 0, -pixel * SCALE, y0))
     write_geotiff(tmp_path / "lr.tif", lr, geo)
     write_png(tmp_path / "ref.png", np.repeat(0.2 + 0.6 * blob[..., None], 3, axis=2))
     out = tmp_path / "sr.tif"
     extra = ("--lr-grid", grid) if grid else ()
     args = ["--lr", str(tmp_path / "lr.tif"), "--ref", str(tmp_path / "ref.png"), "--scale", str(SCALE)]
-    model = save_model(Bicubic(BANDS, shift=content_shift(SCALE)), tmp_path / "registered_x4.safetensors", scale=SCALE)
+    model = save_model(
+        Bicubic(BANDS, shift=content_shift(SCALE)), tmp_path / "registered_x4.safetensors", scale=SCALE
+    )
     assert main([*args, "--out", str(out), "--ckpt", str(model), *extra]) == 0
     with rasterio.open(out) as src:
         sr, transform = src.read(1).astype(np.float64), src.transform

@@ -385,7 +385,9 @@ def parse_psf(text: str | None, scale: int) -> Psf | str | None:
         if set(fields) - {"sigma", "sigma_y", "area"}:
             raise ValueError(f"unknown fields {sorted(set(fields) - {'sigma', 'sigma_y', 'area'})}")
     except (ValueError, TypeError, AttributeError) as e:
-        raise InputError(f"--psf {text}: not a PSF file ({e}); expected JSON like {{\"sigma\": 2.5, \"area\": 8}}") from None
+        raise InputError(
+            f'--psf {text}: not a PSF file ({e}); expected JSON like {{"sigma": 2.5, "area": 8}}'
+        ) from None
     return psf
 
 

@@ -33,7 +33,9 @@ from sschsr.errors import InputError
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
 INTERMEDIATES = {"flow": "flow.npy", "ref_warp0": "ref_warp.png", "ref_warp": "ref_refined.png"}
-DEGRADATION_RECORD = "degradation.json"  # in --save-intermediates: the grid, the PSF used or estimated, the noise
+DEGRADATION_RECORD = (
+    "degradation.json"  # in --save-intermediates: the grid, the PSF used or estimated, the noise
+)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -220,7 +222,11 @@ def run(args: argparse.Namespace) -> str:
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
     net = with_flow_refinement(
-        with_coarse_flow(net, args.scale, args.flow_factor), args.scale, args.flow_refine, psf=psf, lr_grid=lr_grid
+        with_coarse_flow(net, args.scale, args.flow_factor),
+        args.scale,
+        args.flow_refine,
+        psf=psf,
+        lr_grid=lr_grid,
     )
     refiner = getattr(net, "flow_refiner", None)
     projected = with_back_projection(
@@ -289,7 +295,10 @@ def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, 
         record["back_projection_psf"] = [{"psf": e["psf"], "from": e["source"]} for e in from_out]
         record["noise_std_mean"] = [e["noise_mean"] for e in from_out]
         if from_ref:
-            notes.append(f"PSF estimated from the reference: {from_ref[0]}" + (f" (+{len(from_ref) - 1} tiles)" if len(from_ref) > 1 else ""))
+            notes.append(
+                f"PSF estimated from the reference: {from_ref[0]}"
+                + (f" (+{len(from_ref) - 1} tiles)" if len(from_ref) > 1 else "")
+            )
         if from_out:
             notes.append(
                 f"back-projection's PSF: {from_out[0]['psf']} (from the {from_out[0]['source']}); "

@@ -80,7 +80,9 @@ class Psf:
 
     def __post_init__(self) -> None:
         if self.sigma < 0 or (self.sigma_y is not None and self.sigma_y < 0) or self.area < 0:
-            raise InputError(f"PSF widths must be >= 0; got sigma {self.sigma}, sigma_y {self.sigma_y}, area {self.area}")
+            raise InputError(
+                f"PSF widths must be >= 0; got sigma {self.sigma}, sigma_y {self.sigma_y}, area {self.area}"
+            )
 
     @classmethod
     def of_paper(cls) -> Psf:
@@ -227,7 +229,9 @@ class Observation:
         b, c = lr.shape[:2]
         std = torch.full((b, c, 1, 1), self.noise, dtype=torch.float64)
         if self.spread:
-            std = std * (1 + self.spread * (2 * torch.rand(b, c, 1, 1, generator=generator, dtype=torch.float64) - 1))
+            std = std * (
+                1 + self.spread * (2 * torch.rand(b, c, 1, 1, generator=generator, dtype=torch.float64) - 1)
+            )
         var = std.to(lr).square() + self.shot * lr.clamp_min(0)
         noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype, device="cpu").to(lr.device)
         return lr + var.sqrt() * noise
@@ -262,7 +266,9 @@ def _low_pass_matrix(n: int, scale: int, observation: Observation, axis: str, re
         rows = blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
     else:
         sx, sy = psf.widths()
-        rows = psf_matrix(n, scale, float(observation.phase), float(sx if axis == "x" else sy), float(psf.area), reflect)
+        rows = psf_matrix(
+            n, scale, float(observation.phase), float(sx if axis == "x" else sy), float(psf.area), reflect
+        )
     up = bicubic_matrix(rows.shape[0], scale, observation.presentation(scale))[:n]
     return up @ rows
 
@@ -334,15 +340,21 @@ class DegradationFamily:
         for name in ("sigma", "area_sigma", "noise", "shot"):
             lo, hi = getattr(self, name)
             if not 0 <= lo <= hi:
-                raise InputError(f"degradation.{name} must be a range [lo, hi] with 0 <= lo <= hi, got {[lo, hi]}")
+                raise InputError(
+                    f"degradation.{name} must be a range [lo, hi] with 0 <= lo <= hi, got {[lo, hi]}"
+                )
         if self.units not in ("lr", "hr"):
             raise InputError(f"degradation.units must be 'lr' or 'hr', got {self.units!r}")
         if self.anisotropy < 1:
             raise InputError(f"degradation.anisotropy must be >= 1, got {self.anisotropy}")
         if len(self.grids) != 3 or min(self.grids) < 0 or sum(self.grids) <= 0:
-            raise InputError(f"degradation.grids: three weights >= 0 (paper, block, between), got {self.grids}")
+            raise InputError(
+                f"degradation.grids: three weights >= 0 (paper, block, between), got {self.grids}"
+            )
         if self.noise_std < 0 or not 0 <= self.spread <= 1:
-            raise InputError(f"degradation.noise_std must be >= 0 and spread in [0, 1]; got {self.noise_std}, {self.spread}")
+            raise InputError(
+                f"degradation.noise_std must be >= 0 and spread in [0, 1]; got {self.noise_std}, {self.spread}"
+            )
 
     @classmethod
     def of(cls, config: Any = None, **overrides: Any) -> DegradationFamily:
@@ -357,7 +369,9 @@ class DegradationFamily:
         elif is_dataclass(config):
             base = asdict(config)
         else:
-            raise InputError(f"degradation must be a mapping of DegradationFamily fields, got {type(config).__name__}")
+            raise InputError(
+                f"degradation must be a mapping of DegradationFamily fields, got {type(config).__name__}"
+            )
         base.update(overrides)
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(base) - known)
@@ -388,7 +402,9 @@ class DegradationFamily:
         block = u[1] < self.area
         sigma = within(self.area_sigma if block else self.sigma, u[2])
         ratio = self.anisotropy ** (2 * u[3] - 1)
-        psf = Psf(sigma=sigma, sigma_y=sigma * ratio if ratio != 1 else None, area=float(scale) if block else 0.0)
+        psf = Psf(
+            sigma=sigma, sigma_y=sigma * ratio if ratio != 1 else None, area=float(scale) if block else 0.0
+        )
         weights = torch.tensor(self.grids, dtype=torch.float64)
         cumulative = (weights / weights.sum()).cumsum(0).tolist()
         choice = next(i for i, c in enumerate(cumulative) if u[4] < c or i == 2)
@@ -439,4 +455,3 @@ __all__ = [
     "present",
     "psf_matrix",
 ]
-

@@ -38,7 +38,11 @@ def step_scheduler(module: L.LightningModule, optimizer: Optimizer, scheduler: p
         if "pct_start" in parameters:
             pct = scheduler.keywords.get("pct_start", parameters["pct_start"].default)
             if total < 3:
-                log.warning("a run of %d steps is too short for %s: constant learning rate", total, scheduler.func.__name__)
+                log.warning(
+                    "a run of %d steps is too short for %s: constant learning rate",
+                    total,
+                    scheduler.func.__name__,
+                )
                 return optimizer
             if pct * total < 2:
                 kwargs["pct_start"] = 2 / total

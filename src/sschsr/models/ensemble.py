@@ -212,7 +212,12 @@ class BackProjected(nn.Module):
         made = [log[-1] for log, n in zip(logs, before, strict=True) if len(log) > n]
         observation = self.observation(out["sr"], lr_up, made[-1] if made else None)
         sr = back_project(
-            out["sr"], lr_up, self.scale, self.iters, correction_std=self.correction_std, observation=observation
+            out["sr"],
+            lr_up,
+            self.scale,
+            self.iters,
+            correction_std=self.correction_std,
+            observation=observation,
         ).to(out["sr"].dtype)
         return {**out, "sr": sr}
 

@@ -252,7 +252,9 @@ def back_project(
         def gradient(residual: Tensor, z: Tensor) -> Tensor:  # minus the objective's half-gradient in z
             return vjp(residual)[0] - damping * z
 
-        residual = target - (low_pass(x, scale) if observation is None else low_pass_as(x, scale, observation))
+        residual = target - (
+            low_pass(x, scale) if observation is None else low_pass_as(x, scale, observation)
+        )
         step = gradient(residual, z)
         direction, norm = step, dot(step, step)
         for _ in range(iters):

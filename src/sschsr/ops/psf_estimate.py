@@ -28,7 +28,9 @@ def candidates(scale: int, phase: float, noise: float = 0.0) -> list[Observation
     (x the scale for HR px), the block mean with a Gaussian of 0 to 0.5 LR px on top (steps of 0.0625), and
     the paper's kernel when ``phase`` is the paper's (0.5)."""
     out = [Observation(psf=Psf(sigma=round(scale * k / 20, 6)), phase=phase) for k in range(3, 21)]
-    out += [Observation(psf=Psf(sigma=round(scale * k / 16, 6), area=float(scale)), phase=phase) for k in range(9)]
+    out += [
+        Observation(psf=Psf(sigma=round(scale * k / 16, 6), area=float(scale)), phase=phase) for k in range(9)
+    ]
     if phase == 0.5:
         out.append(Observation())
     return out
@@ -79,7 +81,9 @@ def estimate_psf(
         :class:`PsfEstimate`.
     """
     if sharp.shape != lr_up.shape or sharp.ndim != 4:
-        raise ValueError(f"estimate_psf expects two (B, K, H, W) of one shape; got {tuple(sharp.shape)}, {tuple(lr_up.shape)}")
+        raise ValueError(
+            f"estimate_psf expects two (B, K, H, W) of one shape; got {tuple(sharp.shape)}, {tuple(lr_up.shape)}"
+        )
     options = candidates(scale, phase) if options is None else options
     with torch.no_grad():
         x, y = sharp.detach().double(), lr_up.detach().double()
