@@ -130,7 +130,7 @@ def test_flow_refiner_settings_come_from_the_config(tmp_path):
 
 @pytest.mark.parametrize("flag", ["use_warpnet", "iterative", "use_rmca"])
 def test_ablations_are_config_flags(flag, tmp_path):
-    """The paper's ablations (README, experiments/train_shipped.sh) are overrides of conf/model/full.yaml."""
+    """The paper's ablations (docs/training.md, experiments/train_shipped.sh) are overrides of conf/model/full.yaml."""
     cfg = compose_run(tmp_path, ["model=full", "trainer.max_steps=10", f"model.net.{flag}=false"])
     net = hydra.utils.instantiate(cfg.model).net
     assert getattr(net, flag) is False

@@ -29,7 +29,7 @@ def _parts(path):
 
 def test_every_shipped_file_is_there_named_and_within_the_budgets():
     """x4 and x8 models, the part files they name and nothing else; 25 MB in all, 5 MB a file; each scale
-    has a flow network of its own (fine-tuned at that scale: README, "Training")."""
+    has a flow network of its own (fine-tuned at that scale: docs/training.md)."""
     files = {p.name: p.stat().st_size for p in WEIGHTS_DIR.glob("*.safetensors")}
     models = [f"sschsr_x{s}.safetensors" for s in SCALES]
     parts = {s: _parts(WEIGHTS_DIR / name) for s, name in zip(SCALES, models, strict=True)}

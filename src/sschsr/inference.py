@@ -312,7 +312,7 @@ def check_scale(scale: int, info: dict[str, Any] | None = None, source: str = "t
         )
 
 
-DEFAULT_TTA = 8  # the self-ensemble of sschsr-predict and sschsr-eval (eight passes; README for its gain)
+DEFAULT_TTA = 8  # the self-ensemble of sschsr-predict and sschsr-eval (eight passes; docs/measured.md for its gain)
 
 
 def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
@@ -452,7 +452,7 @@ def with_coarse_flow(net: nn.Module, scale: int, factor: int | None = None) -> n
 
 # conjugate-gradient steps of back-projection in sschsr-predict and sschsr-eval unless told otherwise, at
 # every scale: the correction is damped by the noise it estimates in the LR data
-# (sschsr.ops.back_projection.back_project; README, "Back-projection")
+# (sschsr.ops.back_projection.back_project; docs/usage.md, "Back-projection")
 BACK_PROJECT_STEPS = 20
 
 

@@ -12,7 +12,7 @@ from typing import TypeVar
 
 from sschsr.errors import InputError
 
-# conf/ sits at the repository root (src layout, editable install); see README "Configuration".
+# conf/ sits at the repository root (src layout, editable install); see docs/training.md.
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
 
 T = TypeVar("T")

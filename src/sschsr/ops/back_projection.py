@@ -19,7 +19,7 @@ degradation; the degradation must be the data's (LR data made otherwise: move th
 first, :func:`sschsr.inference.on_lr_grid`).
 
 **Noise.** Fitting the data exactly reproduces their noise, amplified where the blur leaves the finest LR
-frequencies weak (x4 with the paper's sigma 3; README, "Back-projection", has what that costs). By
+frequencies weak (x4 with the paper's sigma 3; docs/usage.md, "Back-projection", has what that costs). By
 default the fit is therefore told the noise, estimated from the data themselves: each band's noise is what the other bands cannot explain (:func:`band_noise`, HySime's
 estimate; a hyperspectral cube's spectra span a few directions, noise spans all). The data are first
 filtered along the spectrum (:func:`spectral_denoise`, a Wiener filter on the bands' principal directions),
@@ -27,7 +27,7 @@ then the correction is damped:
 ``min_z ||low_pass(sr + G z) - target||^2 + lambda ||z||^2`` per band with ``lambda = (noise /
 correction_std)^2``, the Gaussian-prior reading of Tikhonov regularisation (damped CGLS). Noise-free
 data give ``noise`` near 0 and nearly the exact fit back. ``correction_std`` and the filter were chosen
-on the CAVE validation scenes with and without noise; the README ("Back-projection") has what it does on
+on the CAVE validation scenes with and without noise; docs/usage.md ("Back-projection") has what it does on
 the test scenes, ``experiments/results/sr_eval_*_bp*.json`` the records. The cost is ``iters``
 applications of the degradation and of its adjoint, each a few matrix products per band
 (:func:`smoothed_low_pass`), plus a ``C x C`` eigenproblem (``experiments/bench_test_time.py``).

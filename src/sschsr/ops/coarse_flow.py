@@ -4,7 +4,7 @@ The flow networks were trained on crops of 96-128 px. On whole 512 x 512 scenes 
 untextured objects (peppers, the grey patches of a chart) at the wrong motion, far from any depth edge; on
 the pair shrunk by 2 they see scenes nearer the size they learnt, and the test-time refinement
 (:mod:`sschsr.ops.flow_refine`) puts back the detail the smaller grid cannot hold. The flow network also
-costs a quarter. README ("Flow on the shrunk pair") has the numbers; ``experiments/eval_flow.py
+costs a quarter. docs/usage.md ("Flow on the shrunk pair") has the numbers; ``experiments/eval_flow.py
 --flow-factor`` and ``experiments/eval_sr.py --flow-factor`` measure them.
 
 ``image1`` (``rgb_hsi``) shows the scene ``shift`` px from its grid (:func:`sschsr.data.degrade.content_shift`),
@@ -54,7 +54,7 @@ class CoarseFlow:
 
 def auto_factor(height: int, width: int) -> int:
     """The default shrink factor of an ``height x width`` pair: 2 from :data:`AUTO_SIDE` px a side, else 1.
-    Measured on CAVE pairs (README): shrunk by 2, whole 512 px scenes get a lower refined error and 256 px
+    Measured on CAVE pairs (docs/usage.md): shrunk by 2, whole 512 px scenes get a lower refined error and 256 px
     crops none; larger factors and larger images were not measured."""
     return 2 if min(height, width) >= AUTO_SIDE else 1
 

@@ -17,10 +17,10 @@ degradation (:func:`sschsr.data.degrade.degrade`, then bicubic upsampling) must 
 
 On held-out CAVE pairs with the shipped flow networks and their self-ensemble
 (``experiments/results/flow_eval_*_refined.json``) the end-point error goes from 2.05 to 1.29 px at x8 and
-from 2.15 to 1.12 px at x4 (homography + elastic pairs: 1.74 -> 0.86 and 1.80 -> 0.69 px); the README
-("Measured") has what it does to the super-resolution. The settings were chosen on pairs of CAVE training
-scenes, not on the scenes scored; ``experiments/refine_sweep.py`` compares settings (the README,
-"Measured", has why a smaller window was not taken). The cost is ``iters`` forward and backward passes of a
+from 2.15 to 1.12 px at x4 (homography + elastic pairs: 1.74 -> 0.86 and 1.80 -> 0.69 px); docs/measured.md
+has what it does to the super-resolution. The settings were chosen on pairs of CAVE training
+scenes, not on the scenes scored; ``experiments/refine_sweep.py`` compares settings (docs/results.md
+has why a smaller window was not taken). The cost is ``iters`` forward and backward passes of a
 warp at the input's size; the degradation and the correction fields are matrix products on the LR grid and
 the control points (:func:`observe_matrix`, :func:`bilinear_matrix`; ``experiments/bench_test_time.py``).
 """
