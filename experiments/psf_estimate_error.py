@@ -24,7 +24,7 @@ import torch
 from _common import RESULTS, SHARED_DATA, provenance, write_result
 
 from sschsr.data.datasets import CubeFolder
-from sschsr.data.degradations import Observation, named_observation, present
+from sschsr.data.degradations import Observation, grid_phase, named_observation, present
 from sschsr.data.degrade import upsample
 from sschsr.ops.psf_estimate import candidates, estimate_psf
 
@@ -86,15 +86,16 @@ def part2() -> list[dict]:
         key = next((v for v in VARIANTS if path.stem.endswith(f"_{v}")), None)
         if key is None or record.get("psf") not in ("auto", "auto-reference"):
             continue
-        kind, sigma, noise, _ = VARIANTS[key]
+        kind, sigma, noise, grid = VARIANTS[key]
         scale = int(record["scale"])
-        truth = named_observation(kind, scale, sigma, noise)
+        made = named_observation(kind, scale, sigma, noise)
+        truth = Observation(psf=made.psf, phase=grid_phase(scale, grid), noise=noise)
+        table = by_description(scale, truth.phase)
         for scene in record["scenes"]:
             for model, values in scene.items():
                 found = values.get("psf_estimates") if isinstance(values, dict) else None
                 if not found:
                     continue
-                table = by_description(scale, 0.5 if key in ("paper", "gauss4_n0.01") else (scale - 1) / 2)
                 for source, described in found.items():
                     psf_text = described[0].split(", phase")[0]
                     estimate = table.get(psf_text)

@@ -312,7 +312,8 @@ def check_scale(scale: int, info: dict[str, Any] | None = None, source: str = "t
         )
 
 
-DEFAULT_TTA = 8  # the self-ensemble of sschsr-predict and sschsr-eval (eight passes; docs/measured.md for its gain)
+# the self-ensemble of sschsr-predict and sschsr-eval (eight passes; docs/measured.md for its gain)
+DEFAULT_TTA = 8
 
 
 def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
@@ -364,8 +365,6 @@ def parse_psf(text: str | None, scale: int) -> Psf | str | None:
     Raises:
         InputError: anything else, or a file that does not hold PSF fields.
     """
-    import json
-
     if text is None or text == "paper":
         return None
     if text in ("auto", "auto-reference"):

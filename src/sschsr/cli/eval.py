@@ -172,7 +172,8 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     factor = None if factor is None else int(factor)
     if factor is not None:
         check_flow_factor(factor, f"flow_factor={factor}")
-    psf = parse_psf(str(cfg.get("psf") or "paper"), scale)
+    psf_text = str(cfg.get("psf") or "paper")
+    psf = parse_psf(psf_text, scale)
     loaded = load_models(cfg)  # every model file is checked before the data is made
     models = {
         key: None
@@ -244,7 +245,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "flow_refine": refine,
             "flow_refiner": refiner_settings(refine),
             "back_project": back,
-            "psf": str(cfg.get("psf") or "paper"),
+            "psf": psf_text,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
             "commit": _commit(),

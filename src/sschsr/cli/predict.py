@@ -33,9 +33,8 @@ from sschsr.errors import InputError
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
 INTERMEDIATES = {"flow": "flow.npy", "ref_warp0": "ref_warp.png", "ref_warp": "ref_refined.png"}
-DEGRADATION_RECORD = (
-    "degradation.json"  # in --save-intermediates: the grid, the PSF used or estimated, the noise
-)
+# in --save-intermediates: the grid, the PSF used or estimated, the noise
+DEGRADATION_RECORD = "degradation.json"
 
 
 class _Parser(argparse.ArgumentParser):

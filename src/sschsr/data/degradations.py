@@ -33,7 +33,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields, is_dataclass
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import torch
@@ -41,16 +41,17 @@ from torch import Tensor
 
 from sschsr.data.degrade import (
     KERNEL_SIZE,
-    LR_GRIDS,
     SIGMA,
     bicubic_matrix,
     blur_decimate,
     blur_decimate_matrix,
+    low_pass,
     lr_grid_shift,
     matrix_as,
     separable,
 )
 from sschsr.errors import InputError
+from sschsr.ops.warp import move_content
 
 
 def grid_phase(scale: int, lr_grid: str = "paper") -> float:
@@ -168,21 +169,6 @@ def psf_matrix(n: int, scale: int, phase: float, sigma: float, area: float, refl
     return m / m.sum(1, keepdim=True)
 
 
-def observe_matrices(psf: Psf, phase: float, h: int, w: int, scale: int) -> tuple[tuple, tuple]:
-    """The arguments of the two 1-D matrices (along y, along x) of :meth:`Observation.blur_decimate`."""
-    if psf.paper:
-        reflect = min(h, w) > KERNEL_SIZE // 2
-        return (
-            (blur_decimate_matrix, (h, scale, KERNEL_SIZE, SIGMA, reflect)),
-            (blur_decimate_matrix, (w, scale, KERNEL_SIZE, SIGMA, reflect)),
-        )
-    sx, sy = psf.widths()
-    return (
-        (psf_matrix, (h, scale, float(phase), float(sy), float(psf.area))),
-        (psf_matrix, (w, scale, float(phase), float(sx), float(psf.area))),
-    )
-
-
 @dataclass(frozen=True)
 class Observation:
     """One LR degradation: the PSF, the phase (HR px; :func:`grid_phase`) and the noise (module docstring).
@@ -201,20 +187,39 @@ class Observation:
     spread: float = 0.0
     shot: float = 0.0
 
+    @classmethod
+    def at(cls, psf: Psf, phase: float) -> Observation:
+        """``psf`` centred at ``phase`` (the paper's kernel: at its own phase, 0.5), noise-free: what the
+        test-time steps fit when told the PSF."""
+        return cls(psf=psf, phase=0.5 if psf.paper else phase)
+
     def __post_init__(self) -> None:
         if self.psf.paper and self.phase != 0.5:
             raise InputError(f"the paper's kernel is centred at phase 0.5, not {self.phase}")
         if self.noise < 0 or self.shot < 0 or not 0 <= self.spread <= 1:
             raise InputError(f"noise and shot must be >= 0 and spread in [0, 1]; got {self}")
 
+    def rows(self, n: int, scale: int, axis: str, reflect: bool = True) -> Tensor:
+        """``(ceil(n / scale), n)`` float64: the LR samples along one ``axis`` (``"x"`` or ``"y"``) as
+        weights of the HR pixels (the paper's: :func:`~sschsr.data.degrade.blur_decimate_matrix`; others:
+        :func:`psf_matrix`)."""
+        if self.psf.paper:
+            return blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
+        sx, sy = self.psf.widths()
+        return psf_matrix(
+            n, scale, float(self.phase), float(sx if axis == "x" else sy), float(self.psf.area), reflect
+        )
+
     def blur_decimate(self, hr: Tensor, scale: int) -> Tensor:
         """The noise-free LR cube: ``(..., H, W)`` -> ``(..., ceil(H / scale), ceil(W / scale))``, in
-        ``hr``'s dtype (the paper's: :func:`~sschsr.data.degrade.blur_decimate`; others: two dense matrices)."""
-        h, w = hr.shape[-2:]
+        ``hr``'s dtype (the paper's: :func:`~sschsr.data.degrade.blur_decimate`; others: :meth:`rows`
+        along each axis as dense matrices)."""
         if self.psf.paper:
             return blur_decimate(hr, scale)
-        (my_fn, my_args), (mx_fn, mx_args) = observe_matrices(self.psf, self.phase, h, w, scale)
-        return separable(hr, matrix_as(my_fn, my_args, hr), matrix_as(mx_fn, mx_args, hr))
+        h, w = hr.shape[-2:]
+        return separable(
+            hr, matrix_as(self.rows, (h, scale, "y"), hr), matrix_as(self.rows, (w, scale, "x"), hr)
+        )
 
     def observe(self, hr: Tensor, scale: int, generator: torch.Generator | None = None) -> Tensor:
         """The LR cube of ``hr`` ``(B, C, H, W)`` (H, W divisible by ``scale``): blurred, sampled, noisy.
@@ -236,10 +241,6 @@ class Observation:
         noise = torch.randn(lr.shape, generator=generator, dtype=lr.dtype, device="cpu").to(lr.device)
         return lr + var.sqrt() * noise
 
-    def shift(self, scale: int) -> float:
-        """How far ``upsample(lr)`` shows the scene from the HR grid, px along x and y: ``(s - 1) / 2 - phase``."""
-        return (scale - 1) / 2 - self.phase
-
     def presentation(self, scale: int) -> float:
         """How far ``upsample(lr)`` must be moved to show the scene as the paper's data do (px):
         ``phase - 0.5`` (:func:`present`)."""
@@ -251,34 +252,20 @@ class Observation:
         return f"{self.psf.describe()}, phase {self.phase:g} of {scale}{noise if self.noise else ''}{shot}"
 
 
+@functools.lru_cache(maxsize=64)
 def low_pass_matrix(n: int, scale: int, observation: Observation, axis: str, reflect: bool = True) -> Tensor:
     """``(n, n)`` float64: along one ``axis`` (``"x"`` or ``"y"``), a signal as the presented LR side
-    shows it: ``observation``'s blur and sampling, bicubic back up and moved onto the paper's grid
-    (:meth:`Observation.presentation`), cropped to ``n``. For the paper's observation it is the matrix of
-    :func:`sschsr.data.degrade.low_pass`."""
-    return _low_pass_matrix(n, scale, observation, axis, reflect)
-
-
-@functools.lru_cache(maxsize=64)
-def _low_pass_matrix(n: int, scale: int, observation: Observation, axis: str, reflect: bool) -> Tensor:
-    psf = observation.psf
-    if psf.paper:
-        rows = blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
-    else:
-        sx, sy = psf.widths()
-        rows = psf_matrix(
-            n, scale, float(observation.phase), float(sx if axis == "x" else sy), float(psf.area), reflect
-        )
-    up = bicubic_matrix(rows.shape[0], scale, observation.presentation(scale))[:n]
-    return up @ rows
+    shows it: ``observation``'s blur and sampling (:meth:`Observation.rows`), bicubic back up and moved
+    onto the paper's grid (:meth:`Observation.presentation`), cropped to ``n``. For the paper's
+    observation it is the matrix of :func:`sschsr.data.degrade.low_pass`."""
+    rows = observation.rows(n, scale, axis, reflect)
+    return bicubic_matrix(rows.shape[0], scale, observation.presentation(scale))[:n] @ rows
 
 
 def low_pass_as(x: Tensor, scale: int, observation: Observation) -> Tensor:
     """``x`` ``(..., H, W)`` as the presented LR side of ``observation`` shows it (:func:`low_pass_matrix`
     along each axis; the paper's: :func:`sschsr.data.degrade.low_pass`): ``(..., H, W)``."""
     if observation.psf.paper:
-        from sschsr.data.degrade import low_pass
-
         return low_pass(x, scale)
     h, w = x.shape[-2:]
     reflect = min(h, w) > 1
@@ -292,12 +279,7 @@ def low_pass_as(x: Tensor, scale: int, observation: Observation) -> Tensor:
 def present(lr_up: Tensor, shift: float) -> Tensor:
     """``lr_up`` ``(B, C, H, W)`` with its content moved by ``(shift, shift)`` px
     (:meth:`Observation.presentation`), as :class:`sschsr.models.ensemble.ShiftedInputs` does at test time."""
-    from sschsr.ops.warp import move_content
-
     return move_content(lr_up, shift, shift)
-
-
-GRID_CHOICES = ("paper", "block", "between")
 
 
 @dataclass(frozen=True)
@@ -314,7 +296,8 @@ class DegradationFamily:
     - phase: the paper's grid, block centres or uniformly anywhere between, with the weights of ``grids``
       (``paper``, ``block``, ``between``); the paper's kernel's phase with a Gaussian PSF is 0.5.
     - noise: with probability ``noisy``, Gaussian std drawn in ``noise`` with a per-band ``spread``, and
-      a shot-noise coefficient drawn in ``shot``.
+      a shot-noise coefficient drawn in ``shot``, both from one uniform draw ``t``: the Gaussian at ``t``
+      of its range, the shot noise at ``1 - t`` of its own (the more of one, the less of the other).
 
     A fixed degradation is a family with equal bounds (e.g. block means: ``paper=0, area=1,
     area_sigma=(0, 0), grids=(0, 1, 0), noisy=0``); ``conf/degradation/`` has the named ones.
@@ -366,8 +349,6 @@ class DegradationFamily:
             base = asdict(config)
         elif isinstance(config, Mapping) or hasattr(config, "items"):
             base = {k: v for k, v in dict(config).items() if k != "_target_"}
-        elif is_dataclass(config):
-            base = asdict(config)
         else:
             raise InputError(
                 f"degradation must be a mapping of DegradationFamily fields, got {type(config).__name__}"
@@ -443,8 +424,6 @@ def named_observation(kind: str, scale: int, sigma: float = 0.0, noise: float = 
 
 __all__ = [
     "DegradationFamily",
-    "GRID_CHOICES",
-    "LR_GRIDS",
     "Observation",
     "Psf",
     "grid_phase",

@@ -26,6 +26,7 @@ never leaves a partial output.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -886,8 +887,6 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
 
 def write_json(path: str | os.PathLike, record: Any) -> None:
     """Save ``record`` as indented JSON atomically."""
-    import json
-
     text = json.dumps(record, indent=2, default=str) + "\n"
     with _atomic(path) as tmp, open(tmp, "x") as f:
         f.write(text)

@@ -189,7 +189,7 @@ class BackProjected(nn.Module):
         if self.psf is None:
             return None
         if self.psf not in ("auto", "auto-reference"):
-            return Observation(psf=self.psf, phase=0.5 if self.psf.paper else self.phase)
+            return Observation.at(self.psf, self.phase)
         if self.psf == "auto-reference" and from_reference is not None:
             estimate, source = from_reference, "reference"
         else:

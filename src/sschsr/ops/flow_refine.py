@@ -47,6 +47,7 @@ from sschsr.data.degrade import (
     separable,
     use_matrices,
 )
+from sschsr.ops.psf_estimate import estimate_psf
 from sschsr.ops.warp import flow_warp
 
 
@@ -126,9 +127,7 @@ class FlowRefiner:
         if self.psf is None:
             return None
         if self.psf != "auto":
-            return Observation(psf=self.psf, phase=self.phase if not self.psf.paper else 0.5)
-        from sschsr.ops.psf_estimate import estimate_psf
-
+            return Observation.at(self.psf, self.phase)
         warped = flow_warp(ref.float(), flow.float(), padding_mode="border")
         estimate = estimate_psf(warped, rgb_hsi.float(), self.scale, self.phase, affine=True)
         self.log.append(estimate)

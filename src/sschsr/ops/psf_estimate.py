@@ -8,8 +8,9 @@ network's output, or the reference warped onto the HSI's grid) and the LR side a
 interior wins. With ``affine``, each channel of the prediction is first fitted to the data by a gain and
 an offset (a reference photo's colours are not the HSI's).
 
-The estimate is as good as the sharp image: detail the sharp image lacks makes a narrower PSF look right
-(``experiments/results/psf_estimate_*.json`` has its error where the truth is known). The candidates span
+The estimate is as good as the sharp image: detail the sharp image lacks makes a narrower PSF look right,
+detail it has that the scene has not (a network's over-sharpening, a photo's noise) a wider one
+(``experiments/results/psf_estimate_error.json`` has its error where the truth is known). The candidates span
 the degradation family's widths (:func:`candidates`).
 """
 
@@ -23,7 +24,7 @@ from torch import Tensor
 from sschsr.data.degradations import Observation, Psf, low_pass_as
 
 
-def candidates(scale: int, phase: float, noise: float = 0.0) -> list[Observation]:
+def candidates(scale: int, phase: float) -> list[Observation]:
     """The PSFs tried at ``scale`` and ``phase``: Gaussians of std 0.15 to 1.0 LR px in steps of 0.05
     (x the scale for HR px), the block mean with a Gaussian of 0 to 0.5 LR px on top (steps of 0.0625), and
     the paper's kernel when ``phase`` is the paper's (0.5)."""
