@@ -6,8 +6,12 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 ARGS ?=
+SCALE ?= 4
+SCALES ?= 4,8,16
+SEEDS ?= 1,2,3
+FROM ?=
 
-.PHONY: install demo test test-slow test-all lint train-stage1 train-stage2 train-full sweep-scales bench clean
+.PHONY: install demo test test-slow test-all lint train-stage1 train-stage2 train-full train-all sweep-scales ablations bench clean
 
 install: $(STAMP)
 
@@ -43,8 +47,18 @@ train-stage2: install
 train-full: install
 	$(VENV)/bin/sschsr-train experiment=full $(ARGS)
 
+# the three stages in order at SCALE, in one run folder (outputs/chain/runs/<date>/{stage1,stage2,full})
+train-all: install
+	$(VENV)/bin/sschsr-train experiment=chain scale=$(SCALE) $(ARGS)
+
+# one multirun, a chain per scale; summary.csv, summary.md, metrics_vs_scale.png in its folder
 sweep-scales: install
-	$(VENV)/bin/sschsr-train -m experiment=full scale=4,8,16 $(ARGS)
+	$(VENV)/bin/sschsr-train -m experiment=chain scale=$(SCALES) $(ARGS)
+
+# the full network and the paper's three ablations per seed, on the newest stage-2 run at SCALE (or FROM=<run dir>)
+ablations: install
+	$(VENV)/bin/sschsr-train -m experiment=full scale=$(SCALE) seed=$(SEEDS) \
+		ablation=full,no_warpnet,no_iterative,no_rmca $(if $(FROM),chain_from=$(FROM)) $(ARGS)
 
 bench: install
 	$(PY) experiments/bench_data.py

@@ -22,7 +22,8 @@ def test_groups_exist():
     for group, expected in {
         "trainer": {"cpu", "gpu", "ddp", "ddp_cpu"},
         "logger": {"csv", "wandb", "none"},
-        "experiment": {"stage1", "stage2", "full", "smoke"},
+        "experiment": {"stage1", "stage2", "full", "smoke", "chain"},
+        "ablation": {"full", "no_warpnet", "no_iterative", "no_rmca"},
         "data": {"procedural", "cave"},
     }.items():
         assert expected <= set(group_names(group)), group
@@ -144,7 +145,8 @@ def test_ablations_are_config_flags(flag, tmp_path):
             "sschsr-train",
             [
                 "sschsr-train: train SSC-HSR",
-                "experiment: full, smoke, stage1, stage2",
+                "experiment: chain, full, smoke, stage1, stage2",
+                "ablation: full, no_iterative, no_rmca, no_warpnet",
                 "stage2   WarpNet",
                 "degradation=family",
             ],

@@ -325,6 +325,7 @@ def test_stage2_fast_dev_run_through_hydra(tmp_path):
         "trainer=cpu",
         "trainer.fast_dev_run=true",
         "model.flow_iters=2",
+        "earlier_stages=untrained",
     ]
     cfg = compose_run(tmp_path, [*overrides, *TINY_DATA])
     metrics, objects = train(cfg)

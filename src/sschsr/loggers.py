@@ -22,13 +22,19 @@ def wandb_logged_in() -> bool:
         return False
 
 
-def wandb_logger(mode: Literal["auto", "online", "offline", "disabled"] = "auto", **kwargs: Any):
+def wandb_logger(
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto",
+    tags: list[str] | None = None,
+    run_tags: list[str] | None = None,
+    **kwargs: Any,
+):
     """A Lightning ``WandbLogger`` that runs offline unless the user is logged in.
 
     Args:
         mode: ``"auto"``: online when :func:`wandb_logged_in`, else offline (``wandb sync`` uploads
             later); the other values are passed to wandb as they are. ``WANDB_MODE`` in the environment wins.
-        **kwargs: passed to ``lightning.pytorch.loggers.WandbLogger``.
+        tags, run_tags: the run's tags, ``run_tags`` (scale, variant, seed) appended, each once.
+        **kwargs: passed to ``lightning.pytorch.loggers.WandbLogger`` (``name``, ``group``, ``job_type``...).
     """
     if not _WANDB:
         raise ImportError(f"logger=wandb needs wandb: pip install 'sschsr[wandb]' ({_WANDB.message})")
@@ -39,4 +45,5 @@ def wandb_logger(mode: Literal["auto", "online", "offline", "disabled"] = "auto"
     elif mode == "auto":
         mode = "online" if wandb_logged_in() else "offline"
     Path(kwargs.get("save_dir", ".")).mkdir(parents=True, exist_ok=True)
-    return WandbLogger(mode=mode, offline=(mode == "offline"), **kwargs)
+    all_tags = list(dict.fromkeys(str(t) for t in [*(tags or []), *(run_tags or [])]))
+    return WandbLogger(mode=mode, offline=(mode == "offline"), tags=all_tags or None, **kwargs)

@@ -885,11 +885,15 @@ def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
         np.save(f, array, allow_pickle=False)
 
 
-def write_json(path: str | os.PathLike, record: Any) -> None:
-    """Save ``record`` as indented JSON atomically."""
-    text = json.dumps(record, indent=2, default=str) + "\n"
+def write_text(path: str | os.PathLike, text: str) -> None:
+    """Save ``text`` atomically (a reader sees the old file or the new one, never a part)."""
     with _atomic(path) as tmp, open(tmp, "x") as f:
         f.write(text)
+
+
+def write_json(path: str | os.PathLike, record: Any) -> None:
+    """Save ``record`` as indented JSON atomically."""
+    write_text(path, json.dumps(record, indent=2, default=str) + "\n")
 
 
 def _to_image_codes(rgb: np.ndarray) -> np.ndarray:

@@ -522,7 +522,9 @@ def sr_figure(batch: dict[str, Any], out: dict[str, Tensor]) -> np.ndarray:
 def spectra_figure(
     batch: dict[str, Any], out: dict[str, Tensor], wavelengths: np.ndarray | None = None
 ) -> np.ndarray:
-    """The spectra of ``hr``, ``sr`` and ``lr_up`` at :data:`N_SPECTRA` pixels, drawn with matplotlib (Agg).
+    """The spectra of ``hr``, ``sr`` and ``lr_up`` at :data:`N_SPECTRA` pixels, drawn with matplotlib (Agg),
+    against the wavelength in nm (``wavelengths``; None: the bands spread evenly over 400-700 nm, as the
+    datasets' cubes, :func:`sschsr.data.spectral.default_wavelengths`).
 
     Returns:
         ``(H, W, 3)`` uint8.
@@ -530,9 +532,11 @@ def spectra_figure(
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
+    from sschsr.data.spectral import default_wavelengths
+
     hr, sr, lr_up = (t[0].detach().float().cpu() for t in (batch["hr"], out["sr"], batch["lr_up"]))
     c, h, w = hr.shape
-    x = np.arange(c) if wavelengths is None else np.asarray(wavelengths)
+    x = default_wavelengths(c) if wavelengths is None else np.asarray(wavelengths)
     pixels = [((i + 1) * h // (N_SPECTRA + 1), (i + 1) * w // (N_SPECTRA + 1)) for i in range(N_SPECTRA)]
     fig = Figure(figsize=(3 * N_SPECTRA, 2.6), dpi=80)
     FigureCanvasAgg(fig)
@@ -542,6 +546,9 @@ def spectra_figure(
         ax.plot(x, sr[:, py, px].numpy(), "r--", label="sr")
         ax.plot(x, lr_up[:, py, px].numpy(), "b:", label="lr_up")
         ax.set_title(f"pixel ({py}, {px})", fontsize=8)
+        ax.set_xlabel("wavelength (nm)", fontsize=7)
+        if i == 0:
+            ax.set_ylabel("reflectance", fontsize=7)
         ax.tick_params(labelsize=7)
         if i == 0:
             ax.legend(fontsize=7)
