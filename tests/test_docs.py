@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # .json files that the tools write for users, not records
-OUTPUTS = {"metrics.json", "results.json", "index.json", "degradation.json"}
+OUTPUTS = {"metrics.json", "results.json", "index.json", "degradation.json", "run.json"}
 
 
 def expand(name: str) -> list[str]:
@@ -70,3 +70,17 @@ def test_generated_tables_equal_their_records():
         text = doc.read_text()
         assert module.MARKER.search(text), f"{doc.name} holds no generated table"
         assert module.fill(text) == text, "run: python experiments/table_lr_variants.py --write"
+
+
+def test_readme_training_times_are_their_record():
+    """README's time of a default chain is what experiments/time_defaults.py recorded."""
+    import json
+
+    record = json.loads((RESULTS / "train_defaults_cpu_x4.json").read_text())
+    minutes = {r["stage"]: r["estimate_min"] for r in record["stages"]}
+    text = " ".join((ROOT / "README.md").read_text().split())
+    cited = (
+        f"about {round(record['chain_estimate_min'] / 60)} hours at x4 on this project's 2-core CPU "
+        f"(stage 1 {minutes['stage1']:.0f} min, stage 2 {minutes['stage2']:.0f}, full network {minutes['full']:.0f};"
+    )
+    assert cited in text

@@ -76,8 +76,11 @@ def earlier_stages(cfg: DictConfig, task: str, debug: str | None) -> EarlierStag
     return stages
 
 
-def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
+def train(
+    cfg: DictConfig, extra_callbacks: list[L.Callback] | None = None
+) -> tuple[dict[str, float], dict[str, Any]]:
     """Instantiate datamodule, model, callbacks, loggers and trainer from ``cfg``; fit, then test if asked.
+    ``extra_callbacks`` join the config's (e.g. a timer of a benchmark).
 
     Stage 2 and the full network given no earlier stage take the newest finished run of it
     (:func:`earlier_stages`). The run describes itself in ``<run dir>/run.json`` (:class:`RunRecord`):
@@ -102,7 +105,7 @@ def train(cfg: DictConfig) -> tuple[dict[str, float], dict[str, Any]]:
     datamodule = hydra.utils.instantiate(cfg.data)
     log.info("model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks = instantiate_group(cfg.get("callbacks"))
+    callbacks = [*instantiate_group(cfg.get("callbacks")), *(extra_callbacks or [])]
     if OmegaConf.select(cfg, "logger.wandb") is not None:
         with open_dict(cfg):
             cfg.logger.wandb.group = wandb_group(cfg, runtime)
