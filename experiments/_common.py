@@ -25,14 +25,16 @@ import torch
 from torch import Tensor, nn
 
 from sschsr.cli._common import add_flow_factor_option, add_flow_refine_option, add_tta_option
-from sschsr.data.datasets import render_rgb
-from sschsr.data.degrade import content_shift, degrade, upsample
+from sschsr.data.io import write_json
+from sschsr.data.spectral import render_rgb
 from sschsr.errors import InputError
 from sschsr.inference import resolve_device
 from sschsr.models.ensemble import dihedral_flow
 from sschsr.ops.coarse_flow import coarse_flow
+from sschsr.ops.degrade import content_shift, degrade, upsample
 from sschsr.ops.flow_refine import checked_settings, refiner_for, refiner_settings
 from sschsr.ops.warp import move_content
+from sschsr.provenance import commit_label
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
@@ -59,11 +61,9 @@ def device_name(device: torch.device) -> str:
 
 def provenance(device: torch.device) -> dict[str, Any]:
     """``command``, ``commit`` (``-dirty`` with local changes), ``device``, ``date``, ``torch`` of this run."""
-    from sschsr.cli.eval import _commit
-
     return {
         "command": shlex.join(["python", *sys.argv]),
-        "commit": _commit(),
+        "commit": commit_label(),
         "device": device_name(device),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "torch": torch.__version__,
@@ -72,8 +72,6 @@ def provenance(device: torch.device) -> dict[str, Any]:
 
 def write_result(path: str | Path, data: dict[str, Any]) -> Path:
     """Write ``data`` as JSON (atomically, folders made); returns the path."""
-    from sschsr.cli.eval import write_json
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_json(path, data)
@@ -108,7 +106,7 @@ def test_batches(scale: int, data: str = "cave", overrides: Sequence[str] = ()) 
 
 def shift_lr_side(batch: dict[str, Any], scale: int, shift: float) -> dict[str, Any]:
     """``batch`` with ``lr_up`` and ``rgb_hsi`` made again from ``hr`` moved by ``shift`` px (x and y), with
-    the paper's degradation (:func:`sschsr.data.degrade.degrade`) and the batch's camera response; ``hr``
+    the paper's degradation (:func:`sschsr.ops.degrade.degrade`) and the batch's camera response; ``hr``
     and ``ref`` are kept. ``shift`` 0 returns ``batch`` itself."""
     if shift == 0:
         return batch
@@ -258,7 +256,7 @@ def scene_of(label: str) -> str:
 class Alignment:
     """The alignment stages of a checkpoint: the flow network, WarpNet (None for stage 1) and the
     number of flow updates; ``kind`` is ``stage1``, ``stage2`` or ``full``. The flow is self-ensembled
-    over ``tta`` flips/transpositions, ``shift`` being the pairs' :func:`~sschsr.data.degrade.content_shift`
+    over ``tta`` flips/transpositions, ``shift`` being the pairs' :func:`~sschsr.ops.degrade.content_shift`
     (set per scale by :func:`run_pair_eval`), each pass on the pair shrunk by ``factor``
     (:func:`~sschsr.ops.coarse_flow.coarse_flow`)."""
 
@@ -313,16 +311,22 @@ def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
     """The flow network and WarpNet of any checkpoint that holds them, through the package's loaders.
 
     ``.ckpt``: an :class:`~sschsr.lit.sr.SRModule` (full model: its ``net.flow_net`` / ``net.warpnet``),
-    a :class:`~sschsr.lit.warp.WarpModule` (:func:`~sschsr.lit.warp.load_stage2`) or a
-    :class:`~sschsr.lit.flow.FlowModule` (:func:`~sschsr.models.flow.load_flow_net`). ``.safetensors``:
+    a :class:`~sschsr.lit.warp.WarpModule` (:func:`~sschsr.checkpoints.load_stage2`) or a
+    :class:`~sschsr.lit.flow.FlowModule` (:func:`~sschsr.checkpoints.load_flow_net`). ``.safetensors``:
     a flow network (:func:`~sschsr.models.flow.save_flow_net`) or a full model
-    (:func:`~sschsr.inference.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
+    (:func:`~sschsr.checkpoints.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
     the full model's ``flow_iters``, else the flow network's own default, i.e. what its stage trained with).
     """
-    from sschsr.inference import MODEL_KEY, PART_KEY, load_model, read_training_checkpoint, trained_scales
-    from sschsr.lit.warp import load_stage2
+    from sschsr.checkpoints import (
+        MODEL_KEY,
+        PART_KEY,
+        load_flow_net,
+        load_model,
+        load_stage2,
+        read_training_checkpoint,
+        trained_scales,
+    )
     from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
-    from sschsr.models.flow import load_flow_net
     from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
 
     path = Path(path)

@@ -30,8 +30,9 @@ import torch
 from _common import RESULTS, provenance, resolve_device, write_result
 from torch import Tensor
 
+from sschsr.checkpoints import load_flow_net
 from sschsr.cli._common import exit_on_input_error
-from sschsr.models.flow import RAFT, load_flow_net
+from sschsr.models.flow import RAFT
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 PAIRS = 4  # input sets the timed calls rotate among
@@ -40,7 +41,7 @@ PAIRS = 4  # input sets the timed calls rotate among
 def flow_network(flow: str) -> RAFT:
     """The flow network of the shipped model of scale ``flow`` (a number) or of the file ``flow``."""
     if flow.isdigit():
-        from sschsr.inference import load_model
+        from sschsr.checkpoints import load_model
 
         return load_model(None, int(flow)).flow_net
     return load_flow_net(flow)

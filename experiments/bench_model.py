@@ -4,7 +4,7 @@
         [--autocast bfloat16] [--repeats 20] [--train-repeats 10] [--out experiments/results/bench_h200.json]
 
 ``--model``: the shipped model of ``--scale`` (``shipped``, the default) or a model file of that scale
-(:func:`sschsr.inference.load_model` reads it). For each ``--sizes`` entry ``S``: one forward pass of the network at batch 1 on an ``S x S`` output
+(:func:`sschsr.checkpoints.load_model` reads it). For each ``--sizes`` entry ``S``: one forward pass of the network at batch 1 on an ``S x S`` output
 (``net(lr_up, ref, rgb_hsi)``: the flow network, WarpNet and the SR branch; no self-ensemble, no flow
 refinement, no back-projection: the network alone, as the anchor times the official one), under
 ``torch.inference_mode``, timed as :func:`bench_flow.time_ms` times (``--warmup`` untimed calls, then
@@ -47,7 +47,7 @@ def inputs(
 ) -> tuple[Tensor, ...]:
     """``(lr_up, ref, rgb_hsi)`` of random content for an ``size x size`` output, ``size`` a multiple of
     ``scale``: the LR cube drawn at ``size / scale`` and upsampled as the pipeline does."""
-    from sschsr.data.degrade import upsample
+    from sschsr.ops.degrade import upsample
 
     lr = torch.rand(batch, net.n_bands, size // scale, size // scale, generator=generator)
     lr_up = upsample(lr, scale).clamp(0, 1)
@@ -128,7 +128,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.tf32 and device.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
         torch.backends.cudnn.benchmark = True
-    from sschsr.inference import load_model
+    from sschsr.checkpoints import load_model
 
     scale = args.scale
     net = load_model(None if args.model == "shipped" else args.model, scale).to(device).eval()

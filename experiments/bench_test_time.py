@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from _common import RESULTS, provenance, write_result
 
-from sschsr.inference import BACK_PROJECT_STEPS, DEFAULT_FLOW_REFINE
 from sschsr.ops.back_projection import back_project
 from sschsr.ops.flow_refine import FlowRefiner
+from sschsr.pipeline import BACK_PROJECT_STEPS, DEFAULT_FLOW_REFINE
 
 
 def median_seconds(fn: Callable[[], Any], repeats: int) -> dict[str, float]:

@@ -3,7 +3,7 @@
     .venv/bin/python experiments/eval_flow.py --ckpt outputs/stage1/runs/<run>/checkpoints/last.ckpt \
         --scales 4 8 --pairs 4 --size 512 --out experiments/results/flow_eval.json
 
-The pairs are the datamodule's (``conf/data/cave.yaml``, :class:`sschsr.data.datasets.PairDataset`): for
+The pairs are the datamodule's (``conf/data/cave.yaml``, :class:`sschsr.data.pair_dataset.PairDataset`): for
 each scene (default: the validation and test scenes) ``--pairs`` synthetic reference views made on the
 whole scene, seeded by the data's ``view_seed``, the scene and the view (identical on every machine), with
 the data config's motion (camera motion with parallax, a homography and an elastic field; mean |flow|

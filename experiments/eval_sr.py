@@ -12,7 +12,7 @@ the scene by another camera (seeded by the data's ``view_seed``: the same on eve
 scene's reference and, to show that the reference is used, with the next test scene's reference instead
 (``NAME/wrong_ref``; the LR input and its rendering stay the scene's). Bicubic upsampling is always
 scored, as it is (``bicubic``) and moved back onto the HR grid by the degradation's content shift
-(``bicubic_registered``: 3 px at x8, 1 px at x4, :func:`sschsr.data.degrade.content_shift`), the part of
+(``bicubic_registered``: 3 px at x8, 1 px at x4, :func:`sschsr.ops.degrade.content_shift`), the part of
 a trained network's gain over bicubic that is registration alone.
 ``--scenes`` scores other CAVE scenes instead (the validation ones, to choose between models). Each model is
 run as ``sschsr-predict`` runs it, self-ensembled over ``--tta`` flips/transpositions (default 8), its flow
@@ -32,7 +32,7 @@ trained on one convention loses on another (bicubic is scored on the same shifte
 ``--lr-shift -3`` at x8 (-1 at x4) the LR pixels are centred on their blocks, the ``block`` grid of
 ``sschsr-predict --lr-grid``, which ``--lr-grid block`` tells the models.
 
-``--lr-made block|gauss`` makes the LR side another way than the paper's (:mod:`sschsr.data.degradations`):
+``--lr-made block|gauss`` makes the LR side another way than the paper's (:mod:`sschsr.ops.degradations`):
 block means, or a Gaussian of ``--lr-sigma`` HR px sampled at block centres (``--noise-std`` on top), as a
 user's file holds it (not moved onto the paper's grid); tell the models with ``--lr-grid block``, and the
 test-time steps the PSF with ``--psf`` (default ``paper``, so that earlier records stay reproducible;
@@ -64,6 +64,7 @@ from _common import (
     write_result,
 )
 
+from sschsr.checkpoints import load_model
 from sschsr.cli._common import (
     add_back_project_option,
     add_flow_factor_option,
@@ -71,25 +72,15 @@ from sschsr.cli._common import (
     add_tta_option,
     exit_on_input_error,
 )
-from sschsr.cli.eval import _load, _run
-from sschsr.data.degrade import LR_GRIDS, content_shift
 from sschsr.errors import InputError
-from sschsr.inference import (
-    DEFAULT_TTA,
-    PSF_CHOICES,
-    on_lr_grid,
-    parse_psf,
-    resolve_device,
-    with_back_projection,
-    with_coarse_flow,
-    with_flow_refinement,
-    with_tta,
-)
+from sschsr.inference import predict_batch, resolve_device
 from sschsr.metrics import SR_METRICS, sr_metrics
 from sschsr.models.baselines import Bicubic
 from sschsr.ops.back_projection import CORRECTION_STD
+from sschsr.ops.degrade import LR_GRIDS, content_shift
 from sschsr.ops.flow_refine import refiner_settings
 from sschsr.ops.warp import move_content
+from sschsr.pipeline import DEFAULT_TTA, PSF_CHOICES, TestTime, psf_estimates
 
 BASELINES = ("bicubic", "bicubic_registered", "bicubic_corner")  # always scored
 LR_MADE = ("paper", "block", "gauss")
@@ -183,45 +174,31 @@ def evaluate(
     wrong_ref: bool = True,
 ) -> dict[str, Any]:
     """``{"means": {method: {metric: value}}, "scenes": [{"name", method: {...}}]}``; ``refiner``: fields of
-    the flow refinement other than its steps (:func:`sschsr.inference.with_flow_refinement`)."""
+    the flow refinement other than its steps (:func:`sschsr.pipeline.with_flow_refinement`)."""
 
-    def loaded(path: str) -> torch.nn.Module:
-        return with_coarse_flow(_load(path, scale, 31), scale, flow_factor)
-
-    told = parse_psf(psf, scale)
+    test_time = TestTime(
+        tta=tta,
+        flow_factor=flow_factor,
+        flow_refine=flow_refine,
+        back_project=back_project,
+        psf=psf,
+        lr_grid=lr_grid,
+        refiner=refiner,
+        correction_std=None if exact_fit else CORRECTION_STD,
+    )
+    nets = {
+        name: test_time.build(load_model(path, scale, 31), scale).to(device).eval()
+        for name, path in models.items()
+    }
 
     def estimates(net: torch.nn.Module) -> dict[str, list[str]]:
         """The PSF estimates the test-time steps made for the last scene (``--psf auto``)."""
-        found: dict[str, list[str]] = {}
-        for module in net.modules():
-            refiner = getattr(module, "flow_refiner", None)
-            if refiner is not None and getattr(refiner, "log", None):
-                found["from_reference"] = [e.describe(scale) for e in refiner.log]
-                refiner.log.clear()
-            if getattr(module, "estimates", None):
-                found["from_output"] = [e["psf"] for e in module.estimates]
-                module.estimates.clear()
-        return found
+        found = psf_estimates(net, scale, clear=True)
+        return {
+            **({"from_reference": found["from_reference"]} if found["from_reference"] else {}),
+            **({"from_output": [e["psf"] for e in found["from_output"]]} if found["from_output"] else {}),
+        }
 
-    nets = {
-        name: on_lr_grid(
-            with_back_projection(
-                with_tta(
-                    with_flow_refinement(loaded(path), scale, flow_refine, refiner, told, lr_grid), scale, tta
-                ),
-                scale,
-                back_project,
-                None if exact_fit else CORRECTION_STD,
-                told,
-                lr_grid,
-            ),
-            scale,
-            lr_grid,
-        )
-        .to(device)
-        .eval()
-        for name, path in models.items()
-    }
     overrides = ["data.eval_batch_size=1", *lr_made_overrides(lr_made, lr_sigma, noise_std, lr_phase)]
     if scenes:  # e.g. the validation scenes, to choose between models without looking at the test ones
         overrides += ["data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
@@ -239,13 +216,13 @@ def evaluate(
             "bicubic_corner": scores(move_content(lr_up, -(scale - 1) / 2, -(scale - 1) / 2), hr, scale),
         }
         for name, net in nets.items():
-            row[name] = scores(_run(net, batch, tile, device), hr, scale)
+            row[name] = scores(predict_batch(net, batch, tile, device), hr, scale)
             found = estimates(net)
             if found:
                 row[name]["psf_estimates"] = found
             if wrong_ref:
                 row[f"{name}/wrong_ref"] = scores(
-                    _run(net, {**batch, "ref": ref_other}, tile, device), hr, scale
+                    predict_batch(net, {**batch, "ref": ref_other}, tile, device), hr, scale
                 )
                 estimates(net)
         rows.append(row)

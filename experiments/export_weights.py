@@ -6,7 +6,7 @@
 The checkpoint is an ``SRModule`` ``.ckpt`` of ``sschsr-train experiment=full`` (flow network, WarpNet and
 SR branch). The network goes into ``--out``, floating-point tensors in float16, with its architecture spec,
 scale, band count and camera in the file's metadata (``sschsr_model``): the file rebuilds it without Hydra
-(:func:`sschsr.inference.load_model`, which upcasts to float32). The children named by ``--parts``
+(:func:`sschsr.checkpoints.load_model`, which upcasts to float32). The children named by ``--parts``
 (default: ``flow_net warpnet``) go into files of their own beside it, named by their content
 (``flow_net-<sha256[:12]>.safetensors``): models that share a part (a flow network used at two scales)
 share its file, every file stays small, and part files no shipped model names any more are removed.
@@ -90,7 +90,7 @@ def check_input(n_bands: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 def fp16_check(net32: torch.nn.Module, path: Path, scale: int) -> dict[str, float]:
     """How far the exported file's ``sr`` is from ``net32``'s on :func:`check_input`."""
-    from sschsr.inference import load_model
+    from sschsr.checkpoints import load_model
 
     net16 = load_model(path, scale=scale)
     x = check_input(int(getattr(net32, "n_bands", None) or SHIPPED_BANDS))
@@ -100,10 +100,10 @@ def fp16_check(net32: torch.nn.Module, path: Path, scale: int) -> dict[str, floa
 
 
 def referenced_parts(model_file: Path) -> set[str]:
-    """The part files a model file names (see ``sschsr.inference.save_model``'s ``parts``)."""
+    """The part files a model file names (see ``sschsr.checkpoints.save_model``'s ``parts``)."""
     from safetensors import safe_open
 
-    from sschsr.inference import MODEL_KEY
+    from sschsr.checkpoints import MODEL_KEY
 
     with safe_open(str(model_file), framework="pt") as f:
         info = json.loads((f.metadata() or {}).get(MODEL_KEY, "{}"))
@@ -131,9 +131,8 @@ def remove_orphans(weights_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from sschsr.checkpoints import WEIGHTS_DIR, export_weights, load_earlier_stages, read_training_checkpoint
     from sschsr.errors import InputError
-    from sschsr.inference import WEIGHTS_DIR, export_weights, read_training_checkpoint
-    from sschsr.lit.sr import load_earlier_stages
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--ckpt", required=True, type=Path, help="SRModule .ckpt of sschsr-train experiment=full")

@@ -33,8 +33,8 @@ import torch
 from _common import RESULTS, print_table, provenance, test_batches, write_result
 from eval_sr import COLUMNS, scores
 
+from sschsr.checkpoints import load_model
 from sschsr.cli._common import exit_on_input_error
-from sschsr.cli.eval import _load
 from sschsr.inference import resolve_device
 from sschsr.metrics import SR_METRICS
 
@@ -49,7 +49,7 @@ def high_pass_modulation(
 ) -> torch.Tensor:
     """``lr_up * (Y + eps) / (low(Y) + eps)``, ``Y`` the mean of ``rgb (B, 3, H, W)`` and ``low`` the
     paper's degradation followed by bicubic upsampling (what ``lr_up`` went through)."""
-    from sschsr.data.degrade import low_pass
+    from sschsr.ops.degrade import low_pass
 
     y = rgb.mean(1, keepdim=True)
     low = low_pass(y, scale)
@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=None, help="default: experiments/results/oracle_gain_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    net = _load(args.model, args.scale, 31).to(device).eval() if args.model else None
+    net = load_model(args.model, args.scale, 31).to(device).eval() if args.model else None
     rows = []
     for batch in test_batches(args.scale, overrides=["data.eval_batch_size=1"]):
         hr, lr_up = batch["hr"].float(), batch["lr_up"].float()

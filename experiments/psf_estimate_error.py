@@ -6,7 +6,7 @@
 Part 1, the estimator's own error: CAVE scenes (the validation ones by default) degraded by known PSFs
 (Gaussians of several widths at block centres, block means with and without optics on top, the paper's
 kernel; with and without noise), the PSF estimated from the true HR cube (:func:`sschsr.ops.psf_estimate.
-estimate_psf`), the error in overall PSF std (HR px; :meth:`sschsr.data.degradations.Psf.std`).
+estimate_psf`), the error in overall PSF std (HR px; :meth:`sschsr.ops.degradations.Psf.std`).
 
 Part 2, as the pipeline runs it: the estimates the test-time steps logged in the records of
 ``experiments/eval_lr_variants.sh`` (``psf_estimates`` per scene and model, from the network's output and
@@ -24,8 +24,8 @@ import torch
 from _common import RESULTS, SHARED_DATA, provenance, write_result
 
 from sschsr.data.datasets import CubeFolder
-from sschsr.data.degradations import Observation, grid_phase, named_observation, present
-from sschsr.data.degrade import upsample
+from sschsr.ops.degradations import Observation, grid_phase, named_observation, present
+from sschsr.ops.degrade import upsample
 from sschsr.ops.psf_estimate import candidates, estimate_psf
 
 CASES = [  # (kind, sigma HR px, noise)

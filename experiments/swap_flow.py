@@ -5,9 +5,9 @@
 
 To score a newly trained flow network inside a trained model without retraining the rest (``eval_sr.py
 --model NAME=OUT``): ``--model`` is a full model (``shipped``, a ``.safetensors`` or a full-model ``.ckpt``),
-``--flow`` any file :func:`sschsr.models.flow.load_flow_net` reads (a stage-1 ``.ckpt``, a flow
+``--flow`` any file :func:`sschsr.checkpoints.load_flow_net` reads (a stage-1 ``.ckpt``, a flow
 ``.safetensors``), loaded as ``model.flow_ckpt`` loads it in training
-(:func:`sschsr.lit.sr.load_earlier_stages`): it must be built as the model's (same preset and widths; the
+(:func:`sschsr.checkpoints.load_earlier_stages`): it must be built as the model's (same preset and widths; the
 number of updates stays the model's). ``export_weights.py --flow-ckpt`` does the same from a training
 checkpoint into the package. ``--out`` gets the model in float32 (``--half``: float16, as shipped) with
 the flow network and WarpNet in part files beside it, as ``export_weights.py`` writes them; the metadata
@@ -22,9 +22,8 @@ from pathlib import Path
 
 import torch
 
+from sschsr.checkpoints import WEIGHTS_DIR, load_earlier_stages, load_model, save_model
 from sschsr.cli._common import InputError, exit_on_input_error
-from sschsr.inference import WEIGHTS_DIR, load_model, save_model
-from sschsr.lit.sr import load_earlier_stages
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:

@@ -25,7 +25,7 @@ from omegaconf import open_dict
 
 from sschsr.cli.train import compose, train
 from sschsr.data.io import write_json
-from sschsr.lit.runs import source_commit
+from sschsr.provenance import source_commit
 
 WARM = 2  # steps left out of the statistics
 

@@ -30,13 +30,14 @@ import torch
 from _common import RESULTS, print_table, provenance, test_batches, write_result
 from eval_sr import COLUMNS, scores
 
+from sschsr.checkpoints import load_model
 from sschsr.cli._common import add_back_project_option, add_flow_refine_option, exit_on_input_error
-from sschsr.cli.eval import _load
 from sschsr.errors import InputError
-from sschsr.inference import BACK_PROJECT_STEPS, resolve_device
+from sschsr.inference import resolve_device
 from sschsr.losses import endpoint_error, flow_valid_mask
 from sschsr.ops.back_projection import back_project
 from sschsr.ops.flow_refine import FlowRefiner, refiner_settings
+from sschsr.pipeline import BACK_PROJECT_STEPS
 
 FLOWS = ("own", "refined", "true")
 
@@ -70,7 +71,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     p.add_argument("--out", default=None, help="default: experiments/results/true_flow_gain_x{scale}.json")
     args = p.parse_args(argv)
     device = resolve_device(args.device)
-    net = _load(args.model, args.scale, 31).to(device).eval()
+    net = load_model(args.model, args.scale, 31).to(device).eval()
     if getattr(net, "flow_net", None) is None:
         raise InputError(f"{args.model}: the model estimates no flow (a single-image or bicubic model)")
     rows = []

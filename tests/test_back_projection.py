@@ -7,9 +7,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sschsr.data.degrade import degrade, low_pass, upsample
 from sschsr.errors import InputError
-from sschsr.inference import with_back_projection
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import BackProjected
 from sschsr.ops.back_projection import (
@@ -20,6 +18,8 @@ from sschsr.ops.back_projection import (
     spectral_denoise,
     spectral_filter,
 )
+from sschsr.ops.degrade import degrade, low_pass, upsample
+from sschsr.pipeline import with_back_projection
 
 
 def scene(generator: torch.Generator, size: tuple[int, int] = (48, 64), bands: int = 3) -> torch.Tensor:
@@ -209,8 +209,8 @@ def test_noisy_lr_data_are_not_reproduced_noise_and_all(scale, generator):
 
 def test_smoothed_low_pass_is_the_smoothing_then_the_degradation():
     # one matrix per axis for the smoothing and the paper's blur-and-decimate: equal to the convolutions
-    from sschsr.data.degrade import blur, gaussian_kernel
     from sschsr.ops.back_projection import smoothed_low_pass
+    from sschsr.ops.degrade import blur, gaussian_kernel
 
     gen = torch.Generator().manual_seed(0)
     for (h, w), scale, sigma in [

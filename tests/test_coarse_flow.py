@@ -8,15 +8,15 @@ import torch
 import torch.nn.functional as F
 
 from helpers import check_flow_hook_in_eval_only
-from sschsr.data.degrade import content_shift
 from sschsr.errors import InputError
-from sschsr.inference import with_coarse_flow
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import dihedral_flow
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
 from sschsr.ops.coarse_flow import AUTO_SIDE, MIN_SIDE, CoarseFlow, auto_factor, coarse_flow, shrink
+from sschsr.ops.degrade import content_shift
 from sschsr.ops.warp import move_content
+from sschsr.pipeline import with_coarse_flow
 
 
 def test_shrink_takes_block_means_and_repeats_the_far_edges():

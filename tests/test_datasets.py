@@ -13,21 +13,14 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
+from sschsr.data import pair_dataset
 from sschsr.data.augment import flip_rot, random_crop
 from sschsr.data.datamodules import HSIDataModule
-from sschsr.data.datasets import (
-    CubeFolder,
-    GeoTIFFTiles,
-    HSIRefSRFolder,
-    MixedScenes,
-    PairDataset,
-    ProceduralScenes,
-    fast_match_histograms,
-    render_rgb,
-    split_names,
-    stable_seed,
-)
-from sschsr.data.spectral import match_histograms, render
+from sschsr.data.datasets import CubeFolder, HSIRefSRFolder, MixedScenes, ProceduralScenes, split_names
+from sschsr.data.geotiff_tiles import GeoTIFFTiles
+from sschsr.data.pair_dataset import PairDataset
+from sschsr.data.seeding import stable_seed
+from sschsr.data.spectral import fast_match_histograms, match_histograms, render, render_rgb
 from sschsr.errors import InputError
 from sschsr.ops.warp import flow_warp
 
@@ -428,8 +421,6 @@ def test_worker_shards(tiny_source, monkeypatch):
     """In training, worker w of W serves only the w-th block of (scene, view) pairs; caches stay bounded."""
     from types import SimpleNamespace
 
-    import sschsr.data.datasets as datasets
-
     ds = PairDataset(
         tiny_source,
         tiny_source.names(),
@@ -443,7 +434,7 @@ def test_worker_shards(tiny_source, monkeypatch):
     served = {}
     for wid in (0, 1):
         info = SimpleNamespace(id=wid, num_workers=2, seed=100 + wid)
-        monkeypatch.setattr(datasets, "get_worker_info", lambda info=info: info)
+        monkeypatch.setattr(pair_dataset, "get_worker_info", lambda info=info: info)
         served[wid] = {ds.key(i) for i in range(len(ds))}
     names = tiny_source.names()
     assert served[0] == {(n, v) for n in names[:2] for v in (0, 1)}

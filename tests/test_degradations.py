@@ -1,4 +1,4 @@
-"""The degradation family (sschsr.data.degradations): each member against a hand computation, the draws,
+"""The degradation family (sschsr.ops.degradations): each member against a hand computation, the draws,
 the presentation on the paper's grid, and the config group."""
 
 import math
@@ -8,7 +8,8 @@ import pytest
 import torch
 from scipy.stats import norm
 
-from sschsr.data.degradations import (
+from sschsr.errors import InputError
+from sschsr.ops.degradations import (
     DegradationFamily,
     Observation,
     Psf,
@@ -19,8 +20,7 @@ from sschsr.data.degradations import (
     present,
     psf_matrix,
 )
-from sschsr.data.degrade import blur_decimate, content_shift, upsample
-from sschsr.errors import InputError
+from sschsr.ops.degrade import blur_decimate, content_shift, upsample
 
 
 def test_grid_phases_match_the_content_shifts():
@@ -167,7 +167,7 @@ def test_the_degradation_group_composes_with_every_data_config(data, degradation
 def _scene(size: int = 128, bands: int = 8, seed: int = 0) -> torch.Tensor:
     """A textured smooth cube ``(1, bands, size, size)`` float64 in about [0.1, 0.9]."""
     g = torch.Generator().manual_seed(seed)
-    from sschsr.data.degrade import smooth
+    from sschsr.ops.degrade import smooth
 
     x = smooth(torch.rand(1, bands, size, size, generator=g, dtype=torch.float64), 1.5)
     x = (x - x.amin()) / (x.amax() - x.amin())
@@ -212,8 +212,8 @@ def test_the_psf_estimate_fits_gains_for_another_images_colours():
 def test_back_projection_with_the_datas_psf_explains_them(kind, sigma):
     """Back-projection told the data's PSF makes a blurred estimate agree with the data through that PSF and
     gets nearer the truth than told the paper's; the truth is its fixed point."""
-    from sschsr.data.degrade import smooth
     from sschsr.ops.back_projection import back_project
+    from sschsr.ops.degrade import smooth
 
     s = 8
     hr = _scene().float()

@@ -2,7 +2,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sschsr.data.degrade import Degradation, blur, degrade, gaussian_kernel, upsample
+from sschsr.ops.degrade import Degradation, blur, degrade, gaussian_kernel, upsample
 
 
 class TestGaussianKernel:
@@ -63,7 +63,7 @@ class TestDegrade:
     def test_blur_decimate_is_the_strided_convolution(self):
         # values and gradients of blur(x, gaussian_kernel(k, sigma), stride=s): odd sizes, sizes not
         # divisible by s, odd kernels, grids too small to reflect (replicated)
-        from sschsr.data.degrade import blur_decimate
+        from sschsr.ops.degrade import blur_decimate
 
         gen = torch.Generator().manual_seed(0)
         for h, w, s, k, sigma in [
@@ -145,7 +145,7 @@ class TestDegrade:
 
 
 def test_low_pass_is_the_degradation_upsampled_at_any_size():
-    from sschsr.data.degrade import low_pass
+    from sschsr.ops.degrade import low_pass
 
     x = torch.rand(2, 3, 32, 48, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(low_pass(x, 8), upsample(degrade(x, 8), 8))
@@ -155,7 +155,7 @@ def test_low_pass_is_the_degradation_upsampled_at_any_size():
 
 def test_long_inputs_take_the_convolution_path_with_the_same_result(monkeypatch):
     # beyond MATRIX_MAX_SIZE the separable maps run as convolutions / PyTorch's interpolation
-    from sschsr.data import degrade as module
+    from sschsr.ops import degrade as module
     from sschsr.ops.back_projection import smoothed_low_pass
     from sschsr.ops.flow_refine import correction, observe
 

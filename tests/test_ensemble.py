@@ -6,9 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sschsr.data.degrade import content_shift, degrade, lr_grid_shift, upsample
 from sschsr.errors import InputError
-from sschsr.inference import on_lr_grid, with_tta
 from sschsr.models.baselines import Bicubic
 from sschsr.models.ensemble import (
     TRANSFORMS,
@@ -21,7 +19,9 @@ from sschsr.models.ensemble import (
     untransform_image,
 )
 from sschsr.models.sschsr import SSCHSR
+from sschsr.ops.degrade import content_shift, degrade, lr_grid_shift, upsample
 from sschsr.ops.warp import flow_warp, move_content
+from sschsr.pipeline import on_lr_grid, with_tta
 
 SEARCH = 6  # px: the brute-force matcher's search radius
 

@@ -19,14 +19,16 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig
 
 import helpers
+import sschsr.checkpoints.model as checkpoints_model
+from sschsr.checkpoints import export_weights
 from sschsr.cli._common import CONF_DIR
 from sschsr.cli.eval import evaluate, load_models
 from sschsr.errors import InputError
-from sschsr.inference import BACK_PROJECT_STEPS, export_weights
 from sschsr.metrics import SR_METRICS
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
 from sschsr.models.warpnet import WarpNet
+from sschsr.pipeline import BACK_PROJECT_STEPS
 
 BIN = Path(sys.executable).parent
 BANDS, SCALE = 31, 4
@@ -130,13 +132,11 @@ def test_tiles(models):
 
 
 def test_shipped_weights(models, monkeypatch):
-    import sschsr.inference as inference
-
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", models["fp16"].parent)
+    monkeypatch.setattr(checkpoints_model, "WEIGHTS_DIR", models["fp16"].parent)
     result = evaluate(eval_cfg("ckpt_path=shipped"))
     check_structure(result)
     assert result["meta"]["weights"] == str(models["fp16"])
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", models["fp16"].parent / "none")
+    monkeypatch.setattr(checkpoints_model, "WEIGHTS_DIR", models["fp16"].parent / "none")
     with pytest.raises(
         InputError,
         match=r"no shipped weights for x4: .*sschsr_x4\.safetensors does not exist; pass ckpt_path=",

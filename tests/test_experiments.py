@@ -54,7 +54,7 @@ def test_high_pass_modulation_of_a_flat_reference_is_the_identity(oracle):
     # an edge in the reference sharpens the same edge, blurred, in lr_up
     step = torch.zeros(1, 3, 32, 32)
     step[..., 16:] = 1.0
-    from sschsr.data.degrade import degrade, upsample
+    from sschsr.ops.degrade import degrade, upsample
 
     hr = step[:, :1].expand(1, 5, 32, 32) * 0.8 + 0.1
     blurred = upsample(degrade(hr, 8), 8)
@@ -68,8 +68,8 @@ def common():
 
 
 def test_alignment_of_the_shipped_model_and_a_refused_part(common):
+    from sschsr.checkpoints import WEIGHTS_DIR
     from sschsr.errors import InputError
-    from sschsr.inference import WEIGHTS_DIR
 
     alignment = common.load_alignment(WEIGHTS_DIR / "sschsr_x8.safetensors")
     assert alignment.kind == "full" and alignment.warpnet is not None and alignment.iters >= 1
@@ -94,7 +94,7 @@ def test_pair_overrides_take_the_options_and_extra_overrides(common):
 def test_alignment_refines_its_flow_when_asked(common):
     """``Alignment.flow`` with ``refine`` steps: the flow network's (here a stub's zero) flow corrected
     towards the true flow of an observed pair; the option defaults to 0 in the scripts."""
-    from sschsr.data.degrade import degrade, upsample
+    from sschsr.ops.degrade import degrade, upsample
     from sschsr.ops.warp import flow_warp
 
     g = torch.Generator().manual_seed(0)
@@ -163,8 +163,8 @@ def test_true_flow_gain_scores_the_three_flows(tmp_path):
 
 
 def test_shift_lr_side_moves_the_scene_seen_by_the_lr_side(common):
-    from sschsr.data.degrade import degrade, upsample
     from sschsr.data.spectral import camera_srf, default_wavelengths
+    from sschsr.ops.degrade import degrade, upsample
 
     scale, slope, shift = 4, 0.004, 1.5
     x = torch.arange(64, dtype=torch.float32)
@@ -413,8 +413,8 @@ def swap():
 
 
 def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_path):
-    from sschsr.inference import load_model, save_model
-    from sschsr.models.flow import RAFT, save_flow_net
+    from sschsr.checkpoints import load_model, save_flow_net, save_model
+    from sschsr.models.flow import RAFT
     from sschsr.models.sschsr import SSCHSR
     from sschsr.models.warpnet import WarpNet
 
@@ -443,7 +443,7 @@ def test_swap_flow_puts_the_other_flow_network_in_and_keeps_the_rest(swap, tmp_p
     with pytest.raises(SystemExit) as e:
         run(tmp_path / "wide.safetensors", tmp_path / "bad.safetensors")
     assert e.value.code == 2 and not (tmp_path / "bad.safetensors").exists()
-    from sschsr.inference import WEIGHTS_DIR
+    from sschsr.checkpoints import WEIGHTS_DIR
 
     with pytest.raises(SystemExit) as e:  # the package's weights go through export_weights.py
         run(flow, WEIGHTS_DIR / "x.safetensors")
@@ -456,7 +456,8 @@ def bench_flow():
 
 
 def test_bench_flow_times_each_variant_and_checks_it_against_float32(bench_flow, tmp_path):
-    from sschsr.models.flow import RAFT, save_flow_net
+    from sschsr.checkpoints import save_flow_net
+    from sschsr.models.flow import RAFT
 
     torch.manual_seed(0)
     path = save_flow_net(RAFT("small", iters=2), tmp_path / "flow.safetensors")
@@ -498,7 +499,7 @@ def test_bench_model_writes_the_contract_fields_for_each_size(bench_model, tmp_p
 
 
 def test_bench_model_training_step_updates_the_trainable_weights_only(bench_model):
-    from sschsr.inference import load_model
+    from sschsr.checkpoints import load_model
 
     net = load_model(None, 4).train()
     before = {k: v.clone() for k, v in net.state_dict().items()}

@@ -6,8 +6,9 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sschsr.checkpoints import load_flow_net, save_flow_net
 from sschsr.losses import sequence_loss
-from sschsr.models.flow import RAFT, count_parameters, load_flow_net, save_flow_net
+from sschsr.models.flow import RAFT, count_parameters
 from sschsr.models.flow.corr import CorrBlock, corr_pyramid, lookup, max_pyramid_levels
 from sschsr.models.flow.raft import downsample_flow, padded_size
 from sschsr.models.flow.update import bilinear_upsample, convex_upsample
@@ -213,7 +214,7 @@ def test_safetensors_roundtrip(tmp_path, generator):
 
 
 def test_ref_blur_is_the_network_on_the_smoothed_reference():
-    from sschsr.data.degrade import smooth
+    from sschsr.ops.degrade import smooth
 
     torch.manual_seed(0)
     plain = RAFT("small", iters=2).eval()

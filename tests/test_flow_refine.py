@@ -7,12 +7,11 @@ import torch
 import torch.nn.functional as F
 
 from helpers import check_flow_hook_in_eval_only
-from sschsr.data.degrade import blur, degrade, gaussian_kernel, low_pass, upsample
 from sschsr.errors import InputError
-from sschsr.inference import with_flow_refinement
 from sschsr.models.baselines import Bicubic
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
+from sschsr.ops.degrade import blur, degrade, gaussian_kernel, low_pass, upsample
 from sschsr.ops.flow_refine import (
     FlowRefiner,
     checked_settings,
@@ -22,6 +21,7 @@ from sschsr.ops.flow_refine import (
     refine_flow,
 )
 from sschsr.ops.warp import coords_grid, flow_warp
+from sschsr.pipeline import with_flow_refinement
 
 SCALE, SIZE = 4, 96
 

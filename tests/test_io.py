@@ -15,7 +15,8 @@ from affine import Affine
 from PIL import Image
 from rasterio.crs import CRS
 
-from sschsr.data import io
+import sschsr.data.io.raster
+import sschsr.data.io.writers
 from sschsr.data.io import (
     Cube,
     GeoInfo,
@@ -542,7 +543,7 @@ def test_writers_leave_nothing_behind_on_failure(tmp_path, monkeypatch):
         f.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(io.np, "save", broken_save)
+    monkeypatch.setattr(sschsr.data.io.writers.np, "save", broken_save)
     with pytest.raises(OSError, match="disk full"):
         write_npy(tmp_path / "a.npy", np.ones(3))
     monkeypatch.undo()
@@ -591,7 +592,7 @@ def test_write_png_8bit_and_16bit(tmp_path):
 
 
 def test_png16_crc_and_signature():
-    data = io._png16_bytes(np.zeros((1, 1, 3), np.uint16))
+    data = sschsr.data.io.writers._png16_bytes(np.zeros((1, 1, 3), np.uint16))
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     length = int.from_bytes(data[8:12], "big")
     assert zlib.crc32(data[12 : 16 + length]) == int.from_bytes(data[16 + length : 20 + length], "big")
@@ -608,7 +609,7 @@ def test_png16_crc_and_signature():
     ],
 )
 def test_wavelengths_from_band_descriptions(descriptions, expected):
-    wl = io._wavelengths_from_descriptions(descriptions)
+    wl = sschsr.data.io.raster._wavelengths_from_descriptions(descriptions)
     if expected is None:
         assert wl is None
     else:

@@ -19,14 +19,14 @@ from lightning.pytorch.loggers import Logger
 from torch.utils.data import DataLoader
 
 import helpers
+from sschsr.checkpoints import MODEL_KEY, load_earlier_stages, load_model, save_flow_net, widen_inputs
 from sschsr.cli._common import CONF_DIR
 from sschsr.data.spectral import camera_srf, default_wavelengths
 from sschsr.errors import InputError
-from sschsr.inference import MODEL_KEY, load_model
-from sschsr.lit.sr import SRModule, load_earlier_stages, sr_loss, warmup_cosine, widen_inputs
+from sschsr.lit.sr import SRModule, sr_loss, warmup_cosine
 from sschsr.metrics import psnr
 from sschsr.models.baselines import Bicubic, SingleImageSR
-from sschsr.models.flow import RAFT, save_flow_net
+from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
 from sschsr.models.warpnet import WarpNet
 
@@ -257,7 +257,7 @@ class TestEarlierStages:
 
 class TestInitWeights:
     def test_starts_from_a_saved_model_then_earlier_stages_replace_theirs(self, tmp_path):
-        from sschsr.inference import save_model
+        from sschsr.checkpoints import save_model
 
         trained = tiny_sschsr(seed=3)
         model_file = save_model(trained, tmp_path / "m.safetensors", scale=4)
@@ -277,7 +277,7 @@ class TestInitWeights:
     def test_widened_texture_encoder_starts_as_the_source(self, tmp_path):
         """A model with ``texture_input="both"`` started from one with ``repair``: the added inputs get zero
         weights, so it computes what the source did, and the added weights learn (they get gradients)."""
-        from sschsr.inference import save_model
+        from sschsr.checkpoints import save_model
 
         trained = helpers.randomise_zero_parameters(tiny_sschsr(seed=3), 0.05)
         model_file = save_model(trained, tmp_path / "m.safetensors", scale=4)
@@ -308,7 +308,7 @@ class TestInitWeights:
         assert widened == [] and all(torch.equal(state[k], source[k]) for k in source)
 
     def test_errors(self, tmp_path):
-        from sschsr.inference import save_model
+        from sschsr.checkpoints import save_model
 
         model_file = save_model(tiny_sschsr(), tmp_path / "m.safetensors", scale=4)
         with pytest.raises(InputError, match="not found"):

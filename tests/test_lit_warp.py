@@ -13,19 +13,13 @@ import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
 from helpers import compose_run, quiet_trainer
+from sschsr.checkpoints import load_flow_weights, load_stage2, load_warpnet, save_flow_net
 from sschsr.cli._common import CONF_DIR
 from sschsr.errors import InputError
 from sschsr.lit.flow import FlowModule
-from sschsr.lit.warp import (
-    WarpModule,
-    detail_ratio,
-    image_psnr,
-    load_flow_weights,
-    load_stage2,
-    render_target,
-)
-from sschsr.models.flow import RAFT, save_flow_net
-from sschsr.models.warpnet import WarpNet, load_warpnet
+from sschsr.lit.warp import WarpModule, detail_ratio, image_psnr, render_target
+from sschsr.models.flow import RAFT
+from sschsr.models.warpnet import WarpNet
 
 SIZE = 24
 

@@ -536,7 +536,7 @@ class TestHeads:
             net_cls(5, "lite", head="additive")
 
     def test_modulated_head_is_recorded_and_trains(self):
-        from sschsr.inference import build_module, module_spec
+        from sschsr.checkpoints import build_module, module_spec
 
         net = SSCHSR(5, "lite", head="modulated")
         assert module_spec(net)["head"] == "modulated" and build_module(module_spec(net)).head == "modulated"
@@ -557,7 +557,7 @@ class TestBaselines:
     def test_registered_bicubic_is_on_the_hr_grid(self):
         """A ramp through the paper's degradation and bicubic back up reads ``content_shift`` px behind;
         the registered bicubic reads it where it is (away from the borders, within the bicubic ripple)."""
-        from sschsr.data.degrade import content_shift, degrade, upsample
+        from sschsr.ops.degrade import content_shift, degrade, upsample
 
         scale, w = 8, 256
         x = torch.arange(w, dtype=torch.float32)

@@ -19,22 +19,21 @@ import torch
 from torch import nn
 
 import helpers
-from sschsr.cli.predict import main
-from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_png
-from sschsr.errors import InputError
-from sschsr.inference import (
+import sschsr.checkpoints
+import sschsr.checkpoints.model as checkpoints_model
+from sschsr.checkpoints import (
     MODEL_KEY,
     build_module,
-    check_reference,
     export_weights,
     load_model,
     module_spec,
-    predict_tiled,
-    prepare_inputs,
-    resample,
     save_model,
     shipped_weights,
 )
+from sschsr.cli.predict import main
+from sschsr.data.io import GeoInfo, read_rgb, write_geotiff, write_png
+from sschsr.errors import InputError
+from sschsr.inference import check_reference, predict_tiled, prepare_inputs, resample
 from sschsr.models.baselines import Bicubic
 from sschsr.models.flow import RAFT
 from sschsr.models.sschsr import SSCHSR
@@ -244,7 +243,7 @@ class TestRun:
         paper's degradation it is the input (up to the unconverged part), and so by default; with
         --back-project 0 the network's output is left as it is, which is not. For noisy LR data (the
         fixture's) it moves towards the input without reproducing its noise."""
-        from sschsr.data.degrade import low_pass, upsample
+        from sschsr.ops.degrade import low_pass, upsample
 
         mismatch: dict[str, dict[str | None, float]] = {}
         for data in ("noisy", "clean"):
@@ -498,10 +497,8 @@ def test_bad_input(case, inputs, models, tmp_path, capsys):
 
 
 def test_no_shipped_weights(inputs, capsys, monkeypatch):
-    import sschsr.inference as inference
-
     folder = inputs["dir"] / "no_weights"
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", folder)
+    monkeypatch.setattr(checkpoints_model, "WEIGHTS_DIR", folder)
     before = listing(inputs["dir"])
     assert main(argv(inputs, None)) == 2
     lines = capsys.readouterr().err.strip().splitlines()
@@ -760,14 +757,16 @@ def test_npy_input_to_tiff_output(inputs, models):
 
 def test_a_failed_write_leaves_nothing(inputs, models, capsys, monkeypatch):
     """OUT fails after the intermediates were written (disk full): they are removed again, with the folder."""
-    import sschsr.data.io as io
+    import sschsr.cli.predict as predict
 
     def full_disk(path, array):
         raise OSError(28, "No space left on device")
 
-    real = io.write_npy
+    real = predict.write_npy
     monkeypatch.setattr(
-        io, "write_npy", lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a)
+        predict,
+        "write_npy",
+        lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a),
     )
     before = listing(inputs["dir"])
     inter = inputs["dir"] / "new" / "inter"
@@ -780,12 +779,12 @@ def test_a_failed_write_leaves_nothing(inputs, models, capsys, monkeypatch):
 
 
 def test_out_of_memory_is_one_error_line(inputs, models, capsys, monkeypatch):
-    import sschsr.inference as inference
+    import sschsr.cli.predict as predict
 
     def oom(*args, **kwargs):
         raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 20.00 GiB")
 
-    monkeypatch.setattr(inference, "predict_tiled", oom)
+    monkeypatch.setattr(predict, "predict_tiled", oom)
     assert main(argv(inputs, models["bicubic"])) == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: out of memory") and "--tile" in lines[0]
@@ -820,7 +819,7 @@ class TestShippedWeights:
         assert 0.45 < path.stat().st_size / models["sschsr"].stat().st_size < 0.55
 
     def test_reloads_in_float32_and_matches_the_checkpoint(self, models):
-        from sschsr.inference import read_training_checkpoint
+        from sschsr.checkpoints import read_training_checkpoint
 
         net32, _ = read_training_checkpoint(models["ckpt"])
         net16 = load_model(models["fp16"], scale=SCALE, n_bands=BANDS)
@@ -846,9 +845,7 @@ class TestShippedWeights:
         assert np.abs(from_fp16 - from_ckpt).mean() < 1e-3
 
     def test_predict_without_ckpt_uses_the_shipped_file(self, inputs, models, monkeypatch):
-        import sschsr.inference as inference
-
-        monkeypatch.setattr(inference, "WEIGHTS_DIR", models["fp16"].parent)
+        monkeypatch.setattr(checkpoints_model, "WEIGHTS_DIR", models["fp16"].parent)
         assert main(argv(inputs, models["fp16"])) == 0
         expected = np.load(inputs["out"])
         assert main(argv(inputs, None, "--overwrite")) == 0
@@ -868,7 +865,7 @@ class TestShippedWeights:
         with pytest.raises(InputError, match="no model description"):
             load_model(plain, scale=SCALE)
         net = tiny_sschsr()
-        from sschsr.inference import model_info
+        from sschsr.checkpoints import model_info
 
         plain.with_suffix(".json").write_text(json.dumps(model_info(net, SCALE)))
         assert isinstance(load_model(plain, scale=SCALE, n_bands=BANDS), SSCHSR)
@@ -888,7 +885,7 @@ class TestShippedWeights:
 
     def test_export_with_another_flow_network(self, models, tmp_path):
         """--flow-ckpt: the exported model holds the given flow network, the rest of the checkpoint's."""
-        from sschsr.models.flow import save_flow_net
+        from sschsr.checkpoints import save_flow_net
 
         torch.manual_seed(1)
         flow_net = RAFT("small", iters=2)
@@ -913,7 +910,6 @@ def _export_script():
 
 
 def test_export_script(models, tmp_path, capsys, monkeypatch):
-    import sschsr.inference as inference
 
     script = _export_script()
     out, record = tmp_path / "sschsr_x4.safetensors", tmp_path / "results" / "weights_x4.json"
@@ -941,7 +937,8 @@ def test_export_script(models, tmp_path, capsys, monkeypatch):
     assert isinstance(load_model(out, scale=4, n_bands=BANDS), SSCHSR)
 
     # into the package's weights folder: the name must say the scale; nothing is written on error
-    monkeypatch.setattr(inference, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(checkpoints_model, "WEIGHTS_DIR", tmp_path / "weights")
+    monkeypatch.setattr(sschsr.checkpoints, "WEIGHTS_DIR", tmp_path / "weights")
     (tmp_path / "weights").mkdir()
     bad = [
         "--ckpt",
@@ -1047,8 +1044,8 @@ def test_geotiff_content_lands_where_its_georeference_says(tmp_path, models, gri
     from affine import Affine
     from rasterio.crs import CRS
 
-    from sschsr.data.degrade import content_shift
     from sschsr.data.io import GeoInfo, write_geotiff
+    from sschsr.ops.degrade import content_shift
 
     size, pixel = HR_SIZE, 2.5  # HR px, map units per HR px (LR: 10)
     x0, y0 = 500_000.0, 4_000_000.0

@@ -5,16 +5,21 @@ CAVE crop (shapes, range, and better than bicubic there)."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from sschsr.checkpoints import MODEL_KEY, WEIGHTS_DIR, load_model, shipped_weights
 from sschsr.cli.predict import main
-from sschsr.data.degrade import degrade, upsample
 from sschsr.data.io import read_cube
-from sschsr.inference import MODEL_KEY, WEIGHTS_DIR, load_model, shipped_weights
+from sschsr.data.spectral import camera_srf, default_wavelengths, render
+from sschsr.data.synth import procedural_scene
+from sschsr.inference import prepare_inputs
+from sschsr.ops.degrade import degrade, upsample
+from sschsr.pipeline import TestTime
 
 SCALES = (4, 8)
 OFFICIAL_PARAMS = 27.45e6  # the official SSC-HSR (DESIGN.md)
@@ -93,3 +98,31 @@ def test_predict_with_the_shipped_weights_on_a_cave_crop(scale, shared_data, tmp
     bicubic = upsample(lr[None], scale)[0].permute(1, 2, 0).numpy()
     mse = lambda x: float(((np.clip(x, 0, 1) - target) ** 2).mean())  # noqa: E731
     assert mse(sr) < mse(bicubic)
+
+
+def test_shipped_outputs_are_unchanged():
+    """The shipped models with the default test-time steps give the outputs they gave before the code moves
+    (``tests/data/shipped_fingerprint.json``, made at 25d50a5: per-band means and 64 sampled values of a fixed
+    procedural scene at x4 and x8; identical on the machine that made them, 1e-5 allowed for other CPUs)."""
+    expected = json.loads((Path(__file__).parent / "data" / "shipped_fingerprint.json").read_text())
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        for scale in (4, 8):
+            hr = procedural_scene(96, 31, torch.Generator().manual_seed(7))
+            wl = default_wavelengths(31)
+            ref = torch.roll(render(hr, camera_srf(wl)).clamp(0, 1), shifts=(2, -3), dims=(1, 2))
+            lr_up, ref_hr, rgb_hsi = prepare_inputs(degrade(hr[None], scale)[0], ref, scale, wl)
+            model = TestTime().build(load_model(None, scale, 31), scale).eval()
+            with torch.inference_mode():
+                sr = model(lr_up[None], ref_hr[None], rgb_hsi[None])["sr"][0]
+            pick = torch.randint(0, sr.numel(), (64,), generator=torch.Generator().manual_seed(0))
+            want = expected[f"x{scale}"]
+            np.testing.assert_allclose(
+                sr.mean(dim=(1, 2)).double().numpy(), want["band_means"], rtol=0, atol=1e-5
+            )
+            np.testing.assert_allclose(
+                sr.flatten()[pick].double().numpy(), want["samples"], rtol=0, atol=1e-5
+            )
+    finally:
+        torch.set_num_threads(threads)

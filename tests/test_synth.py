@@ -9,12 +9,10 @@ import torch.nn.functional as F
 
 from sschsr.data.spectral import camera_srf, default_wavelengths, render
 from sschsr.data.synth import GeometryConfig, PhotometricConfig, SynthConfig, make_pair, procedural_scene
+from sschsr.data.synth.filters import _argmax0, _box, guided_filter
 from sschsr.data.synth.geometry import (
     Motion,
-    _argmax0,
-    _box,
     apply_homography,
-    guided_filter,
     homography_from_corners,
     intrinsics,
     invert_displacement,

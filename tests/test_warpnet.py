@@ -8,9 +8,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from sschsr.checkpoints import load_warpnet, save_warpnet
 from sschsr.errors import InputError
 from sschsr.losses import warp_loss
-from sschsr.models.warpnet import CONFIG_KEY, WarpNet, count_parameters, load_warpnet, save_warpnet, warp_cues
+from sschsr.models.warpnet import CONFIG_KEY, WarpNet, count_parameters, warp_cues
 
 
 def smooth_images(b: int, h: int, w: int, seed: int = 0) -> torch.Tensor:

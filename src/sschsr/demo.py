@@ -30,11 +30,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from sschsr.data.degrade import degrade, upsample
+from sschsr.cli.train import compose, train
 from sschsr.data.io import find_cubes, read_cube, write_png
 from sschsr.data.spectral import camera_srf, default_wavelengths, render
 from sschsr.data.synth import make_pair, procedural_scene
 from sschsr.data.synth.pairs import alignment_stats
+from sschsr.lit.sr import spectra_figure, sr_figure
+from sschsr.metrics import HSIMetrics
+from sschsr.ops.degrade import degrade, upsample
 from sschsr.ops.warp import flow_warp
 from sschsr.viz import pair_figure
 
@@ -122,8 +125,6 @@ def _psnr(x: torch.Tensor, y: torch.Tensor) -> float:
 
 # --------------------------------------------------------------------------------------------- stages
 def _run(overrides: list[str], out: Path) -> tuple[dict[str, float], dict[str, Any]]:
-    from sschsr.cli.train import compose, train
-
     cfg = compose([*DEMO_DATA, *overrides], output_dir=out)
     return train(cfg)
 
@@ -177,9 +178,6 @@ def stage2(out: Path, scale: int, factor: float, flow_ckpt: str) -> dict[str, fl
 
 def full(out: Path, scale: int, factor: float, warp_ckpt: str) -> dict[str, Any]:
     """Train the full network (lite) on both stages, test it, compare with bicubic; write the figures."""
-    from sschsr.lit.sr import spectra_figure, sr_figure
-    from sschsr.metrics import HSIMetrics
-
     steps = _steps(300, factor)
     metrics, objs = _run(
         [

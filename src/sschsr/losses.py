@@ -11,6 +11,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from sschsr.ops.warp import coords_grid, flow_warp
+
 SEQUENCE_GAMMA = 0.8  # RAFT's sequence-loss decay: later (better) predictions weigh more
 MAX_FLOW = 400.0  # RAFT excludes pixels whose true motion exceeds this many pixels (outliers of synthesis)
 
@@ -189,8 +191,6 @@ def correspondence_nce(
         >>> float(m["accuracy"])  # identical descriptors, zero motion: every match is found
         1.0
     """
-    from sschsr.ops.warp import coords_grid, flow_warp
-
     if src.shape != ref.shape or src.ndim != 4 or flow.shape != (src.shape[0], 2, *src.shape[-2:]):
         raise ValueError(
             f"correspondence_nce expects src, ref (B, D, h, w) and flow (B, 2, h, w); got "

@@ -11,6 +11,8 @@ from pathlib import Path
 from typing import TypeVar
 
 from sschsr.errors import InputError
+from sschsr.models.ensemble import TRANSFORMS
+from sschsr.pipeline import BACK_PROJECT_STEPS, DEFAULT_FLOW_REFINE, DEFAULT_TTA
 
 # conf/ sits at the repository root (src layout, editable install); see docs/training.md.
 CONF_DIR = Path(__file__).resolve().parents[3] / "conf"
@@ -39,10 +41,7 @@ def exit_on_input_error(fn: Callable[..., T]) -> Callable[..., T]:
 
 def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tta") -> None:
     """``flag``: how many flips/transpositions (1, 2 or 8) a self-ensemble runs, default
-    :data:`sschsr.inference.DEFAULT_TTA` (``sschsr-predict``, ``eval_sr.py``, ``eval_flow.py``)."""
-    from sschsr.inference import DEFAULT_TTA
-    from sschsr.models.ensemble import TRANSFORMS
-
+    :data:`sschsr.pipeline.DEFAULT_TTA` (``sschsr-predict``, ``eval_sr.py``, ``eval_flow.py``)."""
     parser.add_argument(
         flag,
         type=int,
@@ -77,12 +76,10 @@ def _add_steps_option(
 def add_flow_refine_option(
     parser: argparse.ArgumentParser, flag: str = "--flow-refine", default: int | None = None
 ) -> None:
-    """``flag``: steps of the flow's test-time refinement (:func:`sschsr.inference.with_flow_refinement`),
-    default :data:`sschsr.inference.DEFAULT_FLOW_REFINE` (``sschsr-predict``) or ``default`` (the
+    """``flag``: steps of the flow's test-time refinement (:func:`sschsr.pipeline.with_flow_refinement`),
+    default :data:`sschsr.pipeline.DEFAULT_FLOW_REFINE` (``sschsr-predict``) or ``default`` (the
     experiment scripts: 0, so that their records made before the refinement existed stay reproducible);
     0 turns it off."""
-    from sschsr.inference import DEFAULT_FLOW_REFINE
-
     _add_steps_option(
         parser,
         flag,
@@ -95,7 +92,7 @@ def add_flow_refine_option(
 
 def add_flow_factor_option(parser: argparse.ArgumentParser, default: int | None = None) -> None:
     """``--flow-factor``: the shrink factor of the pair the flow network runs on
-    (:func:`sschsr.inference.with_coarse_flow`), default :func:`sschsr.ops.coarse_flow.auto_factor` of each
+    (:func:`sschsr.pipeline.with_coarse_flow`), default :func:`sschsr.ops.coarse_flow.auto_factor` of each
     pair (``sschsr-predict``; None here) or ``default`` (the experiment scripts: 1, so that their records made
     before it existed stay reproducible)."""
     here = "2 for pairs of at least 512 px a side, else 1" if default is None else str(default)
@@ -112,11 +109,9 @@ def add_flow_factor_option(parser: argparse.ArgumentParser, default: int | None 
 def add_back_project_option(
     parser: argparse.ArgumentParser, flag: str = "--back-project", default: int | None = None
 ) -> None:
-    """``flag``: conjugate-gradient steps of back-projection (:func:`sschsr.inference.with_back_projection`),
-    default :data:`sschsr.inference.BACK_PROJECT_STEPS` (``sschsr-predict``) or ``default`` (the experiment
+    """``flag``: conjugate-gradient steps of back-projection (:func:`sschsr.pipeline.with_back_projection`),
+    default :data:`sschsr.pipeline.BACK_PROJECT_STEPS` (``sschsr-predict``) or ``default`` (the experiment
     scripts: 0, so that their older records stay reproducible); 0 turns it off."""
-    from sschsr.inference import BACK_PROJECT_STEPS
-
     _add_steps_option(
         parser,
         flag,

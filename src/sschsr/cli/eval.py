@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import shlex
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -35,14 +34,20 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sschsr.checkpoints import check_scale, load_model
 from sschsr.cli._common import CONF_DIR, exit_on_input_error
 from sschsr.errors import InputError
+from sschsr.inference import predict_batch, resolve_device
 from sschsr.metrics import SR_METRICS, sr_metrics
+from sschsr.models.baselines import Bicubic
+from sschsr.ops.degrade import content_shift
+from sschsr.ops.flow_refine import refiner_settings
+from sschsr.pipeline import TestTime
+from sschsr.provenance import commit_label
 
 log = logging.getLogger("sschsr.eval")
 
 BICUBIC_NAMES = ("bicubic", "none", "null", "")
-SHIPPED_NAMES = ("shipped", "default")  # the package's own weights for the scale
 CONVENTIONS = (
     "PSNR per band (data range 1) averaged over bands; SSIM per band (data_range=1); SAM in degrees, "
     "mean over pixels; ERGAS = 100/s sqrt(mean_b RMSE_b^2 / mean_b^2); outputs clamped to [0, 1]; "
@@ -60,34 +65,22 @@ def _ckpt_path(cfg: DictConfig) -> str | None:
     return None if ckpt is None or str(ckpt).strip().lower() in BICUBIC_NAMES else str(ckpt)
 
 
-def _load(ckpt: str, scale: int, n_bands: int | None) -> torch.nn.Module:
-    from sschsr.inference import check_scale, load_model, missing_weights_message, shipped_weights
-
-    if ckpt.strip().lower() in SHIPPED_NAMES:
-        check_scale(scale)
-        if not shipped_weights(scale).is_file():
-            raise InputError(missing_weights_message(scale, option="ckpt_path=MODEL"))
-        return load_model(None, scale, n_bands)
-    return load_model(ckpt, scale, n_bands)
-
-
 def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     """``{"model": net or None (bicubic), "single_image": net}`` (the latter only when configured).
 
     Raises:
         InputError: a missing or unreadable checkpoint, or one for another scale or band count.
     """
-    from sschsr.inference import check_scale
 
     scale, n_bands = int(cfg.scale), cfg.get("n_bands")
     check_scale(scale)
     ckpt = _ckpt_path(cfg)
     models: dict[str, torch.nn.Module | None] = {
-        "model": None if ckpt is None else _load(ckpt, scale, n_bands)
+        "model": None if ckpt is None else load_model(ckpt, scale, n_bands, option="ckpt_path=MODEL")
     }
     single = OmegaConf.select(cfg, "baselines.single_image")
     if single:
-        models["single_image"] = _load(str(single), scale, n_bands)
+        models["single_image"] = load_model(str(single), scale, n_bands)
     camera = OmegaConf.select(cfg, "data.camera")
     for key, net in models.items():
         trained = getattr(net, "info", {}).get("camera")
@@ -98,96 +91,20 @@ def load_models(cfg: DictConfig) -> dict[str, torch.nn.Module | None]:
     return models
 
 
-def _commit() -> str | None:
-    """The repository's commit (with ``-dirty`` for local changes), when run from a git checkout."""
-    root = Path(__file__).resolve().parents[3]
-    if not (root / ".git").exists():  # an installed copy, not the repository
-        return None
-    try:
-        head = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
-        )
-        dirty = subprocess.run(
-            ["git", "status", "--porcelain", "--untracked-files=no"],
-            cwd=root,
-            capture_output=True,
-            text=True,
-            timeout=10,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-
-
-def _run(net: torch.nn.Module, batch: dict[str, Any], tile: int | None, device: torch.device) -> torch.Tensor:
-    """``sr`` ``(B, C, H, W)`` on the CPU for one batch, whole or in tiles."""
-    from sschsr.inference import predict_tiled
-
-    if tile is None:
-        with torch.inference_mode():
-            out = net(*(batch[k].to(device) for k in ("lr_up", "ref", "rgb_hsi")))
-        return out["sr"].float().cpu()
-    srs = [
-        predict_tiled(net, batch["lr_up"][i], batch["ref"][i], batch["rgb_hsi"][i], tile=tile, device=device)[
-            "sr"
-        ]
-        for i in range(batch["lr_up"].shape[0])
-    ]
-    return torch.stack(srs)
-
-
 def _means(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(sum(r[m] for r in rows) / len(rows)) for m in SR_METRICS}
 
 
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
-    from sschsr.data.degrade import content_shift
-    from sschsr.inference import (
-        BACK_PROJECT_STEPS,
-        DEFAULT_FLOW_REFINE,
-        DEFAULT_TTA,
-        check_flow_factor,
-        check_steps,
-        parse_psf,
-        resolve_device,
-        with_back_projection,
-        with_coarse_flow,
-        with_flow_refinement,
-        with_tta,
-    )
-    from sschsr.models.baselines import Bicubic
-    from sschsr.ops.flow_refine import refiner_settings
 
     scale = int(cfg.scale)
-    tta = cfg.get("tta")
-    tta = DEFAULT_TTA if tta is None else int(tta)
-    refine = cfg.get("flow_refine")
-    refine = DEFAULT_FLOW_REFINE if refine is None else int(refine)
-    check_steps(refine, f"flow_refine={refine}")
-    back = cfg.get("back_project")
-    back = BACK_PROJECT_STEPS if back is None else int(back)
-    check_steps(back, f"back_project={back}")
-    factor = cfg.get("flow_factor")
-    factor = None if factor is None else int(factor)
-    if factor is not None:
-        check_flow_factor(factor, f"flow_factor={factor}")
-    psf_text = str(cfg.get("psf") or "paper")
-    psf = parse_psf(psf_text, scale)
+    # the LR data of the test split are presented on the paper's grid by the datamodule (lr_grid: paper)
+    test_time = TestTime.from_settings(
+        **{k: cfg.get(k) for k in ("tta", "flow_factor", "flow_refine", "back_project", "psf")}
+    )
     loaded = load_models(cfg)  # every model file is checked before the data is made
-    models = {
-        key: None
-        if net is None
-        else with_back_projection(
-            with_tta(
-                with_flow_refinement(with_coarse_flow(net, scale, factor), scale, refine, psf=psf), scale, tta
-            ),
-            scale,
-            back,
-            psf=psf,
-        )
-        for key, net in loaded.items()
-    }
+    models = {key: None if net is None else test_time.build(net, scale) for key, net in loaded.items()}
     torch.manual_seed(int(cfg.get("seed") or 0))
     device = resolve_device(str(cfg.get("device") or "auto"))
     tile = cfg.get("tile")
@@ -206,7 +123,7 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
         outputs = {"bicubic": lr_up, "bicubic_registered": registered(lr_up)["sr"]}
         for key, net in models.items():
             if net is not None:
-                outputs[key] = _run(net, batch, tile, device)
+                outputs[key] = predict_batch(net, batch, tile, device)
         values = {key: sr_metrics(sr.clamp(0, 1), hr, scale) for key, sr in outputs.items()}
         for i, name in enumerate(batch["name"]):
             row = {key: {m: float(v[m][i]) for m in SR_METRICS} for key, v in values.items()}
@@ -240,15 +157,15 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
             "n_scenes": len(scenes),
             "device": device.type,
             "tile": tile,
-            "tta": tta,
-            "flow_factor": "auto" if factor is None else factor,
-            "flow_refine": refine,
-            "flow_refiner": refiner_settings(refine),
-            "back_project": back,
-            "psf": psf_text,
+            "tta": test_time.tta,
+            "flow_factor": "auto" if test_time.flow_factor is None else test_time.flow_factor,
+            "flow_refine": test_time.flow_refine,
+            "flow_refiner": refiner_settings(test_time.flow_refine),
+            "back_project": test_time.back_project,
+            "psf": test_time.psf,
             "conventions": CONVENTIONS,
             "command": shlex.join(["sschsr-eval", *sys.argv[1:]]),
-            "commit": _commit(),
+            "commit": commit_label(),
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         },
     }

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from sschsr.checkpoints import check_scale, load_model
 from sschsr.cli._common import (
     add_back_project_option,
     add_flow_factor_option,
@@ -27,8 +28,11 @@ from sschsr.cli._common import (
     add_tta_option,
     fail,
 )
-from sschsr.data.degrade import LR_GRIDS
+from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_json, write_npy, write_png
 from sschsr.errors import InputError
+from sschsr.inference import check_reference, predict_tiled, prepare_inputs, resolve_device
+from sschsr.ops.degrade import LR_GRIDS
+from sschsr.pipeline import TestTime, check_flow_factor, check_steps, parse_psf, psf_estimates
 
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
 MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
@@ -163,24 +167,6 @@ def run(args: argparse.Namespace) -> str:
     Raises:
         InputError: any problem with the user's input, before anything is written.
     """
-    from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_json, write_npy, write_png
-    from sschsr.inference import (
-        check_flow_factor,
-        check_reference,
-        check_scale,
-        check_steps,
-        load_model,
-        on_lr_grid,
-        parse_psf,
-        predict_tiled,
-        prepare_inputs,
-        resolve_device,
-        with_back_projection,
-        with_coarse_flow,
-        with_flow_refinement,
-        with_tta,
-    )
-
     # 1. arguments and outputs, cheapest first
     out = Path(args.out)
     check_output(out, args.overwrite)
@@ -191,7 +177,7 @@ def run(args: argparse.Namespace) -> str:
         check_flow_factor(args.flow_factor, f"--flow-factor {args.flow_factor}")
     if args.tile is not None and args.tile < MIN_TILE:
         raise InputError(f"--tile {args.tile}: tiles must be at least {MIN_TILE} HR pixels")
-    psf = parse_psf(args.psf, args.scale)
+    parse_psf(args.psf, args.scale)  # checked before the data are read
     device = resolve_device(args.device)
     inter = Path(args.save_intermediates) if args.save_intermediates else None
     if inter is not None:
@@ -220,20 +206,17 @@ def run(args: argparse.Namespace) -> str:
     camera = getattr(net, "info", {}).get("camera", "cie1931")
     lr_up, ref_hr, rgb_hsi = prepare_inputs(lr, ref, args.scale, cube.wavelengths, camera=camera)
     keys = ("sr", *INTERMEDIATES) if inter is not None else ("sr",)
-    net = with_flow_refinement(
-        with_coarse_flow(net, args.scale, args.flow_factor),
-        args.scale,
-        args.flow_refine,
-        psf=psf,
+    test_time = TestTime(
+        tta=args.tta,
+        flow_factor=args.flow_factor,
+        flow_refine=args.flow_refine,
+        back_project=args.back_project,
+        psf=args.psf,
         lr_grid=lr_grid,
     )
-    refiner = getattr(net, "flow_refiner", None)
-    projected = with_back_projection(
-        with_tta(net, args.scale, args.tta), args.scale, args.back_project, psf=psf, lr_grid=lr_grid
-    )
-    model = on_lr_grid(projected, args.scale, lr_grid)
+    model = test_time.build(net, args.scale)
     outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
-    degradation = degradation_record(args, lr_grid, refiner, projected)
+    degradation = degradation_record(args, lr_grid, psf_estimates(model, args.scale))
 
     sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)
     sr = np.ascontiguousarray(sr, dtype=np.float32)
@@ -275,10 +258,10 @@ def run(args: argparse.Namespace) -> str:
     )
 
 
-def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, projected: object) -> dict:
+def degradation_record(args: argparse.Namespace, lr_grid: str, estimates: dict[str, list]) -> dict:
     """What the test-time steps assumed of the LR data: the grid, the PSF given or estimated (per tile,
-    by the flow refinement from the reference and by back-projection from the output) and the noise, with
-    ``notes``: the lines printed on stderr."""
+    by the flow refinement from the reference and by back-projection from the output:
+    :func:`sschsr.pipeline.psf_estimates`) and the noise, with ``notes``: the lines printed on stderr."""
     record: dict = {"scale": args.scale, "lr_grid": lr_grid, "psf": args.psf}
     if args.lr_grid:
         how = "as stated"
@@ -288,8 +271,7 @@ def degradation_record(args: argparse.Namespace, lr_grid: str, refiner: object, 
         how = "the default; --lr-grid block for pixels centred on their blocks"
     notes = [f"LR grid: {lr_grid} ({how})"]
     if args.psf in ("auto", "auto-reference"):
-        from_ref = [e.describe(args.scale) for e in getattr(refiner, "log", [])]
-        from_out = getattr(projected, "estimates", [])
+        from_ref, from_out = estimates["from_reference"], estimates["from_output"]
         record["estimated_from_reference"] = from_ref
         record["back_projection_psf"] = [{"psf": e["psf"], "from": e["source"]} for e in from_out]
         record["noise_std_mean"] = [e["noise_mean"] for e in from_out]

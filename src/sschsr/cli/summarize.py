@@ -30,6 +30,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 from sschsr.cli._common import exit_on_input_error
+from sschsr.data.io import write_text
 from sschsr.errors import InputError
 from sschsr.lit.runs import iter_runs
 
@@ -253,8 +254,6 @@ def summarize(sweep_dir: str | Path) -> dict[str, Path]:
     Raises:
         InputError: not a multirun folder.
     """
-    from sschsr.data.io import write_text
-
     root = Path(sweep_dir)
     rows = sweep_rows(root)
     columns = metric_columns(rows)

@@ -29,7 +29,12 @@ import numpy as np
 import torch
 
 from sschsr.cli._common import fail
+from sschsr.data import io
+from sschsr.data.io import write_npy, write_png
+from sschsr.data.spectral import default_wavelengths
+from sschsr.data.synth import SynthConfig, make_pair, procedural_scene
 from sschsr.errors import InputError
+from sschsr.ops.degrade import degrade
 
 MIN_SIZE = 32  # smaller views leave the camera motion no room (flows of 5-15 px)
 
@@ -110,8 +115,6 @@ class _Cubes:
     """The cubes of a folder (or one cube file), read when needed; the last one kept."""
 
     def __init__(self, source: Path, bands: int | None):
-        from sschsr.data import io
-
         self.io = io
         self.paths = [source] if source.is_file() else io.find_cubes(source)
         if not self.paths:
@@ -150,8 +153,6 @@ def _crop(cube, size: int, g: torch.Generator) -> tuple[np.ndarray, tuple[int, i
 
 
 def _write_sample(folder: Path, hr: np.ndarray, lr: np.ndarray, pair: dict) -> None:
-    from sschsr.data.io import write_npy, write_png
-
     folder.mkdir(parents=True, exist_ok=True)
     write_npy(folder / "hr.npy", hr.astype(np.float32))
     write_npy(folder / "lr.npy", lr.astype(np.float32))
@@ -162,10 +163,6 @@ def _write_sample(folder: Path, hr: np.ndarray, lr: np.ndarray, pair: dict) -> N
 
 def generate(args: argparse.Namespace, out: Path) -> list[dict]:
     """Write the samples into ``out`` (an existing folder); returns their index entries."""
-    from sschsr.data.degrade import degrade
-    from sschsr.data.spectral import default_wavelengths
-    from sschsr.data.synth import SynthConfig, make_pair, procedural_scene
-
     procedural = args.source == "procedural"
     cubes = None
     if not procedural:

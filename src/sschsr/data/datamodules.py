@@ -1,4 +1,4 @@
-"""The LightningDataModule that serves :class:`~sschsr.data.datasets.PairDataset` batches for any source.
+"""The LightningDataModule that serves :class:`~sschsr.data.pair_dataset.PairDataset` batches for any source.
 
 Built from Hydra configs (``conf/data/*.yaml``): the scene source is a nested ``_target_`` that Hydra
 instantiates first, everything else is plain values, scale and band count interpolated from the top level::
@@ -8,7 +8,7 @@ instantiates first, everything else is plain values, scale and band count interp
     scale: ${scale}
     n_bands: ${n_bands}
 
-Batches are dicts, see :mod:`sschsr.data.datasets` for the keys; with the batch dimension added: ``lr``
+Batches are dicts, see :mod:`sschsr.data.pair_dataset` for the keys; with the batch dimension added: ``lr``
 ``(B, C, h, w)``, ``lr_up`` / ``hr`` ``(B, C, H, W)``, ``ref`` / ``rgb_hsi`` / ``rgb_hr`` ``(B, 3, H, W)``, ``flow``
 ``(B, 2, H, W)``, ``valid`` / ``mask`` ``(B, H, W)`` bool, ``srf`` ``(B, 3, C)``, ``has_flow`` ``(B,)`` bool,
 ``name`` a list of B strings.
@@ -24,9 +24,10 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader
 
-from sschsr.data.datasets import PairDataset, SceneSource, read_list, split_names
-from sschsr.data.degradations import DegradationFamily
+from sschsr.data.datasets import SceneSource, read_list, split_names
+from sschsr.data.pair_dataset import PairDataset
 from sschsr.errors import InputError
+from sschsr.ops.degradations import DegradationFamily
 
 
 def _plain(x: Any) -> Any:
@@ -64,14 +65,14 @@ class HSIDataModule(L.LightningDataModule):
         samples_per_epoch: training items per epoch (default: scenes x views).
         seed: training randomness (crops, augmentation, noise, shuffling): ``${seed}``.
         view_seed: seeds the synthetic views and evaluation noise; fixed so every run sees the same pairs.
-        degradation: the LR degradations (:class:`~sschsr.data.degradations.DegradationFamily` fields;
+        degradation: the LR degradations (:class:`~sschsr.ops.degradations.DegradationFamily` fields;
             the ``degradation`` config group; None: the paper's).
         present: ``lr_up`` moved onto the paper's grid (True, for training) or as made (False: data as a
-            user has them; :class:`~sschsr.data.datasets.PairDataset`).
+            user has them; :class:`~sschsr.data.pair_dataset.PairDataset`).
         match: colour matching of ``rgb_hsi`` to ``ref``.
         cache_pairs: synthetic views cached per worker (None: all).
         shard_workers: each training worker serves its own block of (scene, view) pairs, so it loads and
-            generates only its share (:class:`~sschsr.data.datasets.PairDataset`).
+            generates only its share (:class:`~sschsr.data.pair_dataset.PairDataset`).
     """
 
     def __init__(

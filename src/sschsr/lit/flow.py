@@ -2,7 +2,7 @@
 
 The module holds no architecture: ``net`` (e.g. :class:`sschsr.models.flow.RAFT`), the optimizer and the
 scheduler come from the config (``conf/model/flow.yaml``). To use the trained network elsewhere, load it
-without Lightning: ``sschsr.models.flow.load_flow_net("last.ckpt")``.
+without Lightning: ``sschsr.checkpoints.load_flow_net("last.ckpt")``.
 
 Batches are dicts (see ``sschsr.data``): ``rgb_hsi`` ``(B, 3, H, W)`` the LR HSI rendered to RGB on the
 HSI grid, ``ref`` ``(B, 3, H, W)`` the unaligned photo, both in [0, 1]; ``flow`` ``(B, 2, H, W)`` the true
@@ -20,9 +20,11 @@ import numpy as np
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
+from sschsr.checkpoints import load_flow_weights
 from sschsr.lit._optim import step_scheduler
 from sschsr.losses import MAX_FLOW, SEQUENCE_GAMMA, endpoint_error, flow_valid_mask, sequence_loss
 from sschsr.models.flow import CONFIG_KEY
+from sschsr.viz import flow_to_color
 
 METRICS = ("epe", "1px", "3px", "5px")
 THRESHOLDS = {"1px": 1.0, "3px": 3.0, "5px": 5.0}
@@ -69,8 +71,6 @@ class FlowModule(L.LightningModule):
         # to resume, refuses pickled partials (the run's Hydra config records the optimiser anyway)
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"], logger=False)
         if init_ckpt:
-            from sschsr.lit.warp import load_flow_weights
-
             load_flow_weights(net, init_ckpt)
         self.net = net
         self.optimizer_factory, self.scheduler_factory = optimizer, scheduler
@@ -149,12 +149,6 @@ class FlowModule(L.LightningModule):
         ]
         if not loggers:
             return
-        try:
-            from sschsr.viz import flow_to_color
-        except ModuleNotFoundError as e:
-            if e.name != "sschsr.viz":  # viz is there but something it needs is not: say so
-                raise
-            return  # no figures in a build without sschsr.viz
 
         def rgb(x: Tensor) -> np.ndarray:  # (3, H, W) [0, 1] -> (H, W, 3) uint8
             return (

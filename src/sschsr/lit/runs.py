@@ -32,7 +32,6 @@ import json
 import logging
 import os
 import socket
-import subprocess
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from sschsr.data.io import write_json
 from sschsr.errors import InputError
+from sschsr.provenance import source_commit
 
 log = logging.getLogger("sschsr.train")
 
@@ -59,24 +59,6 @@ def task_of(model: L.LightningModule | str) -> str:
     if name not in TASKS:
         raise ValueError(f"no task for {name!r}: one of {sorted(TASKS)}")
     return TASKS[name]
-
-
-def source_commit() -> tuple[str | None, bool | None]:
-    """The git commit the package is imported from and whether the tree has changes; ``(None, None)``
-    outside a git checkout or without git."""
-    where = Path(__file__).resolve().parent
-
-    def git(*args: str) -> str:
-        return subprocess.run(
-            ["git", *args], cwd=where, capture_output=True, text=True, timeout=20, check=True
-        ).stdout.strip()
-
-    try:
-        commit = git("rev-parse", "HEAD")
-        dirty = bool(git("status", "--porcelain", "--untracked-files=no"))
-    except (OSError, subprocess.SubprocessError):
-        return None, None
-    return commit, dirty
 
 
 def _now() -> str:

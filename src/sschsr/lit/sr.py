@@ -13,10 +13,10 @@ scheduler come from the config (``conf/model/full.yaml``, ``single_image.yaml``,
 Earlier stages feed in by file: ``flow_ckpt`` (stage 1) loads into ``net.flow_net``, ``warp_ckpt``
 (stage 2) into ``net.warpnet``, and into ``net.flow_net`` too when no ``flow_ckpt`` is given (stage 2
 stores the flow network it was trained on). Checkpoints carry the network's description
-(:data:`sschsr.inference.MODEL_KEY`), so that :func:`sschsr.inference.load_model` rebuilds the network
+(:data:`sschsr.checkpoints.MODEL_KEY`), so that :func:`sschsr.checkpoints.load_model` rebuilds the network
 from the file alone for ``sschsr-predict`` and ``sschsr-eval``.
 
-Batches are dicts (see ``sschsr.data.datasets``): ``lr_up``, ``hr`` ``(B, C, H, W)``; ``ref``,
+Batches are dicts (see ``sschsr.data.pair_dataset``): ``lr_up``, ``hr`` ``(B, C, H, W)``; ``ref``,
 ``rgb_hsi`` ``(B, 3, H, W)`` float32 in [0, 1]; ``rgb_hr`` or (``srf`` ``(B, 3, C)``) for the warp term.
 """
 
@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -33,10 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.errors import InputError
-from sschsr.inference import MODEL_KEY, model_info, spec_matches
+from sschsr.checkpoints import MODEL_KEY, load_earlier_stages, load_init_weights, model_info, spec_matches
+from sschsr.data.spectral import default_wavelengths
 from sschsr.lit._optim import step_scheduler
+from sschsr.lit.warp import render_target
+from sschsr.losses import correspondence_nce, flow_valid_mask, spectral_angle_loss
 from sschsr.metrics import HSIMetrics
+from sschsr.models.sschsr import pad_to_multiple
+from sschsr.ops.flow_refine import checked_settings, refiner_for
 
 log = logging.getLogger(__name__)
 
@@ -75,8 +78,6 @@ def sr_loss(
     metrics = {"sr": loss_sr.detach()}
     loss = loss_sr
     if sam_weight:
-        from sschsr.losses import spectral_angle_loss
-
         loss_sam = spectral_angle_loss(sr, hr)
         metrics["sam"] = loss_sam.detach()
         loss = loss + sam_weight * loss_sam
@@ -125,9 +126,6 @@ def level_correspondence(
     """The true flow of a pair at the matching level: ``(B, 2, H, W)`` pixels -> ``(B, 2, h, w)`` pixels of
     the ``1/factor`` grid (the mean over each block, divided by ``factor``; edges padded as the network
     pads them), with ``(B, h, w)`` validity: every pixel of the block valid (``valid`` None: all)."""
-    from sschsr.losses import flow_valid_mask
-    from sschsr.models.sschsr import pad_to_multiple
-
     mask = flow_valid_mask(torch.nan_to_num(flow), valid) & torch.isfinite(flow).all(dim=1)
     flow = pad_to_multiple(torch.nan_to_num(flow).float(), factor)
     mask = pad_to_multiple(mask[:, None].float(), factor)
@@ -138,119 +136,12 @@ def _strip(state: dict[str, Tensor], prefix: str) -> dict[str, Tensor]:
     return {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
 
 
-def load_earlier_stages(net: nn.Module, flow_ckpt: str | None = None, warp_ckpt: str | None = None) -> None:
-    """Load trained stage-1 / stage-2 weights into ``net.flow_net`` / ``net.warpnet`` in place.
-
-    ``flow_ckpt``: a :class:`sschsr.lit.flow.FlowModule` ``.ckpt`` or a flow ``.safetensors``.
-    ``warp_ckpt``: a :class:`sschsr.lit.warp.WarpModule` ``.ckpt`` (its flow network is loaded too unless
-    ``flow_ckpt`` is given) or a WarpNet ``.safetensors``.
-
-    Raises:
-        InputError: a missing or unreadable file, weights of another architecture, or a network without
-            the part to load into.
-    """
-    if flow_ckpt:
-        flow_net = getattr(net, "flow_net", None)
-        if flow_net is None:
-            raise InputError(
-                f"flow_ckpt={flow_ckpt}: {type(net).__name__} has no flow network to load it into"
-            )
-        from sschsr.lit.warp import load_flow_weights
-
-        load_flow_weights(flow_net, flow_ckpt)
-        log.info("stage-1 flow weights from %s", flow_ckpt)
-    if warp_ckpt:
-        warpnet = getattr(net, "warpnet", None)
-        if warpnet is None:
-            raise InputError(f"warp_ckpt={warp_ckpt}: {type(net).__name__} has no WarpNet to load it into")
-        from sschsr.models.warpnet import load_warpnet
-
-        path = Path(warp_ckpt)
-        config = getattr(warpnet, "config", None) or {}
-        warpnet.load_state_dict(load_warpnet(path, **config).state_dict())
-        log.info("stage-2 WarpNet weights from %s", warp_ckpt)
-        flow_net = getattr(net, "flow_net", None)
-        if not flow_ckpt and flow_net is not None and path.suffix != ".safetensors":
-            from sschsr.models.flow import load_flow_net
-
-            try:
-                loaded = load_flow_net(path, prefix="flow_net.", **(getattr(flow_net, "config", None) or {}))
-            except InputError as e:
-                if "no weights under the prefix" not in str(e):
-                    raise
-                log.warning("%s holds no flow network: the flow keeps its own weights", warp_ckpt)
-            else:
-                flow_net.load_state_dict(loaded.state_dict())
-                log.info("stage-1 flow weights from %s (the flow stage 2 was trained on)", warp_ckpt)
-
-
-def widen_inputs(source: dict[str, Tensor], target: dict[str, Tensor]) -> tuple[dict[str, Tensor], list[str]]:
-    """``source`` with each weight that takes fewer input channels than ``target``'s zero-padded to it.
-
-    A weight widens when it has ``target``'s shape but a smaller size along dim 1 (the input channels of
-    a convolution or linear layer): ``(O, I, ...)`` becomes ``(O, I', ...)``, ``I' > I``, the added inputs
-    with zero weights. Anything else is left as it is (a strict load then reports it).
-
-    Returns:
-        the state to load and the names of the widened weights.
-
-    Example:
-        >>> state, names = widen_inputs({"w": torch.ones(2, 1)}, {"w": torch.empty(2, 3)})
-        >>> state["w"].tolist(), names
-        ([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]], ['w'])
-    """
-    out, widened = dict(source), []
-    for name, value in source.items():
-        want = target.get(name)
-        if want is None or want.shape == value.shape or want.ndim != value.ndim or value.ndim < 2:
-            continue
-        same_other = want.shape[0] == value.shape[0] and want.shape[2:] == value.shape[2:]
-        if same_other and want.shape[1] > value.shape[1]:
-            pad = value.new_zeros(value.shape[0], want.shape[1] - value.shape[1], *value.shape[2:])
-            out[name] = torch.cat([value, pad], dim=1)
-            widened.append(name)
-    return out, widened
-
-
-def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
-    """Start ``net`` from a trained model of the same architecture, in place (fine-tuning).
-
-    ``init_ckpt``: anything :func:`sschsr.inference.load_model` reads (a full-model ``.ckpt``, a
-    ``.safetensors`` such as the shipped ``sschsr_x8.safetensors``) trained for ``scale``. A weight of
-    ``net`` that takes more input channels than the source's (the texture encoder of
-    ``texture_input="both"`` started from a model with ``repair``) gets the source's weights on the first
-    inputs and zeros on the added ones (:func:`widen_inputs`): the network starts computing what the
-    source did and learns to use the rest.
-
-    Raises:
-        InputError: a missing or unreadable file, another scale, or a network that does not fit ``net``.
-    """
-    from sschsr.inference import load_model
-
-    source = load_model(init_ckpt, scale)
-    state, widened = widen_inputs(source.state_dict(), net.state_dict())
-    if widened:
-        log.warning("init_ckpt: inputs added with zero weights (the network starts as %s does): %s",
-                    init_ckpt, ", ".join(widened))  # fmt: skip
-    try:
-        net.load_state_dict(state)
-    except RuntimeError as e:
-        raise InputError(
-            f"init_ckpt={init_ckpt}: its {type(source).__name__} does not fit this run's "
-            f"{type(net).__name__}: {str(e).splitlines()[0]} (build the network the file describes: "
-            f"{source.info.get('net')})"
-        ) from None
-    log.info("all weights from %s", init_ckpt)
-
-
 def _refiner_settings(settings: Any) -> dict[str, Any] | None:
     """``settings`` of the flow refinement as plain Python (a Hydra config's mapping becomes a dict, so
     that checkpoints stay loadable with ``weights_only=True``), checked against ``FlowRefiner``: unknown
     fields, bad values and ``scale`` or ``iters`` (the module's ``scale`` and ``flow_refine``) raise
     ValueError."""
     from omegaconf import OmegaConf
-
-    from sschsr.ops.flow_refine import checked_settings
 
     if settings is None:
         return None
@@ -346,7 +237,6 @@ class SRModule(L.LightningModule):
         steps = self.hparams.flow_refine
         if not steps or getattr(self.net, "flow_net", None) is None:
             return self.net(lr_up, ref, rgb_hsi)
-        from sschsr.ops.flow_refine import refiner_for
 
         refiner = refiner_for(self.hparams.scale, steps, self.hparams.flow_refiner)
         flow = self.net.estimate_flow(rgb_hsi, ref, refine=False)
@@ -358,8 +248,6 @@ class SRModule(L.LightningModule):
         ref_warp = out.get("ref_warp")
         rgb_hr = None
         if ref_warp is not None and self.hparams.warp_weight:
-            from sschsr.lit.warp import render_target
-
             rgb_hr = render_target(batch)
         loss, terms = sr_loss(
             out["sr"], batch["hr"], ref_warp, rgb_hr, self.hparams.warp_weight, self.hparams.sam_weight
@@ -367,8 +255,6 @@ class SRModule(L.LightningModule):
         if self.training and self.hparams.match_weight and batch.get("flow") is not None:
             match = getattr(self.net, "match_descriptors", None)
             if match is not None:
-                from sschsr.losses import correspondence_nce
-
                 flow, valid = level_correspondence(batch["flow"], batch.get("valid"))
                 hp = self.hparams
                 nce, nce_terms = correspondence_nce(
@@ -460,7 +346,7 @@ class SRModule(L.LightningModule):
         return step_scheduler(self, optimizer, self.scheduler_factory)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        # the network's description, so that sschsr.inference.load_model rebuilds it from the file alone;
+        # the network's description, so that sschsr.checkpoints.load_model rebuilds it from the file alone;
         # checked once against the network itself (on the meta device: no memory)
         if self._model_info is None:
             info = model_info(self.net, self.hparams.scale, self.hparams.camera)
@@ -531,8 +417,6 @@ def spectra_figure(
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
-
-    from sschsr.data.spectral import default_wavelengths
 
     hr, sr, lr_up = (t[0].detach().float().cpu() for t in (batch["hr"], out["sr"], batch["lr_up"]))
     c, h, w = hr.shape

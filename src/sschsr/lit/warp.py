@@ -9,7 +9,7 @@ Per batch (DESIGN.md, method step 2 and "Losses"):
 
 The module holds no architecture: both networks, the optimizer and the scheduler come from the config
 (``conf/model/warp.yaml``). Its checkpoints store the constructor arguments of both networks, so that
-:func:`sschsr.models.warpnet.load_warpnet` and :func:`sschsr.models.flow.load_flow_net` (with
+:func:`sschsr.checkpoints.load_warpnet` and :func:`sschsr.checkpoints.load_flow_net` (with
 ``prefix="flow_net."``) rebuild them from the file alone; :func:`load_stage2` does both.
 
 Batches are dicts (see ``sschsr.data``): ``rgb_hsi``, ``ref``, ``rgb_hr``, each ``(B, 3, H, W)`` float32
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import lightning as L
@@ -30,14 +29,13 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MeanMetric
 
-from sschsr.data.datasets import render_rgb
-from sschsr.errors import InputError
+from sschsr.checkpoints import load_flow_weights
+from sschsr.data.spectral import render_rgb
 from sschsr.lit._optim import step_scheduler
 from sschsr.losses import warp_loss
 from sschsr.models.flow import CONFIG_KEY as FLOW_CONFIG_KEY
-from sschsr.models.flow import RAFT, load_flow_net
 from sschsr.models.warpnet import CONFIG_KEY as WARPNET_CONFIG_KEY
-from sschsr.models.warpnet import WarpNet, load_warpnet, warp_cues
+from sschsr.models.warpnet import warp_cues
 from sschsr.ops.warp import flow_warp
 
 log = logging.getLogger(__name__)
@@ -96,8 +94,8 @@ def detail_ratio(pred: Tensor, target: Tensor) -> Tensor:
 def render_target(batch: dict[str, Any]) -> Tensor:
     """Stage 2's target ``rgb_hr`` ``(B, 3, H, W)`` in [0, 1]: the batch's own, or made from ``hr`` and ``srf``.
 
-    The data layer (:class:`sschsr.data.datasets.PairDataset`) provides ``rgb_hr``. Made here, for batches
-    from elsewhere, the way it makes it (:func:`sschsr.data.datasets.render_rgb`): ``hr`` rendered
+    The data layer (:class:`sschsr.data.pair_dataset.PairDataset`) provides ``rgb_hr``. Made here, for batches
+    from elsewhere, the way it makes it (:func:`sschsr.data.spectral.render_rgb`): ``hr`` rendered
     through the response ``rgb_hsi`` was rendered with, histogram-matched to ``ref`` per image (the
     data's default colour match; data made with ``match="moments"`` carries its own ``rgb_hr``), clamped.
     """
@@ -108,38 +106,6 @@ def render_target(batch: dict[str, Any]) -> Tensor:
             f"stage 2 needs rgb_hr (or hr and srf to render it) in the batch; it has {sorted(batch)}"
         )
     return render_rgb(batch["hr"], batch["srf"], batch["ref"], "histogram")
-
-
-def load_flow_weights(flow_net: nn.Module, path: str | Path) -> nn.Module:
-    """Load trained stage-1 weights into ``flow_net`` in place (through :func:`load_flow_net`).
-
-    The architecture is ``flow_net``'s (a :class:`RAFT`); a file that holds another one is refused with
-    the setting to change.
-
-    Raises:
-        InputError: missing or unreadable file, or weights of another architecture.
-    """
-    config = getattr(flow_net, "config", None)
-    if not isinstance(config, dict):
-        raise InputError(
-            f"flow_ckpt={path}: loading flow weights needs a sschsr.models.flow.RAFT, not {type(flow_net).__name__}"
-        )
-    try:
-        loaded = load_flow_net(path, **config)
-    except InputError as e:
-        try:  # say which architecture the file holds, when it stores one
-            stored = load_flow_net(path).config
-        except InputError:
-            raise e from None
-        diff = {k: v for k, v in stored.items() if k not in ("iters", "dropout") and config.get(k) != v}
-        if not diff:  # the same architecture: the file itself is the problem
-            raise e from None
-        settings = " ".join(f"model.flow_net.{k}={v}" for k, v in diff.items())
-        raise InputError(
-            f"{path} holds a RAFT({stored}) but the config builds RAFT({config}): set {settings}"
-        ) from None
-    flow_net.load_state_dict(loaded.state_dict())
-    return flow_net
 
 
 class WarpModule(L.LightningModule):
@@ -309,12 +275,3 @@ class WarpModule(L.LightningModule):
             config = getattr(net, "config", None)
             if isinstance(config, dict):
                 checkpoint[key] = config
-
-
-def load_stage2(path: str | Path) -> tuple[RAFT, WarpNet]:
-    """The flow network and the WarpNet of a :class:`WarpModule` checkpoint, in eval mode on the CPU.
-
-    Example:
-        >>> flow_net, warpnet = load_stage2("outputs/stage2/runs/<run>/checkpoints/last.ckpt")  # doctest: +SKIP
-    """
-    return load_flow_net(path, prefix="flow_net."), load_warpnet(path, prefix="warpnet.")

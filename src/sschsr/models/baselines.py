@@ -2,7 +2,7 @@
 
 - :class:`Bicubic`: ``sr = lr_up``, no parameters (the floor every model must beat); with ``shift`` it is
   moved back onto the HR grid (the paper's degradation shows the scene 3 px off it at x8,
-  :func:`sschsr.data.degrade.content_shift`): the "registered" bicubic, what the trained networks must
+  :func:`sschsr.ops.degrade.content_shift`): the "registered" bicubic, what the trained networks must
   beat to add more than that registration.
 - :class:`SingleImageSR`: the SR branch without the reference: HSI encoder and the same fusion levels
   without R-MCA, global residual. It measures what the RGB guidance adds at a similar size.
@@ -43,7 +43,7 @@ class Bicubic(nn.Module):
 
     Args:
         n_bands: the band count to check (None: any).
-        shift: how far ``lr_up`` shows the scene from the HR grid (:func:`sschsr.data.degrade.content_shift`);
+        shift: how far ``lr_up`` shows the scene from the HR grid (:func:`sschsr.ops.degrade.content_shift`);
             0: plain bicubic.
 
     Shape:

@@ -7,7 +7,7 @@ are partly independent of those on the input itself, so the mean of the eight pr
 back, is more accurate than any one (EDSR's "self-ensemble" for SR).
 
 One subtlety makes the naive version fail. ``rgb_hsi`` (the upsampled LR side) shows the scene shifted by
-``d`` px in x and in y (:func:`sschsr.data.degrade.content_shift`: 3 px at x8), and a trained network adds
+``d`` px in x and in y (:func:`sschsr.ops.degrade.content_shift`: 3 px at x8), and a trained network adds
 that shift to every vector it predicts. Transposing the pair keeps the shift ``(d, d)``; mirroring it in x
 turns it into ``(-d, d)``, which the network has never seen, and the prediction is off by ``2d`` px. So
 ``image1`` of every transformed pair is moved by the difference, ``(d, d) - A (d, d)``, before the network
@@ -30,8 +30,8 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
-from sschsr.data.degradations import Observation, Psf
 from sschsr.ops.back_projection import CORRECTION_STD, back_project, band_noise
+from sschsr.ops.degradations import Observation, Psf
 from sschsr.ops.psf_estimate import estimate_psf
 from sschsr.ops.warp import flow_warp, move_content
 
@@ -106,7 +106,7 @@ def dihedral_flow(
         image1, image2: ``(B, 3, H, W)``; the flow goes from ``image1``'s grid into ``image2``.
         transforms: 1 (``flow_fn`` alone), 2 (with the transposed pair) or 8 (all flips and transpositions).
         shift: how far ``image1``'s content sits from the grid the flow is defined on, in px along x and y
-            (:func:`sschsr.data.degrade.content_shift` of the scale for ``rgb_hsi``; 0 for ordinary images).
+            (:func:`sschsr.ops.degrade.content_shift` of the scale for ``rgb_hsi``; 0 for ordinary images).
 
     Returns:
         ``(B, 2, H, W)``, the dtype of ``flow_fn``'s output.
@@ -123,8 +123,8 @@ def dihedral_flow(
 class ShiftedInputs(nn.Module):
     """``model`` given ``lr_up`` and ``rgb_hsi`` with their content moved by ``(shift, shift)`` px (``ref``
     as it is): LR data made another way than the model's training data
-    (:func:`sschsr.data.degrade.lr_grid_shift`) presented as it learnt them, so that its outputs (``sr``,
-    ``flow``, the warped references) lie on the HR grid of the data given. :func:`sschsr.inference.on_lr_grid`
+    (:func:`sschsr.ops.degrade.lr_grid_shift`) presented as it learnt them, so that its outputs (``sr``,
+    ``flow``, the warped references) lie on the HR grid of the data given. :func:`sschsr.pipeline.on_lr_grid`
     makes it.
 
     Shape:
@@ -144,10 +144,10 @@ class BackProjected(nn.Module):
     """``model`` whose ``sr`` is made to agree with its ``lr_up`` by ``iters`` steps of
     :func:`sschsr.ops.back_projection.back_project` at ``scale`` with ``correction_std`` (None: the exact
     fit; other outputs as they are).
-    :func:`sschsr.inference.with_back_projection` makes it.
+    :func:`sschsr.pipeline.with_back_projection` makes it.
 
-    ``psf``: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`) centred at ``phase`` (HR px,
-    :func:`~sschsr.data.degradations.grid_phase`; the data presented on the paper's grid); None: the
+    ``psf``: the LR data's PSF (:class:`~sschsr.ops.degradations.Psf`) centred at ``phase`` (HR px,
+    :func:`~sschsr.ops.degradations.grid_phase`; the data presented on the paper's grid); None: the
     paper's degradation; ``"auto"``: estimated per image from the model's ``sr`` against ``lr_up``
     (:func:`sschsr.ops.psf_estimate.estimate_psf`); ``"auto-reference"``: the estimate the model's flow
     refinement made for this image from the reference (:class:`~sschsr.ops.flow_refine.FlowRefiner` with
@@ -235,7 +235,7 @@ class SelfEnsemble(nn.Module):
     Args:
         model: ``model(lr_up, ref, rgb_hsi) -> dict`` with at least ``sr`` (e.g. :class:`~sschsr.models.sschsr.SSCHSR`).
         transforms: 1, 2 or 8 (see :data:`TRANSFORMS`).
-        shift: :func:`sschsr.data.degrade.content_shift` of the scale: how far ``lr_up`` and ``rgb_hsi``
+        shift: :func:`sschsr.ops.degrade.content_shift` of the scale: how far ``lr_up`` and ``rgb_hsi``
             show the scene from the HR grid (``ref`` is on its own grid and is only moved by ``g``).
 
     Shape:

@@ -35,6 +35,7 @@ from sschsr.models.aggregation import GUIDES, IDFA, Guide
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
 from sschsr.models.fusion import FusionLevel
 from sschsr.models.matching import GAM, Matching, patch_descriptors
+from sschsr.models.warpnet import warp_cues
 from sschsr.ops.warp import flow_warp
 
 __all__ = [
@@ -230,12 +231,12 @@ class SSCHSR(nn.Module):
         self.iterative_guide = iterative_guide
         self.flow_iters, self.freeze_flow, self.head = flow_iters, freeze_flow, head
         # test-time refinement of the flow network's output, ``(flow, rgb_hsi, ref) -> flow`` (e.g.
-        # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.inference.with_flow_refinement`);
+        # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.pipeline.with_flow_refinement`);
         # not a part of the network: no weights, not in ``config``, never applied in training mode
         self.flow_refiner: Callable[[Tensor, Tensor, Tensor], Tensor] | None = None
         # test-time running of the flow network, ``(flow_fn, rgb_hsi, ref) -> flow`` with ``flow_fn(rgb_hsi,
         # ref)`` the flow network's call (e.g. :class:`sschsr.ops.coarse_flow.CoarseFlow`, which runs it on
-        # the pair shrunk; set by :func:`sschsr.inference.with_coarse_flow`); as ``flow_refiner``, never in
+        # the pair shrunk; set by :func:`sschsr.pipeline.with_coarse_flow`); as ``flow_refiner``, never in
         # training mode
         self.coarse_flow: Callable[[Callable[[Tensor, Tensor], Tensor], Tensor, Tensor], Tensor] | None = None
 
@@ -309,8 +310,6 @@ class SSCHSR(nn.Module):
             return ref_warp0
         extra = None
         if getattr(self.warpnet, "extra_channels", 0):
-            from sschsr.models.warpnet import warp_cues
-
             extra = warp_cues(flow, tuple(ref.shape[-2:]))
         return self.warpnet(rgb_hsi, ref, ref_warp0, extra)
 

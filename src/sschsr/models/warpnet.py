@@ -10,7 +10,7 @@ so an untrained WarpNet returns ``ref_warp0`` unchanged.
 ``ref`` is *not* on the HSI's grid; the paper feeds it anyway (the convolutions can still read its
 textures and colours nearby where the motion is small), and so does WarpNet unless ``use_ref=False``.
 
-    >>> from sschsr.models.warpnet import WarpNet, load_warpnet
+    >>> from sschsr.checkpoints import load_warpnet
     >>> net = load_warpnet("outputs/stage2/runs/<run>/checkpoints/last.ckpt")  # doctest: +SKIP
     >>> ref_warp = net(rgb_hsi, ref, ref_warp0, extra=warp_cues(flow))  # doctest: +SKIP
 """
@@ -18,17 +18,15 @@ textures and colours nearby where the motion is small), and so does WarpNet unle
 from __future__ import annotations
 
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.models._weights import load_net, save_net
 from sschsr.ops.warp import flow_warp
 
-__all__ = ["CONFIG_KEY", "WarpNet", "load_warpnet", "save_warpnet", "warp_cues"]
+__all__ = ["CONFIG_KEY", "WarpNet", "warp_cues"]
 
 CONFIG_KEY = "warpnet_config"  # where the constructor arguments live in a .ckpt and .safetensors metadata
 N_CUES = 2  # channels of warp_cues: inside-the-photo fraction, motion discontinuity
@@ -225,34 +223,3 @@ class WarpNet(nn.Module):
 def count_parameters(module: nn.Module) -> int:
     """Trainable parameters of ``module``."""
     return sum(p.numel() for p in module.parameters() if p.requires_grad)
-
-
-def save_warpnet(net: WarpNet, path: str | Path) -> Path:
-    """Write a WarpNet's weights and constructor arguments to a ``.safetensors`` file."""
-    return save_net(net, path, CONFIG_KEY)
-
-
-def load_warpnet(path: str | Path, prefix: str | None = None, **overrides: Any) -> WarpNet:
-    """Build a :class:`WarpNet` and load trained weights into it; returned in eval mode on the CPU.
-
-    Args:
-        path: a Lightning ``.ckpt`` of :class:`sschsr.lit.warp.WarpModule` (or of any module holding the
-            WarpNet) or a ``.safetensors`` file from :func:`save_warpnet`.
-        prefix: the key prefix of the WarpNet in the state dict; default: ``warpnet.`` when the keys start
-            with it (a ``WarpModule``), else none.
-        **overrides: constructor arguments of :class:`WarpNet`; they take precedence over those stored in
-            the file, and are needed for files that store none.
-
-    Raises:
-        InputError: the file is missing, of an unknown kind, or its weights do not fit the network.
-    """
-    return load_net(
-        WarpNet,
-        path,
-        CONFIG_KEY,
-        "warpnet.",
-        prefix,
-        overrides,
-        what="WarpNet",
-        arch_hint="widths=..., extra_channels=...",
-    )

@@ -1,7 +1,7 @@
 """Back-projection: make a super-resolved cube agree with the LR data it was made from.
 
 A network's output ``sr`` need not explain its input: seen through the degradation again
-(:func:`sschsr.data.degrade.low_pass`, the paper's blur, decimation and bicubic upsampling), it differs from
+(:func:`sschsr.ops.degrade.low_pass`, the paper's blur, decimation and bicubic upsampling), it differs from
 ``lr_up``, mostly in the low frequencies of each band (brightness and spectral slope over tens of pixels),
 which the degradation keeps and which therefore are known exactly. :func:`back_project` replaces that part
 by the data's: it returns ``sr`` plus the smallest smooth correction after which its degradation is
@@ -16,7 +16,7 @@ scored.)
 
 It is the classical iterative back-projection of super-resolution with the exact adjoint of the paper's
 degradation; the degradation must be the data's (LR data made otherwise: move them onto the paper's grid
-first, :func:`sschsr.inference.on_lr_grid`).
+first, :func:`sschsr.pipeline.on_lr_grid`).
 
 **Noise.** Fitting the data exactly reproduces their noise, amplified where the blur leaves the finest LR
 frequencies weak (x4 with the paper's sigma 3; docs/usage.md, "Back-projection", has what that costs). By
@@ -40,8 +40,8 @@ import functools
 import torch
 from torch import Tensor
 
-from sschsr.data.degradations import Observation, low_pass_as, low_pass_matrix
-from sschsr.data.degrade import (
+from sschsr.ops.degradations import Observation, low_pass_as, low_pass_matrix
+from sschsr.ops.degrade import (
     KERNEL_SIZE,
     SIGMA,
     blur_decimate_matrix,
@@ -131,11 +131,11 @@ def spectral_denoise(cube: Tensor, noise: Tensor) -> Tensor:
 
 
 def smoothed_low_pass(z: Tensor, scale: int, sigma: float, observation: Observation | None = None) -> Tensor:
-    """``low_pass(smooth(z, sigma), scale)`` (:func:`sschsr.data.degrade.smooth`): a correction shaped by the Gaussian of
+    """``low_pass(smooth(z, sigma), scale)`` (:func:`sschsr.ops.degrade.smooth`): a correction shaped by the Gaussian of
     ``sigma`` HR px, seen as the LR data see it. The smoothing and the paper's blur-and-decimate are one matrix per axis
     (:func:`_smoothed_blur_matrix`), so no convolution runs at the HR size. ``observation``: LR data
-    degraded otherwise (:class:`~sschsr.data.degradations.Observation`, presented on the paper's grid:
-    :func:`~sschsr.data.degradations.low_pass_as`); None: the paper's.
+    degraded otherwise (:class:`~sschsr.ops.degradations.Observation`, presented on the paper's grid:
+    :func:`~sschsr.ops.degradations.low_pass_as`); None: the paper's.
 
     Args:
         z: ``(..., H, W)``.
@@ -151,7 +151,7 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float, observation: Observat
         return separable(z, my, mx)
     if sigma == 0:
         return low_pass(z, scale)
-    if not use_matrices(h, w):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
+    if not use_matrices(h, w):  # a long side: the convolutions (sschsr.ops.degrade.MATRIX_MAX_SIZE)
         return low_pass(smooth(z, sigma), scale)
     reflect = (  # as blur() pads the smoothing and the paper's kernel
         min(h, w) > smoothing_size(sigma) // 2,
@@ -175,7 +175,7 @@ def _smoothed_blur_matrix(
 def _smoothed_observation_matrix(
     n: int, scale: int, sigma: float, observation: Observation, axis: str, reflect_smooth: bool, reflect: bool
 ) -> Tensor:
-    """``(n, n)``: ``observation``'s presented low pass (:func:`~sschsr.data.degradations.low_pass_matrix`)
+    """``(n, n)``: ``observation``'s presented low pass (:func:`~sschsr.ops.degradations.low_pass_matrix`)
     after the Gaussian of ``sigma``, along one axis."""
     lp = low_pass_matrix(n, scale, observation, axis, reflect)
     if sigma == 0:
@@ -210,8 +210,8 @@ def back_project(
             (:func:`spectral_denoise`); None: neither, the exact fit.
         noise: the standard deviation of ``lr_up``'s noise, per band ``(B, C, 1, 1)`` or one number (None:
             :func:`band_noise` of ``lr_up``; 0: noise-free data, the exact fit).
-        observation: how the LR data were made (:class:`~sschsr.data.degradations.Observation`; ``lr_up``
-            presented on the paper's grid as :func:`sschsr.inference.on_lr_grid` does); None: the paper's
+        observation: how the LR data were made (:class:`~sschsr.ops.degradations.Observation`; ``lr_up``
+            presented on the paper's grid as :func:`sschsr.pipeline.on_lr_grid` does); None: the paper's
             degradation.
 
     Returns:

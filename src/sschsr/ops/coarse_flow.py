@@ -7,7 +7,7 @@ the pair shrunk by 2 they see scenes nearer the size they learnt, and the test-t
 costs a quarter. docs/usage.md ("Flow on the shrunk pair") has the numbers; ``experiments/eval_flow.py
 --flow-factor`` and ``experiments/eval_sr.py --flow-factor`` measure them.
 
-``image1`` (``rgb_hsi``) shows the scene ``shift`` px from its grid (:func:`sschsr.data.degrade.content_shift`),
+``image1`` (``rgb_hsi``) shows the scene ``shift`` px from its grid (:func:`sschsr.ops.degrade.content_shift`),
 which the flow networks learnt to add to every vector; shrunk by ``factor`` it would show it ``shift /
 factor`` px off, so it is moved the rest of the way (:func:`sschsr.ops.warp.move_content`) and the flow
 network finds the offset it learnt.
@@ -37,7 +37,7 @@ class CoarseFlow:
         factor: the shrink factor (1: ``flow_fn`` on the pair as it is; None: :func:`auto_factor` of each
             pair's size).
         shift: where ``image1`` shows the scene from its grid, px (its
-            :func:`~sschsr.data.degrade.content_shift`; 0 for ordinary images).
+            :func:`~sschsr.ops.degrade.content_shift`; 0 for ordinary images).
     """
 
     factor: int | None = None

@@ -3,7 +3,7 @@
 The flow network reads ``rgb_hsi``, an upsampled LR image, and the sharp reference; at x8 its vectors are
 off by about a quarter of an LR pixel, and nothing it learnt tells it where the reference's detail falls
 inside one. The degradation does: warped by the true flow, the reference seen through the paper's
-degradation (:func:`sschsr.data.degrade.degrade`, then bicubic upsampling) must look like ``rgb_hsi``.
+degradation (:func:`sschsr.ops.degrade.degrade`, then bicubic upsampling) must look like ``rgb_hsi``.
 :func:`refine_flow` minimises that mismatch over a smooth correction of the flow.
 
 - **Data term**: Charbonnier distance between the two images averaged over ``scale x scale`` blocks (the
@@ -36,8 +36,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from sschsr.data.degradations import Observation, Psf, low_pass_matrix
-from sschsr.data.degrade import (
+from sschsr.ops.degradations import Observation, Psf, low_pass_matrix
+from sschsr.ops.degrade import (
     KERNEL_SIZE,
     SIGMA,
     bicubic_matrix,
@@ -67,11 +67,11 @@ class FlowRefiner:
             training scenes (``experiments/results/refine_windows_*.json``).
         var_eps: added to the local variance before normalising (image values in [0, 1]).
         charbonnier_eps: of the data term.
-        psf: the LR data's PSF (:class:`~sschsr.data.degradations.Psf`); None: the paper's degradation;
+        psf: the LR data's PSF (:class:`~sschsr.ops.degradations.Psf`); None: the paper's degradation;
             ``"auto"``: estimated per image from the reference warped by the flow given
             (:func:`sschsr.ops.psf_estimate.estimate_psf`, gains and offsets fitted), appended to ``log``.
-        phase: where LR pixel 0 is centred, HR px (:func:`~sschsr.data.degradations.grid_phase`; the data
-            presented on the paper's grid, :func:`sschsr.inference.on_lr_grid`); with ``psf`` only.
+        phase: where LR pixel 0 is centred, HR px (:func:`~sschsr.ops.degradations.grid_phase`; the data
+            presented on the paper's grid, :func:`sschsr.pipeline.on_lr_grid`); with ``psf`` only.
         log: the estimates ``"auto"`` made (:class:`~sschsr.ops.psf_estimate.PsfEstimate`), newest last.
     """
 
@@ -168,11 +168,11 @@ def refiner_settings(iters: int, settings: dict[str, object] | None = None) -> d
 
 
 def observe(x: Tensor, scale: int, observation: Observation | None = None) -> Tensor:
-    """``(B, C, H, W)`` as the LR side shows it (:func:`sschsr.data.degrade.low_pass`: ``rgb_hsi`` is made
+    """``(B, C, H, W)`` as the LR side shows it (:func:`sschsr.ops.degrade.low_pass`: ``rgb_hsi`` is made
     that way), on the LR grid (the mean of each ``scale x scale`` block): ``(B, C, H // scale, W // scale)``.
     Blur, decimation, bicubic upsampling and block means are linear and separable: one matrix per axis
     (:func:`observe_matrix`), so nothing runs at the HR size but one matrix product. ``observation``: LR
-    data made otherwise (:class:`~sschsr.data.degradations.Observation`, presented on the paper's grid);
+    data made otherwise (:class:`~sschsr.ops.degradations.Observation`, presented on the paper's grid);
     None: the paper's."""
     if observation is not None and not observation.psf.paper:
         h, w = x.shape[-2:]
@@ -182,7 +182,7 @@ def observe(x: Tensor, scale: int, observation: Observation | None = None) -> Te
             matrix_as(observed_blocks_matrix, (h, scale, observation, "y", reflect), x),
             matrix_as(observed_blocks_matrix, (w, scale, observation, "x", reflect), x),
         )
-    if not use_matrices(*x.shape[-2:]):  # a long side: the convolutions (sschsr.data.degrade.MATRIX_MAX_SIZE)
+    if not use_matrices(*x.shape[-2:]):  # a long side: the convolutions (sschsr.ops.degrade.MATRIX_MAX_SIZE)
         return F.avg_pool2d(low_pass(x, scale), scale)
     h, w = x.shape[-2:]
     reflect = min(h, w) > KERNEL_SIZE // 2  # as low_pass's blur pads the paper's kernel
@@ -276,7 +276,7 @@ def refine_flow(flow: Tensor, rgb_hsi: Tensor, ref: Tensor, refiner: FlowRefiner
             the flow network's.
         rgb_hsi: ``(B, 3, H, W)`` the upsampled LR side rendered and colour-matched to ``ref``, made by the
             paper's degradation at ``refiner.scale`` (other LR data: move them onto that convention first,
-            as :func:`sschsr.inference.on_lr_grid` does).
+            as :func:`sschsr.pipeline.on_lr_grid` does).
         ref: ``(B, 3, Hr, Wr)`` the reference.
         refiner: the settings.
 

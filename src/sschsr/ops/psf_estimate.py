@@ -2,9 +2,9 @@
 
 A user rarely knows their camera's PSF. Given a sharp estimate of the scene on the HR grid (the
 network's output, or the reference warped onto the HSI's grid) and the LR side as the pipeline holds it
-(upsampled and presented on the paper's grid, :func:`sschsr.data.degradations.present`), each candidate
-:class:`~sschsr.data.degradations.Observation` (same phase, another PSF) predicts the LR side
-(:func:`~sschsr.data.degradations.low_pass_as`); the one with the smallest mean squared residual over the
+(upsampled and presented on the paper's grid, :func:`sschsr.ops.degradations.present`), each candidate
+:class:`~sschsr.ops.degradations.Observation` (same phase, another PSF) predicts the LR side
+(:func:`~sschsr.ops.degradations.low_pass_as`); the one with the smallest mean squared residual over the
 interior wins. With ``affine``, each channel of the prediction is first fitted to the data by a gain and
 an offset (a reference photo's colours are not the HSI's).
 
@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from sschsr.data.degradations import Observation, Psf, low_pass_as
+from sschsr.ops.degradations import Observation, Psf, low_pass_as
 
 
 def candidates(scale: int, phase: float) -> list[Observation]:
@@ -75,7 +75,7 @@ def estimate_psf(
         sharp: ``(B, K, H, W)`` a sharp image of the scene on the HR grid.
         lr_up: ``(B, K, H, W)`` the LR side, upsampled and presented on the paper's grid.
         scale: the LR factor.
-        phase: where LR pixel 0 is centred (HR px; :func:`sschsr.data.degradations.grid_phase`).
+        phase: where LR pixel 0 is centred (HR px; :func:`sschsr.ops.degradations.grid_phase`).
         affine: fit each channel's gain and offset first (``sharp`` of other colours than ``lr_up``).
 
     Returns:

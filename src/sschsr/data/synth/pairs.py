@@ -19,9 +19,10 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from sschsr.data.spectral import render
+from sschsr.data.spectral import camera_srf, render
 from sschsr.data.synth.geometry import GeometryConfig, random_view
 from sschsr.data.synth.photometric import PhotometricConfig, apply_camera, sample_camera
+from sschsr.ops.warp import flow_warp
 
 
 def _coerce(cls, value):
@@ -141,9 +142,6 @@ def alignment_stats(
         ``valid_fraction``.
     """
     from scipy.stats import spearmanr
-
-    from sschsr.data.spectral import camera_srf
-    from sschsr.ops.warp import flow_warp
 
     luma = torch.tensor([0.2126, 0.7152, 0.0722])
     v = valid.numpy().astype(bool)

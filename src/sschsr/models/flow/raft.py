@@ -25,10 +25,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from sschsr.data.degrade import smooth
 from sschsr.models.flow.corr import CorrBlock
 from sschsr.models.flow.extractor import Block, Encoder, Norm, encode_pair
 from sschsr.models.flow.update import GRU, UpdateBlock, bilinear_upsample, convex_upsample
+from sschsr.ops.degrade import smooth
 from sschsr.ops.warp import coords_grid
 
 Preset = Literal["small", "base"]

@@ -1,5 +1,5 @@
 """A family of LR degradations: PSF width and shape, sampling phase, pixel integration and noise, drawn per
-sample, with the paper's exact degradation (:mod:`sschsr.data.degrade`) one member.
+sample, with the paper's exact degradation (:mod:`sschsr.ops.degrade`) one member.
 
 Real hyperspectral cameras are not the paper's 8 x 8 Gaussian sampled at every s-th pixel: a sensor pixel
 integrates its footprint (block means, centred on the block), the optics add a PSF of their own width, and
@@ -12,8 +12,8 @@ HR grid) and the noise. Along each axis LR pixel ``i`` is the HR signal weighted
 
 Phase and presentation. Bicubic upsampling puts LR pixel ``i`` at HR ``scale * i + (scale - 1) / 2``, so
 ``upsample(lr)`` shows the scene moved by ``(scale - 1) / 2 - phase`` px. Every network here learnt the
-paper's convention (phase 0.5, :func:`sschsr.data.degrade.content_shift`); data of another phase are
-presented in it by moving ``lr_up`` by ``phase - 0.5`` px, as :func:`sschsr.inference.on_lr_grid` does at
+paper's convention (phase 0.5, :func:`sschsr.ops.degrade.content_shift`); data of another phase are
+presented in it by moving ``lr_up`` by ``phase - 0.5`` px, as :func:`sschsr.pipeline.on_lr_grid` does at
 test time for a stated grid (:func:`present`). The phase itself is a convention the pixels cannot tell:
 the user states it (``--lr-grid``) or the file does (GeoTIFF, ENVI: pixels are areas, block-centred).
 
@@ -39,7 +39,8 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from sschsr.data.degrade import (
+from sschsr.errors import InputError
+from sschsr.ops.degrade import (
     KERNEL_SIZE,
     SIGMA,
     bicubic_matrix,
@@ -50,13 +51,12 @@ from sschsr.data.degrade import (
     matrix_as,
     separable,
 )
-from sschsr.errors import InputError
 from sschsr.ops.warp import move_content
 
 
 def grid_phase(scale: int, lr_grid: str = "paper") -> float:
     """Where LR pixel 0 is centred on the HR grid (HR px; pixel ``j`` at ``j``) for data of ``lr_grid``
-    (:data:`sschsr.data.degrade.LR_GRIDS`): 0.5 for the paper's (an even kernel of 8), ``(scale - 1) / 2``
+    (:data:`sschsr.ops.degrade.LR_GRIDS`): 0.5 for the paper's (an even kernel of 8), ``(scale - 1) / 2``
     for block centres.
 
     Example:
@@ -71,7 +71,7 @@ class Psf:
     """The point spread of one LR pixel, in HR px: a Gaussian of std ``sigma`` along x (``sigma_y`` along
     y; None: ``sigma``) convolved with a box of ``area`` px (the sensor pixel's integration; ``scale``:
     its whole block, 0: a point sample). ``paper``: the paper's kernel instead (8 taps of a sigma-3
-    Gaussian, :func:`sschsr.data.degrade.blur_decimate_matrix`), the other fields ignored.
+    Gaussian, :func:`sschsr.ops.degrade.blur_decimate_matrix`), the other fields ignored.
     """
 
     sigma: float = SIGMA
@@ -150,7 +150,7 @@ def pixel_weights(offset: Tensor, sigma: float, area: float) -> Tensor:
 def psf_matrix(n: int, scale: int, phase: float, sigma: float, area: float, reflect: bool = True) -> Tensor:
     """``(ceil(n / scale), n)`` float64: LR pixel ``i`` as the weights of the HR pixels around
     ``scale * i + phase`` (:func:`pixel_weights`), the signal reflected at the borders (as
-    :func:`sschsr.data.degrade.blur` pads; replicated when ``reflect`` is false). Rows sum to 1."""
+    :func:`sschsr.ops.degrade.blur` pads; replicated when ``reflect`` is false). Rows sum to 1."""
     if n < 1 or scale < 1:
         raise ValueError(f"psf_matrix needs n >= 1 and scale >= 1; got {n}, {scale}")
     reach = math.ceil(4 * sigma + area / 2 + 1.5)
@@ -201,7 +201,7 @@ class Observation:
 
     def rows(self, n: int, scale: int, axis: str, reflect: bool = True) -> Tensor:
         """``(ceil(n / scale), n)`` float64: the LR samples along one ``axis`` (``"x"`` or ``"y"``) as
-        weights of the HR pixels (the paper's: :func:`~sschsr.data.degrade.blur_decimate_matrix`; others:
+        weights of the HR pixels (the paper's: :func:`~sschsr.ops.degrade.blur_decimate_matrix`; others:
         :func:`psf_matrix`)."""
         if self.psf.paper:
             return blur_decimate_matrix(n, scale, KERNEL_SIZE, SIGMA, reflect)
@@ -212,7 +212,7 @@ class Observation:
 
     def blur_decimate(self, hr: Tensor, scale: int) -> Tensor:
         """The noise-free LR cube: ``(..., H, W)`` -> ``(..., ceil(H / scale), ceil(W / scale))``, in
-        ``hr``'s dtype (the paper's: :func:`~sschsr.data.degrade.blur_decimate`; others: :meth:`rows`
+        ``hr``'s dtype (the paper's: :func:`~sschsr.ops.degrade.blur_decimate`; others: :meth:`rows`
         along each axis as dense matrices)."""
         if self.psf.paper:
             return blur_decimate(hr, scale)
@@ -257,14 +257,14 @@ def low_pass_matrix(n: int, scale: int, observation: Observation, axis: str, ref
     """``(n, n)`` float64: along one ``axis`` (``"x"`` or ``"y"``), a signal as the presented LR side
     shows it: ``observation``'s blur and sampling (:meth:`Observation.rows`), bicubic back up and moved
     onto the paper's grid (:meth:`Observation.presentation`), cropped to ``n``. For the paper's
-    observation it is the matrix of :func:`sschsr.data.degrade.low_pass`."""
+    observation it is the matrix of :func:`sschsr.ops.degrade.low_pass`."""
     rows = observation.rows(n, scale, axis, reflect)
     return bicubic_matrix(rows.shape[0], scale, observation.presentation(scale))[:n] @ rows
 
 
 def low_pass_as(x: Tensor, scale: int, observation: Observation) -> Tensor:
     """``x`` ``(..., H, W)`` as the presented LR side of ``observation`` shows it (:func:`low_pass_matrix`
-    along each axis; the paper's: :func:`sschsr.data.degrade.low_pass`): ``(..., H, W)``."""
+    along each axis; the paper's: :func:`sschsr.ops.degrade.low_pass`): ``(..., H, W)``."""
     if observation.psf.paper:
         return low_pass(x, scale)
     h, w = x.shape[-2:]
