@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from pathlib import Path
 
 import hydra
 import lightning as L
@@ -46,9 +47,12 @@ def test_trainer_instantiates(trainer, tmp_path):
         if trainer in ("gpu", "ddp")
         else []
     )
-    cfg = compose_run(tmp_path, [f"trainer={trainer}", *cpu])
+    cfg = compose_run(tmp_path, [f"trainer={trainer}", *cpu, "trainer.max_steps=7"])
     tr = hydra.utils.instantiate(cfg.trainer)
     assert isinstance(tr, L.Trainer)
+    assert tr.max_steps == 7 and tr.default_root_dir == str(tmp_path)
+    assert tr.val_check_interval == cfg.trainer.val_check_interval
+    assert tr.gradient_clip_val == cfg.trainer.gradient_clip_val
 
 
 def test_gpu_trainer_settings(tmp_path):
@@ -65,6 +69,8 @@ def test_logger_instantiates(logger, tmp_path, monkeypatch):
     cfg = compose_run(tmp_path, [f"logger={logger}"])
     loggers = instantiate_group(cfg.get("logger"))
     assert len(loggers) == (0 if logger == "none" else 1)
+    for lg in loggers:  # each writes into the run folder
+        assert Path(lg.save_dir).resolve() == tmp_path.resolve()
 
 
 def test_wandb_is_offline_without_credentials(tmp_path, monkeypatch):
@@ -81,8 +87,12 @@ def test_wandb_is_offline_without_credentials(tmp_path, monkeypatch):
 @pytest.mark.parametrize("callbacks", group_names("callbacks"))
 def test_callbacks_instantiate(callbacks, tmp_path):
     cfg = compose_run(tmp_path, [f"callbacks={callbacks}"])
-    for cb in instantiate_group(cfg.get("callbacks")):
+    built = instantiate_group(cfg.get("callbacks"))
+    for cb in built:
         assert isinstance(cb, L.Callback)
+    for cb in (c for c in built if isinstance(c, L.pytorch.callbacks.ModelCheckpoint)):
+        assert Path(cb.dirpath) == tmp_path / "checkpoints"  # checkpoints in the run folder
+    assert len(built) == len([c for c in cfg.get("callbacks") or {}])
 
 
 @pytest.mark.parametrize("debug", group_names("debug"))
@@ -107,8 +117,11 @@ def test_data_instantiates(data, tmp_path, shared_data):
 
 @pytest.mark.parametrize("name", group_names("model"))
 def test_model_instantiates(name, tmp_path):
-    cfg = compose_run(tmp_path, [f"model={name}", "trainer.max_steps=10"])
-    assert isinstance(hydra.utils.instantiate(cfg.model), L.LightningModule)
+    cfg = compose_run(tmp_path, [f"model={name}", "trainer.max_steps=10", "scale=8"])
+    module = hydra.utils.instantiate(cfg.model)
+    assert isinstance(module, L.LightningModule)
+    if "scale" in cfg.model:  # the top-level scale reaches the module (and its checkpoints)
+        assert module.hparams.scale == 8
 
 
 def test_flow_refiner_settings_come_from_the_config(tmp_path):

@@ -129,6 +129,11 @@ def test_tiles(models):
     check_structure(tiled)
     assert tiled["meta"]["tile"] == 32
     assert tiled["model"]["psnr"] == pytest.approx(whole["model"]["psnr"], abs=1.0)
+    # a pointwise model's tiles, blended, give the whole scene's output exactly: the tiling adds nothing
+    whole = evaluate(eval_cfg("ckpt_path=bicubic", "data.eval_crop_size=null"))
+    tiled = evaluate(eval_cfg("ckpt_path=bicubic", "data.eval_crop_size=null", "tile=32"))
+    for m in SR_METRICS:
+        assert tiled["model"][m] == pytest.approx(whole["model"][m], rel=1e-5), m
 
 
 def test_shipped_weights(models, monkeypatch):
