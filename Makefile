@@ -55,9 +55,10 @@ train-all: install
 sweep-scales: install
 	$(VENV)/bin/sschsr-train -m experiment=chain scale=$(SCALES) $(ARGS)
 
-# the full network and the paper's three ablations per seed, on the newest stage-2 run at SCALE (or FROM=<run dir>)
+# the full network and the paper's three ablations per seed, on the newest stage-2 run at SCALE (or FROM=<run dir>);
+# experiment=full unless ARGS names another (ARGS="experiment=paper": the paper's network)
 ablations: install
-	$(VENV)/bin/sschsr-train -m experiment=full scale=$(SCALE) seed=$(SEEDS) \
+	$(VENV)/bin/sschsr-train -m $(if $(filter experiment=%,$(ARGS)),,experiment=full) scale=$(SCALE) seed=$(SEEDS) \
 		ablation=full,no_warpnet,no_iterative,no_rmca $(if $(FROM),chain_from=$(FROM)) $(ARGS)
 
 bench: install

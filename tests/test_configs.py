@@ -23,7 +23,7 @@ def test_groups_exist():
     for group, expected in {
         "trainer": {"cpu", "gpu", "ddp", "ddp_cpu"},
         "logger": {"csv", "wandb", "none"},
-        "experiment": {"stage1", "stage2", "full", "smoke", "chain"},
+        "experiment": {"stage1", "stage2", "full", "paper", "smoke", "chain"},
         "ablation": {"full", "no_warpnet", "no_iterative", "no_rmca"},
         "data": {"procedural", "cave"},
     }.items():
@@ -158,7 +158,7 @@ def test_ablations_are_config_flags(flag, tmp_path):
             "sschsr-train",
             [
                 "sschsr-train: train SSC-HSR",
-                "experiment: chain, full, smoke, stage1, stage2",
+                "experiment: chain, full, paper, smoke, stage1, stage2",
                 "ablation: full, no_iterative, no_rmca, no_warpnet",
                 "stage2   WarpNet",
                 "degradation=family",

@@ -16,6 +16,7 @@ MAX_LINES = 600
 LAYERS = {
     "errors": 0,
     "provenance": 0,
+    "progress": 0,
     "ops": 1,
     "models": 2,
     "data": 2,

@@ -328,11 +328,11 @@ def test_best_checkpoint_holds_the_weights_that_scored_its_value(tmp_path, max_s
     _, objects = train(compose_run(tmp_path, overrides))
     best = objects["trainer"].checkpoint_callback
     assert best.monitor == "val/epe" and best.best_model_path
-    ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=False)
+    ckpt = torch.load(best.best_model_path, map_location="cpu", weights_only=True)
     assert ckpt["global_step"] in (3, 6)  # a validated step
     module = objects["model"]
     module.load_state_dict(ckpt["state_dict"])
     (scored,) = quiet_trainer(tmp_path).validate(module, datamodule=objects["datamodule"], verbose=False)
     assert scored["val/epe"] == pytest.approx(float(best.best_model_score), rel=1e-5)
-    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=False)
+    last = torch.load(tmp_path / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
     assert last["global_step"] == max_steps  # 7: not a multiple of the interval, saved at the end

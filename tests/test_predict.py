@@ -759,14 +759,14 @@ def test_a_failed_write_leaves_nothing(inputs, models, capsys, monkeypatch):
     """OUT fails after the intermediates were written (disk full): they are removed again, with the folder."""
     import sschsr.cli.predict as predict
 
-    def full_disk(path, array):
+    def full_disk(path, array, **kwargs):
         raise OSError(28, "No space left on device")
 
     real = predict.write_npy
     monkeypatch.setattr(
         predict,
         "write_npy",
-        lambda path, a: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a),
+        lambda path, a, **kw: full_disk(path, a) if Path(path) == inputs["out"] else real(path, a, **kw),
     )
     before = listing(inputs["dir"])
     inter = inputs["dir"] / "new" / "inter"

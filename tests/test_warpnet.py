@@ -190,7 +190,7 @@ class TestLoading:
         with pytest.raises(InputError, match="expected"):
             load_warpnet(tmp_path / "w.bin")
         (tmp_path / "w.ckpt").write_bytes(b"not a checkpoint")
-        with pytest.raises(InputError, match="not a checkpoint"):
+        with pytest.raises(InputError, match="not a readable checkpoint"):
             load_warpnet(tmp_path / "w.ckpt")
         torch.save({"state_dict": {"other.w": torch.zeros(1)}}, tmp_path / "o.ckpt")
         with pytest.raises(InputError, match="prefix"):

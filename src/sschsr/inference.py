@@ -24,6 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from sschsr import progress
 from sschsr.checkpoints import DEFAULT_CAMERA
 from sschsr.data.spectral import camera_srf, default_wavelengths, fast_match_histograms, render
 from sschsr.errors import InputError
@@ -133,6 +134,14 @@ def _ramp(n: int, start: int, end: int, length: int, overlap: int) -> Tensor:
     return w
 
 
+def tile_count(h: int, w: int, tile: int | None, overlap: int | None = None) -> int:
+    """How many tiles :func:`predict_tiled` runs on an ``h x w`` scene."""
+    if tile is None or (tile >= h and tile >= w):
+        return 1
+    overlap = default_overlap(tile) if overlap is None else overlap
+    return len(_starts(h, tile, overlap)) * len(_starts(w, tile, overlap))
+
+
 def default_overlap(tile: int) -> int:
     """Overlap between tiles: a quarter of the tile, at most 32 HR pixels (wider than the fusion's 3x3
     convolutions and attention windows reach at the finest level, and than typical residual flows)."""
@@ -178,6 +187,7 @@ def predict_tiled(
     if tile is None or (tile >= h and tile >= w):
         with torch.inference_mode():
             out = model(lr_up[None].to(device), ref[None].to(device), rgb_hsi[None].to(device))
+        progress.advance("tile", note="tile 1/1")
         return {k: out[k][0].float().cpu() for k in keys if k in out}
 
     overlap = default_overlap(tile) if overlap is None else overlap
@@ -185,21 +195,22 @@ def predict_tiled(
         raise ValueError(f"overlap must be in [0, tile), got {overlap} for tile {tile}")
     acc: dict[str, Tensor] = {}
     weight = torch.zeros(1, h, w)
-    for y0 in _starts(h, tile, overlap):
-        for x0 in _starts(w, tile, overlap):
-            y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
-            crop = (slice(None), slice(y0, y1), slice(x0, x1))
-            with torch.inference_mode():
-                out = model(*(t[crop][None].to(device) for t in (lr_up, ref, rgb_hsi)))
-            win = _ramp(y1 - y0, y0, y1, h, overlap)[:, None] * _ramp(x1 - x0, x0, x1, w, overlap)[None, :]
-            for k in keys:
-                if k not in out:
-                    continue
-                pred = out[k][0].float().cpu()
-                if k not in acc:
-                    acc[k] = torch.zeros(pred.shape[0], h, w)
-                acc[k][crop] += pred * win
-            weight[0, y0:y1, x0:x1] += win
+    origins = [(y0, x0) for y0 in _starts(h, tile, overlap) for x0 in _starts(w, tile, overlap)]
+    for i, (y0, x0) in enumerate(origins, 1):
+        y1, x1 = min(y0 + tile, h), min(x0 + tile, w)
+        crop = (slice(None), slice(y0, y1), slice(x0, x1))
+        with torch.inference_mode():
+            out = model(*(t[crop][None].to(device) for t in (lr_up, ref, rgb_hsi)))
+        win = _ramp(y1 - y0, y0, y1, h, overlap)[:, None] * _ramp(x1 - x0, x0, x1, w, overlap)[None, :]
+        for k in keys:
+            if k not in out:
+                continue
+            pred = out[k][0].float().cpu()
+            if k not in acc:
+                acc[k] = torch.zeros(pred.shape[0], h, w)
+            acc[k][crop] += pred * win
+        weight[0, y0:y1, x0:x1] += win
+        progress.advance("tile", note=f"tile {i}/{len(origins)}")
     return {k: v / weight for k, v in acc.items()}
 
 

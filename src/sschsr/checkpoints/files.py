@@ -1,6 +1,11 @@
 """Reading and writing weights files: Lightning ``.ckpt`` (read with ``weights_only=True``) and
 ``.safetensors`` with their metadata, parts stored beside a model by the hash of their weights, float16
-storage; and saving/loading a network with its constructor arguments (the flow network, WarpNet)."""
+storage; and saving/loading a network with its constructor arguments (the flow network, WarpNet).
+
+Every torch checkpoint the package reads goes through :func:`load_checkpoint` (``weights_only=True``,
+passed explicitly, so that no environment setting such as ``TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD`` turns it
+off); the metadata of every file is validated (:func:`sschsr.checkpoints.spec.check_model_info`) before
+anything in it is used."""
 
 from __future__ import annotations
 
@@ -13,7 +18,13 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from sschsr.checkpoints.spec import MODEL_KEY, PART_KEY
+from sschsr.checkpoints.spec import (
+    MODEL_KEY,
+    PART_KEY,
+    check_arguments,
+    check_model_info,
+    check_network_size,
+)
 from sschsr.errors import InputError
 
 log = logging.getLogger(__name__)
@@ -28,14 +39,33 @@ def _to_float32(state: dict[str, Tensor]) -> dict[str, Tensor]:
     }
 
 
-def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
-    # SRModule checkpoints hold only tensors and plain values, so the safe loader reads them
+def load_checkpoint(path: str | os.PathLike, what: str = "checkpoint") -> dict[str, Any]:
+    """The content of a torch checkpoint file, read safely: ``torch.load(weights_only=True)`` (tensors and
+    plain values only: a pickled object in the file is refused, never run), on the CPU.
+
+    Raises:
+        InputError: no such file, not a torch file, objects other than tensors and plain values, or not
+            a Lightning checkpoint (a mapping with a ``state_dict``).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"{path}: {what} not found")
+    if not path.is_file():
+        raise InputError(f"{path}: is not a file (expected a {what} file)")
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle errors, truncated zip, not a torch file at all
-        raise InputError(f"{path}: not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
+    except Exception as e:  # pickle.UnpicklingError and friends: arbitrary objects, or not a checkpoint
+        raise InputError(
+            f"{path}: not a readable {what} of plain tensors and values ({type(e).__name__})"
+        ) from None
+    if not isinstance(ckpt, dict) or not isinstance(ckpt.get("state_dict"), dict):
         raise InputError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    return ckpt
+
+
+def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
+    # SRModule checkpoints hold only tensors and plain values, so the safe loader reads them
+    ckpt = load_checkpoint(path)
     info = ckpt.get(MODEL_KEY)
     if not isinstance(info, dict):
         keys = set(ckpt)
@@ -47,6 +77,7 @@ def _read_lightning(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
             else "not a checkpoint of the full model (sschsr-train experiment=full)"
         )
         raise InputError(f"{path}: {stage}")
+    info = check_model_info(info, f"{path} ({MODEL_KEY})")
     prefix = "net."
     state = {k[len(prefix) :]: v for k, v in ckpt["state_dict"].items() if k.startswith(prefix)}
     return state, info
@@ -67,21 +98,22 @@ def _read_safetensors(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
         source = f"{path} (metadata)"
         try:
             info = json.loads(meta[MODEL_KEY])
-        except json.JSONDecodeError as e:
-            raise InputError(f"{source}: cannot read the model description ({e})") from None
+        except (ValueError, RecursionError) as e:  # JSONDecodeError, or nested beyond reason
+            raise InputError(f"{source}: cannot read the model description ({type(e).__name__})") from None
     elif sidecar.is_file():
         source = str(sidecar)
         try:
+            if sidecar.stat().st_size > 1 << 20:
+                raise ValueError("larger than 1 MB")
             info = json.loads(sidecar.read_text())
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise InputError(f"{sidecar}: cannot read the model description ({e})") from None
     else:
         raise InputError(
             f"{path}: no model description (no {MODEL_KEY!r} metadata, no {sidecar.name} beside it): "
             "not a sschsr model file"
         )
-    if not isinstance(info, dict) or "net" not in info:
-        raise InputError(f"{source}: not a sschsr model description (no 'net')")
+    info = check_model_info(info, source)
     for name, entry in (info.get("parts") or {}).items():
         state.update({f"{name}.{k}": v for k, v in _read_part(path, name, entry).items()})
     return state, info
@@ -97,6 +129,8 @@ def _read_part(path: Path, name: str, entry: Any) -> dict[str, Tensor]:
     part = path.parent / file
     if not part.is_file():
         raise InputError(f"{part}: missing (the {name} weights of {path.name}, which must lie beside it)")
+    if part.resolve().parent != path.parent.resolve():  # a link out of the model's folder
+        raise InputError(f"{part}: leads out of the folder of {path.name}; parts must lie beside it")
     try:
         state = load_file(str(part), device="cpu")
     except Exception as e:
@@ -196,19 +230,20 @@ def read_weights(path: Path, key: str) -> tuple[dict[str, Tensor], dict | None]:
         from safetensors import safe_open
         from safetensors.torch import load_file
 
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        return load_file(str(path)), json.loads(meta[key]) if key in meta else None
+        try:
+            with safe_open(str(path), framework="pt") as f:
+                meta = f.metadata() or {}
+            state = load_file(str(path))
+        except Exception as e:  # safetensors raises its own error types for corrupt headers
+            raise InputError(f"{path}: not a readable .safetensors file ({type(e).__name__})") from None
+        try:
+            stored = json.loads(meta[key]) if key in meta else None
+        except (ValueError, RecursionError) as e:
+            raise InputError(f"{path}: cannot read its {key} ({type(e).__name__})") from None
+        return state, stored
     if path.suffix not in (".ckpt", ".pt", ".pth"):
         raise InputError(f"{path}: expected a Lightning .ckpt or a .safetensors file")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # pickle.UnpicklingError and friends: arbitrary objects, or not a checkpoint
-        raise InputError(
-            f"{path}: not a checkpoint of plain tensors and values ({type(e).__name__})"
-        ) from None
-    if not isinstance(ckpt, dict) or "state_dict" not in ckpt:
-        raise InputError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
+    ckpt = load_checkpoint(path)
     return ckpt["state_dict"], ckpt.get(key)
 
 
@@ -244,8 +279,16 @@ def load_net(
     state = {k[len(prefix) :]: v for k, v in state.items() if k.startswith(prefix)}
     if not state:
         raise InputError(f"{path}: no weights under the prefix {prefix!r}")
+    if stored is not None:
+        check_arguments(cls, stored, f"{path} ({key})")
     kwargs = {**(stored or {}), **overrides}
-    net = cls(**kwargs)
+    try:
+        check_network_size(lambda: cls(**kwargs), str(path))
+        net = cls(**kwargs)
+    except InputError:
+        raise
+    except (TypeError, ValueError, KeyError, AssertionError) as e:
+        raise InputError(f"{path}: cannot build {cls.__name__}({str(kwargs)[:300]}): {e}") from None
     try:
         net.load_state_dict(state)
     except RuntimeError as e:

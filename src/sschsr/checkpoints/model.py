@@ -113,7 +113,10 @@ def load_model(
 
 def _build_with_weights(info: dict[str, Any], state: dict[str, Tensor], path: Path) -> nn.Module:
     """The float32 network ``info["net"]`` describes, in eval mode, with ``state`` (read from ``path``)."""
-    net = build_module(info["net"])
+    try:
+        net = build_module(info["net"])
+    except InputError as e:
+        raise InputError(f"{path}: {e}") from None
     try:
         net.load_state_dict(_to_float32(state))
     except RuntimeError as e:

@@ -26,15 +26,31 @@ def fail(message: str) -> int:
     return 2
 
 
+def input_error_in(error: BaseException) -> InputError | None:
+    """The :class:`InputError` ``error`` is or wraps (``hydra.utils.instantiate`` raises an
+    ``InstantiationException`` from the error of the constructor it called), or None."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, InputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__
+    return None
+
+
 def exit_on_input_error(fn: Callable[..., T]) -> Callable[..., T]:
-    """Run ``fn``; an :class:`InputError` becomes one ``error:`` line and exit status 2, no traceback."""
+    """Run ``fn``; an :class:`InputError`, raised or wrapped (:func:`input_error_in`), becomes one ``error:``
+    line and exit status 2, no traceback."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except InputError as e:
-            raise SystemExit(fail(str(e))) from None
+        except Exception as e:
+            found = input_error_in(e)
+            if found is None:
+                raise
+            raise SystemExit(fail(str(found))) from None
 
     return wrapper
 

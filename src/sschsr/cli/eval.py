@@ -34,8 +34,11 @@ import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
+from sschsr import progress
 from sschsr.checkpoints import check_scale, load_model
 from sschsr.cli._common import CONF_DIR, exit_on_input_error
+from sschsr.cli._config_checks import BICUBIC_NAMES, check_eval_config
+from sschsr.cli._hydra import run_app
 from sschsr.errors import InputError
 from sschsr.inference import predict_batch, resolve_device
 from sschsr.metrics import SR_METRICS, sr_metrics
@@ -43,11 +46,11 @@ from sschsr.models.baselines import Bicubic
 from sschsr.ops.degrade import content_shift
 from sschsr.ops.flow_refine import refiner_settings
 from sschsr.pipeline import TestTime
+from sschsr.progress import Progress
 from sschsr.provenance import commit_label
 
 log = logging.getLogger("sschsr.eval")
 
-BICUBIC_NAMES = ("bicubic", "none", "null", "")
 CONVENTIONS = (
     "PSNR per band (data range 1) averaged over bands; SSIM per band (data_range=1); SAM in degrees, "
     "mean over pixels; ERGAS = 100/s sqrt(mean_b RMSE_b^2 / mean_b^2); outputs clamped to [0, 1]; "
@@ -95,9 +98,40 @@ def _means(rows: list[dict[str, float]]) -> dict[str, float]:
     return {m: float(sum(r[m] for r in rows) / len(rows)) for m in SR_METRICS}
 
 
+def score_batch(
+    batch: dict[str, Any],
+    models: dict[str, torch.nn.Module | None],
+    registered: torch.nn.Module,
+    tile: int | None,
+    device: torch.device,
+    scale: int,
+) -> list[dict[str, Any]]:
+    """The scores of one test batch: per scene, the model's (bicubic's when there is none) and the baselines'."""
+    scenes: list[dict[str, Any]] = []
+    hr, lr_up = batch["hr"].float(), batch["lr_up"].float()
+    outputs = {"bicubic": lr_up, "bicubic_registered": registered(lr_up)["sr"]}
+    for key, net in models.items():
+        if net is not None:
+            outputs[key] = predict_batch(net, batch, tile, device)
+    values = {key: sr_metrics(sr.clamp(0, 1), hr, scale) for key, sr in outputs.items()}
+    for i, name in enumerate(batch["name"]):
+        row = {key: {m: float(v[m][i]) for m in SR_METRICS} for key, v in values.items()}
+        model_key = "model" if models["model"] is not None else "bicubic"
+        scenes.append(
+            {
+                "name": name,
+                "model": row[model_key],
+                "baselines": {k: r for k, r in row.items() if k != "model"},
+            }
+        )
+        log.info("%s: PSNR %.2f dB", name, row[model_key]["psnr"])
+    return scenes
+
+
 def evaluate(cfg: DictConfig) -> dict[str, Any]:
     """Score the model and baselines on the test split of ``cfg.data``; returns the ``metrics.json`` dict."""
 
+    check_eval_config(cfg)  # before anything is loaded or built: each bad value one line naming its key
     scale = int(cfg.scale)
     # the LR data of the test split are presented on the paper's grid by the datamodule (lr_grid: paper)
     test_time = TestTime.from_settings(
@@ -118,24 +152,11 @@ def evaluate(cfg: DictConfig) -> dict[str, Any]:
     datamodule = hydra.utils.instantiate(cfg.data)
     datamodule.setup("test")
     scenes: list[dict[str, Any]] = []
-    for batch in datamodule.test_dataloader():
-        hr, lr_up = batch["hr"].float(), batch["lr_up"].float()
-        outputs = {"bicubic": lr_up, "bicubic_registered": registered(lr_up)["sr"]}
-        for key, net in models.items():
-            if net is not None:
-                outputs[key] = predict_batch(net, batch, tile, device)
-        values = {key: sr_metrics(sr.clamp(0, 1), hr, scale) for key, sr in outputs.items()}
-        for i, name in enumerate(batch["name"]):
-            row = {key: {m: float(v[m][i]) for m in SR_METRICS} for key, v in values.items()}
-            model_key = "model" if models["model"] is not None else "bicubic"
-            scenes.append(
-                {
-                    "name": name,
-                    "model": row[model_key],
-                    "baselines": {k: r for k, r in row.items() if k != "model"},
-                }
-            )
-            log.info("%s: PSNR %.2f dB", name, row[model_key]["psnr"])
+    loader = datamodule.test_dataloader()
+    with Progress(len(loader.dataset), "sschsr-eval", unit="scene"):
+        for batch in loader:
+            scenes += score_batch(batch, models, registered, tile, device, scale)
+            progress.advance("scene", len(batch["name"]), note=str(batch["name"][-1]))
     if not scenes:
         raise InputError("the test split has no scenes: set data.test (or the dataset's test list)")
 
@@ -216,7 +237,7 @@ def output_dir(cfg: DictConfig) -> Path:
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="eval")
 @exit_on_input_error
-def main(cfg: DictConfig) -> float:
+def hydra_main(cfg: DictConfig) -> float:
     result = evaluate(cfg)
     out = output_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
@@ -224,6 +245,19 @@ def main(cfg: DictConfig) -> float:
     print_tables(result)
     print(f"wrote {out / 'metrics.json'}")
     return result["model"]["psnr"]
+
+
+def check_config(cfg: DictConfig) -> None:
+    """What ``sschsr-eval`` checks before Hydra makes the run folder: the configuration and the model files
+    (read, safely, and matched to the scale and band count)."""
+    check_eval_config(cfg)
+    load_models(cfg)
+
+
+def main() -> None:
+    """``sschsr-eval``: the Hydra app, its configuration checked first and every error one line
+    (:func:`sschsr.cli._hydra.run_app`)."""
+    run_app(hydra_main, "eval", check_config)
 
 
 if __name__ == "__main__":

@@ -3,18 +3,24 @@
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
                    [--tile 512] [--device auto] [--tta 8] [--flow-factor N] [--flow-refine 150]
                    [--back-project 20] [--lr-grid paper|block] [--psf auto|paper|block|SIGMA|FILE]
-                   [--save-intermediates DIR] [--overwrite]
+                   [--save-intermediates DIR] [--bit-depth N] [--no-clamp] [--overwrite]
 
 Every input is checked before the network runs; a problem prints one ``error: ...`` line and exits with
-status 2, writing nothing. Outputs are written to a temporary file and renamed; should writing fail
-part-way (a full disk), the files this run already wrote are removed again. Without ``--ckpt`` the
-shipped weights for ``--scale`` are used (``src/sschsr/weights/sschsr_x{s}.safetensors``).
+status 2, writing nothing. OUT is reserved before the compute (a second run on it stops at once) and never
+replaced without ``--overwrite``, not even by a file that appeared meanwhile. Outputs are written to a
+temporary file (named with this process's id: a later run removes those of killed runs) and renamed; should
+writing fail part-way (a full disk), the files this run already wrote are removed again. Integer data are
+read at their bit depth (``--bit-depth``, the file's metadata, or the data's largest value), outputs
+clamped to the input's range (``--no-clamp``). Without ``--ckpt`` the shipped weights for ``--scale`` are
+used (``src/sschsr/weights/sschsr_x{s}.safetensors``).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -28,14 +34,16 @@ from sschsr.cli._common import (
     add_tta_option,
     fail,
 )
-from sschsr.data.io import read_cube, read_rgb, write_geotiff, write_json, write_npy, write_png
+from sschsr.cli._config_checks import MIN_TILE  # the flow network's smallest input (RAFT pads smaller ones)
+from sschsr.cli.batch import run_batch
+from sschsr.data.io import Cube, read_cube, read_rgb, reserve, write_geotiff, write_json, write_npy, write_png
 from sschsr.errors import InputError
-from sschsr.inference import check_reference, predict_tiled, prepare_inputs, resolve_device
+from sschsr.inference import check_reference, predict_tiled, prepare_inputs, resolve_device, tile_count
 from sschsr.ops.degrade import LR_GRIDS
 from sschsr.pipeline import TestTime, check_flow_factor, check_steps, parse_psf, psf_estimates
+from sschsr.progress import Progress
 
 OUT_SUFFIXES = (".npy", ".tif", ".tiff")
-MIN_TILE = 16  # HR pixels: the flow network's smallest input (RAFT pads smaller ones up to it anyway)
 INTERMEDIATES = {"flow": "flow.npy", "ref_warp0": "ref_warp.png", "ref_warp": "ref_refined.png"}
 # in --save-intermediates: the grid, the PSF used or estimated, the noise
 DEGRADATION_RECORD = "degradation.json"
@@ -54,14 +62,22 @@ def build_parser() -> argparse.ArgumentParser:
         description=__doc__.splitlines()[0],
         epilog="Bad input: one line 'error: ...' on stderr, exit status 2, nothing written.",
     )
-    p.add_argument(
-        "--lr", required=True, help="LR HSI: .npy/.npz/.mat (HWC unless --layout chw), GeoTIFF, ENVI"
-    )
-    p.add_argument(
-        "--ref", required=True, help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit, RGB or RGBA"
-    )
+    p.add_argument("--lr", help="LR HSI: .npy/.npz/.mat (HWC unless --layout chw), GeoTIFF, ENVI")
+    p.add_argument("--ref", help="RGB reference photo: PNG/JPEG/TIFF, 8 or 16 bit, RGB or RGBA")
     p.add_argument("--scale", required=True, type=int, help="scale factor (4, 8 or 16)")
-    p.add_argument("--out", required=True, help="output: .npy (HWC float32) or .tif/.tiff (GeoTIFF)")
+    p.add_argument("--out", help="output: .npy (HWC float32) or .tif/.tiff (GeoTIFF)")
+    many = p.add_argument_group(
+        "many scenes", "instead of --lr/--ref/--out: a list of scenes, spread over processes by Lightning"
+    )
+    many.add_argument(
+        "--batch", metavar="LIST.csv", help="columns lr, ref and optionally out (paths relative to the list)"
+    )
+    many.add_argument(
+        "--out-dir", metavar="DIR", help="where outputs without an out column and summary.csv go"
+    )
+    many.add_argument("--devices", type=int, default=1, help="processes (CPU) or GPUs per node (default 1)")
+    many.add_argument("--accelerator", choices=["cpu", "gpu"], default="cpu", help="default cpu")
+    many.add_argument("--num-nodes", type=int, default=1, help="nodes (Lightning's launcher; default 1)")
     p.add_argument(
         "--ckpt", help="checkpoint (.ckpt) or .safetensors weights (default: the shipped weights for --scale)"
     )
@@ -97,6 +113,19 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--save-intermediates", metavar="DIR", help="write flow.npy, ref_warp.png, ref_refined.png to DIR"
+    )
+    p.add_argument(
+        "--bit-depth",
+        type=int,
+        metavar="N",
+        help="integer LR data are N-bit codes, divided by 2^N - 1 for the network (default: from the file's "
+        "metadata, else the smallest of 8, 10, 12, 14, 16 bits that holds the data's largest value)",
+    )
+    p.add_argument(
+        "--no-clamp",
+        action="store_true",
+        help="keep the network's raw output (default: clamped to [0, the input's range]: 2^N - 1 for N-bit "
+        "data, 1 for float data in [0, 1], no upper bound for float data in other units)",
     )
     p.add_argument("--overwrite", action="store_true", help="replace an existing OUT (and intermediates)")
     p.add_argument("--quiet", action="store_true", help="print only the summary line (no notes on stderr)")
@@ -164,12 +193,23 @@ def _remove(paths: list[Path], folder: Path | None) -> None:
 def run(args: argparse.Namespace) -> str:
     """Check everything, run the model, write the outputs. Returns the summary line.
 
+    OUT is reserved for this process (:func:`sschsr.data.io.reserve`) before anything is read or computed:
+    a second run on the same OUT stops at once with an error, and without ``--overwrite`` OUT is published
+    so that a file which appeared meanwhile is never replaced.
+
     Raises:
         InputError: any problem with the user's input, before anything is written.
     """
-    # 1. arguments and outputs, cheapest first
     out = Path(args.out)
     check_output(out, args.overwrite)
+    with reserve(out, args.overwrite):
+        return _run(args, out)
+
+
+def _run(args: argparse.Namespace, out: Path) -> str:
+    """:func:`run` once OUT is held."""
+    started = time.perf_counter()
+    # 1. arguments and outputs, cheapest first
     check_scale(args.scale)
     check_steps(args.flow_refine, f"--flow-refine {args.flow_refine}")
     check_steps(args.back_project, f"--back-project {args.back_project}")
@@ -183,8 +223,15 @@ def run(args: argparse.Namespace) -> str:
     if inter is not None:
         check_intermediates(inter, args.overwrite)
 
+    if args.bit_depth is not None and not 1 <= args.bit_depth <= 32:
+        raise InputError(f"--bit-depth {args.bit_depth}: expected 1 to 32 bits")
+
     # 2. the inputs
     cube = read_cube(args.lr, layout=args.layout)
+    value_notes = check_values(cube, str(args.lr))
+    data = fill_nodata(cube.data, cube.valid)
+    norm, top, scaling_notes = input_scaling(cube, data, args.bit_depth, str(args.lr))
+    value_notes += scaling_notes
     h, w, c = cube.data.shape
     rgb = read_rgb(args.ref)
     check_reference(rgb.shape[:2], (h, w), name=str(args.ref))
@@ -198,9 +245,6 @@ def run(args: argparse.Namespace) -> str:
         )
 
     # 4. run: normalise as in training (nominally [0, 1]), super-resolve, restore the input's range
-    data = fill_nodata(cube.data, cube.valid)
-    peak = float(data.max()) if data.size else 0.0
-    norm = peak if peak > 1.0 else 1.0  # float rasters in other units (e.g. reflectance x 10000)
     lr = torch.from_numpy(np.ascontiguousarray(data.transpose(2, 0, 1))) / norm
     ref = torch.from_numpy(np.ascontiguousarray(rgb.transpose(2, 0, 1)))
     camera = getattr(net, "info", {}).get("camera", "cie1931")
@@ -215,11 +259,17 @@ def run(args: argparse.Namespace) -> str:
         lr_grid=lr_grid,
     )
     model = test_time.build(net, args.scale)
-    outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
+    n_tiles = tile_count(*lr_up.shape[-2:], args.tile)
+    ensemble = args.tta > 1 and next(net.parameters(), None) is not None
+    units = ("pass", n_tiles * args.tta) if ensemble else ("tile", n_tiles)
+    with Progress(units[1], "sschsr-predict", unit=units[0], enabled=False if args.quiet else None):
+        outputs = predict_tiled(model, lr_up, ref_hr, rgb_hsi, tile=args.tile, device=device, keys=keys)
     degradation = degradation_record(args, lr_grid, psf_estimates(model, args.scale))
 
     sr = outputs["sr"].numpy().transpose(1, 2, 0) * np.float32(norm * cube.scale_factor)
     sr = np.ascontiguousarray(sr, dtype=np.float32)
+    if not args.no_clamp:  # the input's range: no negative radiance, nothing beyond the data's full scale
+        np.clip(sr, 0.0, top, out=sr)
     if cube.valid is not None and not cube.valid.all():
         fill = cube.geo.nodata if cube.geo is not None and cube.geo.nodata is not None else np.nan
         hr_valid = cube.valid.repeat(args.scale, axis=0).repeat(args.scale, axis=1)
@@ -228,34 +278,113 @@ def run(args: argparse.Namespace) -> str:
     # 5. write: intermediates, then OUT, each atomically; a failure part-way removes what was written
     written: list[Path] = []
     made = _first_missing(inter) if inter is not None else None
+    excl = not args.overwrite  # never replace a file that appeared while this run computed
     try:
         if inter is not None:
             inter.mkdir(parents=True, exist_ok=True)
             if "flow" in outputs:
-                write_npy(inter / INTERMEDIATES["flow"], outputs["flow"].numpy().astype(np.float32))
+                write_npy(
+                    inter / INTERMEDIATES["flow"], outputs["flow"].numpy().astype(np.float32), exclusive=excl
+                )
                 written.append(inter / INTERMEDIATES["flow"])
             for key in ("ref_warp0", "ref_warp"):
                 if key in outputs:
-                    write_png(inter / INTERMEDIATES[key], outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0))
+                    image = outputs[key].clamp(0, 1).numpy().transpose(1, 2, 0)
+                    write_png(inter / INTERMEDIATES[key], image, exclusive=excl)
                     written.append(inter / INTERMEDIATES[key])
-            write_json(inter / DEGRADATION_RECORD, {k: v for k, v in degradation.items() if k != "notes"})
+            record = {k: v for k, v in degradation.items() if k != "notes"}
+            write_json(inter / DEGRADATION_RECORD, record, exclusive=excl)
             written.append(inter / DEGRADATION_RECORD)
         if out.suffix.lower() == ".npy":
-            write_npy(out, sr)
+            write_npy(out, sr, exclusive=excl)
         else:
             geo = cube.geo.scaled(args.scale) if cube.geo is not None else None
-            write_geotiff(out, sr, geo, wavelengths=cube.wavelengths)
+            write_geotiff(out, sr, geo, wavelengths=cube.wavelengths, exclusive=excl)
     except BaseException:
         _remove(written, made)
         raise
-    for line in degradation["notes"] if not args.quiet else ():  # after the writes: errors stay one line
-        print(line, file=sys.stderr)
+    for line in [*degradation["notes"], *value_notes] if not args.quiet else ():  # after the writes: errors
+        print(line, file=sys.stderr)  # stay one line
     tiles = f"tiles of {args.tile}" if args.tile else "whole scene"
     passes = f"{args.tta}-way self-ensemble" if args.tta > 1 else "one pass"
     return (
         f"wrote {out}: {sr.shape[0]}x{sr.shape[1]}x{sr.shape[2]} float32 (x{args.scale}, {passes}, {tiles}, "
+        f"{time.perf_counter() - started:.1f} s, "
         f"{lr_grid} grid, {device.type})"
     )
+
+
+INTEGER_MAXES = {float(np.iinfo(t).max): np.dtype(t).name for t in (np.uint8, np.int8, np.uint16, np.int16,
+                                                                  np.uint32, np.int32)}  # fmt: skip
+BIT_DEPTHS = (8, 10, 12, 14, 16)  # the depths detected: cameras' and spectrometers' usual ones
+
+
+def check_values(cube: Cube, name: str) -> list[str]:
+    """InputError for LR data with nothing to super-resolve (every pixel nodata, every value the same, zero
+    included); a note for negative values (accepted: the output is clamped at 0 unless ``--no-clamp``)."""
+    if cube.valid is not None and not cube.valid.any():
+        raise InputError(f"{name}: every pixel is nodata: nothing to super-resolve")
+    values = cube.data[cube.valid] if cube.valid is not None else cube.data
+    low, high = float(values.min()), float(values.max())
+    if low == high:
+        what = "zero" if high == 0 else f"the same ({high * cube.scale_factor:g})"
+        raise InputError(
+            f"{name}: every value is {what}: nothing to super-resolve (an empty or blank scene?)"
+        )
+    notes = []
+    if low < 0:
+        n = int((values < 0).sum())
+        notes.append(
+            f"note: {name}: {n} negative values (down to {low * cube.scale_factor:g}) read as they are; the output "
+            "is clamped at 0 (--no-clamp keeps negative values)"
+        )
+    return notes
+
+
+def input_scaling(
+    cube: Cube, data: np.ndarray, bit_depth: int | None, name: str
+) -> tuple[float, float | None, list[str]]:
+    """How the read data (``cube.data``: integer codes already divided by their type's maximum) are scaled for
+    the network, nominally to [0, 1] as in training: ``(norm, top, notes)``, the data divided by ``norm``;
+    ``top`` the upper end of the input's range in output units (None: unknown).
+
+    Integer data: N-bit codes divided by 2^N - 1, N from ``bit_depth`` (``--bit-depth``), else the file's
+    metadata (a GeoTIFF's NBITS, a .mat's maxValue), else the smallest of :data:`BIT_DEPTHS` that holds the
+    largest value (12-bit data in uint16 files are divided by 4095, not 65535), with a note when that is less
+    than the type's. Float data: as they are when within [0, 1], else divided by their largest value (other
+    units, e.g. reflectance x 10000).
+    """
+    factor = cube.scale_factor
+    peak = float(data.max()) * factor  # the largest value as stored
+    type_name = INTEGER_MAXES.get(factor)
+    nbits = cube.meta.get("nbits") if isinstance(cube.meta, dict) else None
+    if bit_depth is not None:
+        full = 2.0**bit_depth - 1
+        if peak > full + 0.5:
+            raise InputError(
+                f"{name}: values up to {peak:g} exceed --bit-depth {bit_depth} (at most {full:g})"
+            )
+        return full / factor, full, []
+    if type_name is not None and isinstance(nbits, int) and 0 < nbits and peak <= 2.0**nbits - 0.5:
+        full = 2.0**nbits - 1
+        return full / factor, full, []
+    if type_name is not None:  # integer codes, divided by their type's maximum by the reader
+        type_bits = round(np.log2(factor + 1))
+        depths = [b for b in BIT_DEPTHS if b < type_bits] + [type_bits]
+        bits = next(b for b in depths if peak <= 2.0**b - 0.5)
+        full = 2.0**bits - 1
+        notes = []
+        if bits < type_bits:
+            notes.append(
+                f"note: {name}: {type_name} data with values up to {peak:g}, read as {bits}-bit (divided by "
+                f"{full:g}, not {factor:g}); --bit-depth N to state the depth"
+            )
+        return full / factor, full, notes
+    if factor != 1.0:  # the data's own full scale, as the file states it (a .mat's maxValue)
+        return 1.0, factor, []
+    if peak > 1.0:  # float data in other units: their range is not known
+        return peak, None, []
+    return 1.0, 1.0, []
 
 
 def degradation_record(args: argparse.Namespace, lr_grid: str, estimates: dict[str, list]) -> dict:
@@ -294,8 +423,27 @@ def main(argv: list[str] | None = None) -> int:
         args = build_parser().parse_args(argv)
     except SystemExit as e:  # --help (0) or a usage error (2, already reported in one line)
         return int(e.code or 0)
+    single, many = (args.lr, args.ref, args.out), (args.batch, args.out_dir)
+    if any(many) and any(single):
+        return fail("--batch/--out-dir replace --lr, --ref and --out: give one or the other")
+    if any(many):
+        if not all(many):
+            return fail("--batch needs --out-dir (and --out-dir --batch)")
+        try:
+            return run_batch(args, run)
+        except InputError as e:
+            return fail(str(e))
+    if not all(single):
+        missing = [f for f, v in zip(("--lr", "--ref", "--out"), single, strict=True) if not v]
+        return fail(
+            f"the following arguments are required: {', '.join(missing)} (or --batch LIST --out-dir DIR)"
+        )
     try:
-        summary = run(args)
+        # warnings (numpy's RuntimeWarnings and the like) are printed after the run, as notes: an error stays
+        # one line
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            summary = run(args)
     except InputError as e:
         return fail(str(e))
     except OSError as e:  # writing failed (permissions, disk full): the atomic writers left nothing behind
@@ -306,6 +454,11 @@ def main(argv: list[str] | None = None) -> int:
         if "out of memory" in str(e) or "can't allocate memory" in str(e):
             return fail("out of memory: pass --tile N (e.g. --tile 256) to bound memory")
         raise
+    if not args.quiet:
+        for line in dict.fromkeys(
+            f"note: {w.category.__name__}: {str(w.message).splitlines()[0]}" for w in caught
+        ):
+            print(line, file=sys.stderr)
     print(summary, file=sys.stdout)
     return 0
 

@@ -18,8 +18,17 @@ import lightning as L
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from sschsr.cli._common import CONF_DIR, exit_on_input_error
+from sschsr.cli._config_checks import check_train_config
+from sschsr.cli._hydra import run_app
 from sschsr.errors import InputError
-from sschsr.lit.runs import EARLIER, EarlierStages, RunRecord, resolve_earlier_stages, task_of
+from sschsr.lit.runs import (
+    EARLIER,
+    EarlierStages,
+    RunRecord,
+    architecture_filter,
+    resolve_earlier_stages,
+    task_of,
+)
 
 log = logging.getLogger("sschsr.train")
 
@@ -68,6 +77,7 @@ def earlier_stages(cfg: DictConfig, task: str, debug: str | None) -> EarlierStag
         policy=cfg.get("earlier_stages", "newest"),
         debug=debug,
         needs_warpnet=bool(OmegaConf.select(cfg, "model.net.use_warpnet", default=True)),
+        accept=architecture_filter(cfg, task),  # runs of another flow network or WarpNet do not count
     )
     with open_dict(cfg):
         cfg.model.flow_ckpt = stages.flow_ckpt
@@ -94,6 +104,7 @@ def train(
             f"task {cfg.task_name!r} has no model config: pass model=<name> "
             f"(available in {CONF_DIR / 'model'}: {sorted(p.stem for p in (CONF_DIR / 'model').glob('*.yaml')) or 'none yet'})"
         )
+    check_train_config(cfg)  # before anything is built: each bad value one line naming its key
     runtime = hydra_runtime()
     debug = runtime["choices"].get("debug")
     task = task_of(cfg.model._target_)
@@ -122,11 +133,12 @@ def train(
     test_metrics: dict[str, float] = {}
     try:
         if cfg.get("train", True):
-            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+            # weights_only=True passed, not left to torch's default (TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD)
+            trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"), weights_only=True)
         fit_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         if cfg.get("test"):
             ckpt = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else None
-            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt or None)
+            trainer.test(model=model, datamodule=datamodule, ckpt_path=ckpt or None, weights_only=True)
             test_metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
     except BaseException as e:
         record.fail(e, trainer)
@@ -240,12 +252,18 @@ def optimized_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None
 
 @hydra.main(version_base="1.3", config_path=str(CONF_DIR), config_name="train")
 @exit_on_input_error
-def main(cfg: DictConfig) -> float | None:
+def hydra_main(cfg: DictConfig) -> float | None:
     if cfg.get("chain") is not None:
         metrics, objects = train_chain(cfg)
         return optimized_metric(objects["cfg"], metrics)
     metrics, _ = train(cfg)
     return optimized_metric(cfg, metrics)
+
+
+def main() -> None:
+    """``sschsr-train``: the Hydra app, its configuration checked first and every error one line
+    (:func:`sschsr.cli._hydra.run_app`)."""
+    run_app(hydra_main, "train", check_train_config)
 
 
 if __name__ == "__main__":

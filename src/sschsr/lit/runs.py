@@ -20,9 +20,11 @@ stage 2 and the full network find the earlier stages they build on from those re
 The chain (:func:`resolve_earlier_stages`): a stage-2 run given no ``model.flow_ckpt`` takes the newest
 finished stage-1 run at the same scale under ``paths.log_dir`` (or under ``chain_from``); a full run given
 neither ``model.warp_ckpt`` nor ``model.flow_ckpt`` takes the newest finished stage-2 run (its WarpNet, and
-the flow network it was trained on). ``earlier_stages`` says what happens when there is none: ``newest``
-stops with the command to run first; ``newest_or_untrained`` (the debug presets) and ``untrained`` go on
-with untrained earlier stages, with a warning.
+the flow network it was trained on). Only runs whose checkpoint holds the networks the config builds count
+(:func:`architecture_filter`: a run of the default small flow network is not taken by ``experiment=paper``,
+whose flow network is RAFT's base one). ``earlier_stages`` says what happens when there is none:
+``newest`` stops with the command to run first; ``newest_or_untrained`` (the debug presets) and
+``untrained`` go on with untrained earlier stages, with a warning.
 """
 
 from __future__ import annotations
@@ -33,11 +35,14 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import hydra
 import lightning as L
+import torch
 from omegaconf import DictConfig, OmegaConf
 
 from sschsr.data.io import write_json
@@ -124,11 +129,18 @@ def iter_runs(root: str | Path) -> list[dict[str, Any]]:
     return records
 
 
-def find_run(root: str | Path, task: str, scale: int, allow_debug: bool = False) -> dict[str, Any] | None:
+def find_run(
+    root: str | Path,
+    task: str,
+    scale: int,
+    allow_debug: bool = False,
+    accept: Callable[[str], bool] | None = None,
+) -> dict[str, Any] | None:
     """The newest finished ``task`` run at ``scale`` under ``root`` that left a checkpoint (by end time).
 
     Runs of a debug preset are taken only with ``allow_debug`` (a debug run may build on anything; a real
-    run never builds on a debug one).
+    run never builds on a debug one). ``accept``: a test of the checkpoint (e.g. :func:`architecture_filter`),
+    run on the candidates newest first until one passes.
     """
     candidates = [
         r
@@ -139,7 +151,58 @@ def find_run(root: str | Path, task: str, scale: int, allow_debug: bool = False)
         and (allow_debug or not r.get("debug"))
         and run_checkpoint(r)
     ]
-    return max(candidates, key=lambda r: r.get("ended") or "", default=None)
+    candidates.sort(key=lambda r: r.get("ended") or "", reverse=True)
+    return next((r for r in candidates if accept is None or accept(run_checkpoint(r))), None)
+
+
+FLOW_KEY, WARPNET_KEY = "flow_net_config", "warpnet_config"  # sschsr.models.{flow,warpnet}.CONFIG_KEY
+FLOW_FREE = ("iters", "dropout")  # RAFT settings that weights of any value fit (as load_flow_weights)
+WARPNET_SHAPE = ("widths", "extra_channels", "use_ref")  # WarpNet settings that decide its weights
+
+
+def architecture_filter(cfg: DictConfig, task: str) -> Callable[[str], bool] | None:
+    """A test of an earlier stage's checkpoint: whether the networks it stores (their constructor arguments,
+    which stage 1 and 2 save under ``flow_net_config`` / ``warpnet_config``) are the ones ``cfg`` builds, so
+    that the search for the stage before (:func:`find_run`) passes over runs of another architecture.
+    Checkpoints that store no arguments pass (loading decides); None when the config builds neither part.
+    """
+    net = "model" if task == "stage2" else "model.net"
+    wanted: dict[str, dict[str, Any]] = {}
+    for key, part, fields in ((FLOW_KEY, "flow_net", None), (WARPNET_KEY, "warpnet", WARPNET_SHAPE)):
+        node = OmegaConf.select(cfg, f"{net}.{part}")
+        if node is None or (part == "warpnet" and (task == "stage2" or not _uses_warpnet(cfg))):
+            continue
+        with torch.device("meta"):  # the constructor's arguments, defaults filled in; no memory
+            config = getattr(hydra.utils.instantiate(node), "config", None)
+        if isinstance(config, dict):
+            wanted[key] = {k: v for k, v in config.items() if (k in fields if fields else k not in FLOW_FREE)}
+    if not wanted:
+        return None
+
+    def accept(path: str) -> bool:
+        if not str(path).endswith(".ckpt"):
+            return True
+        try:
+            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except Exception:  # unreadable here: loading it says why
+            return True
+        for key, config in wanted.items():
+            stored = ckpt.get(key) if isinstance(ckpt, dict) else None
+            if isinstance(stored, dict) and any(_norm(stored.get(k)) != _norm(v) for k, v in config.items()):
+                log.info("passing over %s: its %s is %s, the config builds %s", path, key, stored, config)
+                return False
+        return True
+
+    return accept
+
+
+def _norm(value: Any) -> Any:
+    value = _plain(value)
+    return [_norm(v) for v in value] if isinstance(value, (list, tuple)) else value
+
+
+def _uses_warpnet(cfg: DictConfig) -> bool:
+    return bool(OmegaConf.select(cfg, "model.net.use_warpnet", default=True))
 
 
 @dataclass
@@ -167,6 +230,7 @@ def resolve_earlier_stages(
     policy: str = "newest",
     debug: str | None = None,
     needs_warpnet: bool = True,
+    accept: Callable[[str], bool] | None = None,
 ) -> EarlierStages:
     """The earlier stages of a ``task`` run at ``scale``: the given files, else the newest run under ``root``.
 
@@ -177,6 +241,8 @@ def resolve_earlier_stages(
         policy: one of :data:`EARLIER_STAGES`.
         debug: the debug preset of this run (it may build on debug runs), None for a real run.
         needs_warpnet: False for a full network without WarpNet: it takes the stage-2 run's flow only.
+        accept: a test of a candidate's checkpoint (:func:`architecture_filter`): runs failing it are passed
+            over.
 
     Raises:
         InputError: an unknown policy, or ``newest`` with no run to build on (the message names the command
@@ -190,7 +256,7 @@ def resolve_earlier_stages(
             log.warning("%s with untrained earlier stages (earlier_stages=untrained)", task)
         return given
     need = EARLIER[task]
-    found = find_run(root, need, scale, allow_debug=debug is not None)
+    found = find_run(root, need, scale, allow_debug=debug is not None, accept=accept)
     if found is None:
         others = sorted(
             {
@@ -200,6 +266,10 @@ def resolve_earlier_stages(
             }
         )
         elsewhere = f" (there: {need} runs {', '.join(others)})" if others else ""
+        if accept is not None and find_run(root, need, scale, allow_debug=debug is not None) is not None:
+            elsewhere += (
+                f"; the {need} runs at x{scale} hold networks of another architecture than the config's"
+            )
         if policy == "newest":
             skipped = "" if debug or " debug" not in elsewhere else "; a debug preset's runs do not count"
             raise InputError(

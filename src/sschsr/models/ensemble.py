@@ -30,6 +30,7 @@ from itertools import product
 import torch
 from torch import Tensor, nn
 
+from sschsr import progress
 from sschsr.ops.back_projection import CORRECTION_STD, back_project, band_noise
 from sschsr.ops.degradations import Observation, Psf
 from sschsr.ops.psf_estimate import estimate_psf
@@ -268,7 +269,8 @@ class SelfEnsemble(nn.Module):
         keys = self.IMAGES if flow is not None else (*self.IMAGES, "flow")  # else: each pass's own flow
         total: dict[str, Tensor] = {}
         warps = False  # whether the model returns ref_warp0
-        for g in TRANSFORMS[self.transforms]:
+        n = len(TRANSFORMS[self.transforms])
+        for k, g in enumerate(TRANSFORMS[self.transforms], 1):
             given = {} if flow is None else {"flow": transform_flow(flow, g)}
             out = self.model(
                 shifted_input(lr_up, g, self.shift),
@@ -281,7 +283,8 @@ class SelfEnsemble(nn.Module):
                 if key in out:
                     value = untransform_flow(out[key], g) if key == "flow" else untransform_image(out[key], g)
                     total[key] = value if key not in total else total[key] + value
-        out = {k: v / len(TRANSFORMS[self.transforms]) for k, v in total.items()}
+            progress.advance("pass", note=f"pass {k}/{n}")
+        out = {k: v / n for k, v in total.items()}
         if flow is not None:
             out["flow"] = flow
         if (warps or flow is not None) and "flow" in out:  # the stage-1 warp is that of the ensemble's flow

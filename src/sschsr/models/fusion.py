@@ -11,6 +11,9 @@ cost is linear in the number of pixels:
   elementwise by ``A_ref_l`` before the attention.
 - :class:`GDFN`: gated depthwise feed-forward network.
 - :class:`FusionBlock`: ``[LN, S-MSA, LN, GDFN, LN, R-MCA, LN, GDFN]``, each with a residual connection.
+  Without R-MCA (the ablation) the cross-attention half is dropped (``rmca_replacement="concat"``, ``A_ref``
+  then joins the level's input) or the cross-attention alone becomes a self-attention of the same size over
+  ``LN(x) + LN(A_ref)`` (``"self_attention"``: the mechanism removed, the reference and every parameter kept).
 - :class:`FusionLevel`: embedding conv, N blocks, then (except at the finest level) a x2 pixel-shuffle
   upsampling, and an output conv to the next level's width (or to the bands).
 
@@ -20,12 +23,24 @@ head dimension (thousands), beyond its fused kernels' limits, so the core is two
 
 from __future__ import annotations
 
+from typing import Literal, get_args
+
 import torch
 import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
-__all__ = ["GDFN", "RMCA", "SMSA", "FusionBlock", "FusionLevel", "LayerNorm2d", "transposed_attention"]
+__all__ = [
+    "GDFN", "RMCA", "RMCA_REPLACEMENTS", "SMSA", "FusionBlock", "FusionLevel", "LayerNorm2d", "RMCAReplacement",
+    "transposed_attention",
+]  # fmt: skip
+
+# what takes R-MCA's place in the ablation without it (``use_rmca=False``): ``concat`` drops the cross-attention
+# half of each block (attention, norms and its FFN) and concatenates ``A_ref`` to the level's input (the
+# ablation of the records before ``self_attention`` existed); ``self_attention`` replaces the cross-attention
+# alone by a spectral self-attention of the same size over ``LN(x) + LN(A_ref)``, keeping its FFN
+RMCAReplacement = Literal["concat", "self_attention"]
+RMCA_REPLACEMENTS: tuple[str, ...] = get_args(RMCAReplacement)
 
 
 def transposed_attention(q: Tensor, k: Tensor, v: Tensor, temperature: Tensor) -> Tensor:
@@ -149,30 +164,56 @@ class FusionBlock(nn.Module):
     Args:
         dim, heads: width and attention heads.
         expansion: GDFN hidden width over ``dim`` (Restormer: 2.66).
-        use_rmca: False drops the cross-attention half (``a_ref`` is then ignored).
+        use_rmca: False removes the reference-guided cross-attention, as ``rmca_replacement`` says.
+        rmca_replacement: without R-MCA, ``concat`` drops the cross-attention half (``a_ref`` is then
+            ignored: the caller concatenates it to the level's input); ``self_attention`` keeps the block's
+            layout and parameter count, with ``x + S-MSA(LN(x) + LN(a_ref))`` in the cross-attention's place.
 
     Shape:
         ``forward(x (B, dim, H, W), a_ref (B, dim, H, W) | None) -> (B, dim, H, W)``.
     """
 
     def __init__(
-        self, dim: int, heads: int, expansion: float = 2.66, use_rmca: bool = True, bias: bool = False
+        self,
+        dim: int,
+        heads: int,
+        expansion: float = 2.66,
+        use_rmca: bool = True,
+        bias: bool = False,
+        rmca_replacement: RMCAReplacement = "concat",
     ):
         super().__init__()
+        if rmca_replacement not in RMCA_REPLACEMENTS:
+            raise ValueError(
+                f"unknown rmca_replacement {rmca_replacement!r}; expected one of {list(RMCA_REPLACEMENTS)}"
+            )
         self.use_rmca = use_rmca
+        self.ref_self_attention = not use_rmca and rmca_replacement == "self_attention"
         self.norm1, self.smsa = LayerNorm2d(dim), SMSA(dim, heads, bias)
         self.norm2, self.ffn1 = LayerNorm2d(dim), GDFN(dim, expansion, bias)
-        if use_rmca:
-            self.norm3, self.norm_ref, self.rmca = LayerNorm2d(dim), LayerNorm2d(dim), RMCA(dim, heads, bias)
+        if use_rmca or self.ref_self_attention:
+            self.norm3, self.norm_ref = LayerNorm2d(dim), LayerNorm2d(dim)
+            if use_rmca:
+                self.rmca = RMCA(dim, heads, bias)
+            else:  # the same parameters as RMCA: Q, K, V, projection and positional branch
+                self.ref_smsa = SMSA(dim, heads, bias)
             self.norm4, self.ffn2 = LayerNorm2d(dim), GDFN(dim, expansion, bias)
+
+    @property
+    def takes_reference(self) -> bool:
+        """Whether ``forward`` reads ``a_ref``."""
+        return self.use_rmca or self.ref_self_attention
 
     def forward(self, x: Tensor, a_ref: Tensor | None = None) -> Tensor:
         x = x + self.smsa(self.norm1(x))
         x = x + self.ffn1(self.norm2(x))
-        if self.use_rmca:
+        if self.takes_reference:
             if a_ref is None:
-                raise ValueError("FusionBlock(use_rmca=True) needs a_ref")
-            x = x + self.rmca(self.norm3(x), self.norm_ref(a_ref))
+                raise ValueError("FusionBlock with R-MCA (or its self-attention replacement) needs a_ref")
+            if self.use_rmca:
+                x = x + self.rmca(self.norm3(x), self.norm_ref(a_ref))
+            else:
+                x = x + self.ref_smsa(self.norm3(x) + self.norm_ref(a_ref))
             x = x + self.ffn2(self.norm4(x))
         return x
 
@@ -186,7 +227,7 @@ class FusionLevel(nn.Module):
         out_channels: width of the output (the next level's ``F_sr`` or the bands).
         blocks, heads: number of :class:`FusionBlock` and their heads.
         upsample: x2 by conv + pixel shuffle before the output conv (all levels but the finest).
-        use_rmca, expansion: see :class:`FusionBlock`.
+        use_rmca, expansion, rmca_replacement: see :class:`FusionBlock`.
 
     Shape:
         ``forward(x (B, in_channels, H, W), a_ref (B, dim, H, W) | None)`` -> ``(B, out_channels, sH, sW)``,
@@ -203,10 +244,14 @@ class FusionLevel(nn.Module):
         upsample: bool,
         use_rmca: bool = True,
         expansion: float = 2.66,
+        rmca_replacement: RMCAReplacement = "concat",
     ):
         super().__init__()
         self.embed = nn.Conv2d(in_channels, dim, 3, padding=1, bias=False)
-        self.blocks = nn.ModuleList(FusionBlock(dim, heads, expansion, use_rmca) for _ in range(blocks))
+        self.blocks = nn.ModuleList(
+            FusionBlock(dim, heads, expansion, use_rmca, rmca_replacement=rmca_replacement)
+            for _ in range(blocks)
+        )
         self.up = (
             nn.Sequential(nn.Conv2d(dim, 4 * dim, 3, padding=1, bias=False), nn.PixelShuffle(2))
             if upsample

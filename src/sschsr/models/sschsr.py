@@ -18,7 +18,9 @@ alone (computed from the HR cube) recovers 31-42 dB on the CAVE test scenes at x
 (``experiments/oracle_gain.py``), so most of the detail the reference brings is one channel, not ``C``.
 
 Levels are listed coarse to fine. Presets: ``paper`` has the official decoder's widths (256/128/64,
-4/3/2 blocks, 8/4/1 heads); ``lite`` is about a tenth of its size for CPU work and quick experiments.
+4/3/2 blocks, 8/4/1 heads; the SR branch about 22 M parameters, its decoder 17 M); ``lite`` is about a tenth
+of its size for CPU work and quick experiments. ``conf/experiment/paper.yaml`` builds the whole official
+network (27.5 M with the base RAFT and the official WarpNet; docs/paper.md).
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from torch import Tensor, nn
 
 from sschsr.models.aggregation import GUIDES, IDFA, Guide
 from sschsr.models.encoders import HSIEncoder, MatchingEncoder, TextureEncoder
-from sschsr.models.fusion import FusionLevel
+from sschsr.models.fusion import RMCA_REPLACEMENTS, FusionLevel, RMCAReplacement
 from sschsr.models.matching import GAM, Matching, patch_descriptors
 from sschsr.models.warpnet import warp_cues
 from sschsr.ops.warp import flow_warp
@@ -70,7 +72,7 @@ class SSCHSRConfig:
 
 
 PRESETS: dict[str, SSCHSRConfig] = {
-    # the official decoder (HSIDecoder(256)): 17 M parameters; HSI encoder about 3.4 M
+    # the official decoder (HSIDecoder(256)): 17 M parameters; HSI encoder about 3.4 M; 22 M the SR branch
     "paper": SSCHSRConfig(
         width=64, hsi_blocks=(2, 2, 2), match_width=256, blocks=(4, 3, 2), heads=(8, 4, 1), expansion=2.66,
         offset_groups=8,
@@ -84,13 +86,19 @@ PRESETS: dict[str, SSCHSRConfig] = {
 
 
 def build_fusion_levels(
-    n_bands: int, cfg: SSCHSRConfig, use_rmca: bool, concat_ref: bool, head: Head = "residual"
+    n_bands: int,
+    cfg: SSCHSRConfig,
+    use_rmca: bool,
+    concat_ref: bool,
+    head: Head = "residual",
+    rmca_replacement: RMCAReplacement = "concat",
 ) -> nn.ModuleList:
     """The three :class:`FusionLevel` of the decoder, coarse to fine.
 
     Level ``l`` takes ``[F_hsi_l, F_sr_(l-1)]`` (no ``F_sr`` at the coarsest level), plus ``A_ref_l`` when
     ``concat_ref``; it returns the next level's ``F_sr`` (upsampled x2) or, at the finest, what
     :func:`reconstruct` takes for ``head``: ``n_bands`` channels, plus the gain for ``modulated``.
+    ``rmca_replacement``: what the blocks put in R-MCA's place without it (:class:`FusionBlock`).
     """
     if head not in HEADS:
         raise ValueError(f"unknown head {head!r}; expected one of {sorted(HEADS)}")
@@ -102,7 +110,15 @@ def build_fusion_levels(
         out_channels = n_bands + HEADS[head] if last else dims[i + 1]
         levels.append(
             FusionLevel(
-                in_channels, dim, out_channels, cfg.blocks[i], cfg.heads[i], not last, use_rmca, cfg.expansion
+                in_channels,
+                dim,
+                out_channels,
+                cfg.blocks[i],
+                cfg.heads[i],
+                not last,
+                use_rmca,
+                cfg.expansion,
+                rmca_replacement=rmca_replacement,
             )
         )
     # the last conv starts at zero: with the global residual the untrained network is bicubic, and
@@ -164,8 +180,13 @@ class SSCHSR(nn.Module):
         iterative_guide: how (:class:`sschsr.models.aggregation.IDFA`'s ``guide``): ``concat`` (the paper's),
             ``residual`` (added to the HSI features by a zero-initialised conv: starts as the ablation) or
             ``detached`` (``concat`` with no gradient from the offsets into the coarser output).
-        use_rmca: False drops the cross-attention; ``A_ref_l`` is then concatenated to the level's input
-            instead, so the ablation removes the mechanism, not the reference.
+        use_rmca: False removes the cross-attention, as ``rmca_replacement`` says; either way the ablation
+            removes the mechanism, not the reference.
+        rmca_replacement: without R-MCA, ``concat`` (the default, and the ablation of the earlier records)
+            drops the cross-attention half of every block (attention and its FFN) and concatenates ``A_ref_l``
+            to the level's input; ``self_attention`` (the paper's ablation as ``conf/ablation/no_rmca.yaml``
+            runs it) puts a spectral self-attention of the same size over ``LN(x) + LN(A_ref_l)`` in the
+            cross-attention's place and keeps the rest: the same parameters as the full network.
         matching: ``local`` (window of ``match_radius`` px at H/4 around each position; linear memory) or
             ``global`` (the paper; every position, memory bounded by chunking).
         match_radius: local window half side at H/4.
@@ -211,6 +232,7 @@ class SSCHSR(nn.Module):
         freeze_flow: bool = True,
         head: Head = "residual",
         texture_input: TextureInput = "repair",
+        rmca_replacement: RMCAReplacement = "concat",
     ):
         super().__init__()
         if preset not in PRESETS:
@@ -221,6 +243,10 @@ class SSCHSR(nn.Module):
             raise ValueError(
                 f"unknown texture_input {texture_input!r}; expected one of {list(TEXTURE_INPUTS)}"
             )
+        if rmca_replacement not in RMCA_REPLACEMENTS:
+            raise ValueError(
+                f"unknown rmca_replacement {rmca_replacement!r}; expected one of {list(RMCA_REPLACEMENTS)}"
+            )
         if iterative_guide not in GUIDES:
             raise ValueError(f"unknown iterative_guide {iterative_guide!r}; expected one of {list(GUIDES)}")
         if n_bands < 1:
@@ -228,7 +254,7 @@ class SSCHSR(nn.Module):
         cfg = PRESETS[preset]
         self.n_bands, self.preset, self.cfg = n_bands, preset, cfg
         self.use_warpnet, self.iterative, self.use_rmca = use_warpnet, iterative, use_rmca
-        self.iterative_guide = iterative_guide
+        self.iterative_guide, self.rmca_replacement = iterative_guide, rmca_replacement
         self.flow_iters, self.freeze_flow, self.head = flow_iters, freeze_flow, head
         # test-time refinement of the flow network's output, ``(flow, rgb_hsi, ref) -> flow`` (e.g.
         # :class:`sschsr.ops.flow_refine.FlowRefiner`; set by :func:`sschsr.pipeline.with_flow_refinement`);
@@ -256,7 +282,14 @@ class SSCHSR(nn.Module):
             IDFA(dim, dim, dim if i else None, iterative, iterative_guide, offset_groups=cfg.offset_groups)
             for i, dim in enumerate(dims)
         )
-        self.fusion = build_fusion_levels(n_bands, cfg, use_rmca=use_rmca, concat_ref=not use_rmca, head=head)
+        self.fusion = build_fusion_levels(
+            n_bands,
+            cfg,
+            use_rmca=use_rmca,
+            concat_ref=self.concat_ref,
+            head=head,
+            rmca_replacement=rmca_replacement,
+        )
 
     @property
     def config(self) -> dict:
@@ -265,8 +298,14 @@ class SSCHSR(nn.Module):
             n_bands=self.n_bands, preset=self.preset, use_warpnet=self.use_warpnet, iterative=self.iterative,
             iterative_guide=self.iterative_guide, use_rmca=self.use_rmca, matching=self.matching.matching,
             match_radius=self.matching.radius, flow_iters=self.flow_iters, freeze_flow=self.freeze_flow,
-            head=self.head, texture_input=self.texture_input, architecture=asdict(self.cfg),
+            head=self.head, texture_input=self.texture_input, rmca_replacement=self.rmca_replacement,
+            architecture=asdict(self.cfg),
         )  # fmt: skip
+
+    @property
+    def concat_ref(self) -> bool:
+        """Whether ``A_ref_l`` joins each level's input (the ablation without R-MCA by ``concat``)."""
+        return not self.use_rmca and self.rmca_replacement == "concat"
 
     @property
     def texture_both(self) -> bool:
@@ -341,9 +380,9 @@ class SSCHSR(nn.Module):
         for idfa, level, fh, fr in zip(self.aggregation, self.fusion, f_hsi, f_ref, strict=True):
             a_ref = idfa(fr, offset, score, fh, x)
             inputs = [fh] if x is None else [fh, x]
-            if not self.use_rmca:
+            if self.concat_ref:
                 inputs.append(a_ref)
-            x = level(torch.cat(inputs, dim=1), a_ref if self.use_rmca else None)
+            x = level(torch.cat(inputs, dim=1), None if self.concat_ref else a_ref)
         sr = reconstruct(x[..., :h, :w], lr_up, self.head)  # the network predicts the detail bicubic lacks
         return sr, offset, score
 

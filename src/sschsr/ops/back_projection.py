@@ -40,7 +40,7 @@ import functools
 import torch
 from torch import Tensor
 
-from sschsr.ops.degradations import Observation, low_pass_as, low_pass_matrix
+from sschsr.ops.degradations import Observation, low_pass_as, presentation_matrix
 from sschsr.ops.degrade import (
     KERNEL_SIZE,
     SIGMA,
@@ -146,9 +146,11 @@ def smoothed_low_pass(z: Tensor, scale: int, sigma: float, observation: Observat
     h, w = z.shape[-2:]
     if observation is not None and not observation.psf.paper:
         reflect = (min(h, w) > smoothing_size(sigma) // 2, min(h, w) > 1)
-        my = matrix_as(_smoothed_observation_matrix, (h, scale, float(sigma), observation, "y", *reflect), z)
-        mx = matrix_as(_smoothed_observation_matrix, (w, scale, float(sigma), observation, "x", *reflect), z)
-        return separable(z, my, mx)
+        dy = matrix_as(_smoothed_observation_rows, (h, scale, float(sigma), observation, "y", *reflect), z)
+        dx = matrix_as(_smoothed_observation_rows, (w, scale, float(sigma), observation, "x", *reflect), z)
+        uy = matrix_as(presentation_matrix, (h, scale, observation, "y", reflect[1]), z)
+        ux = matrix_as(presentation_matrix, (w, scale, observation, "x", reflect[1]), z)
+        return separable(separable(z, dy, dx), uy, ux)  # LR samples, then presented: two thin products
     if sigma == 0:
         return low_pass(z, scale)
     if not use_matrices(h, w):  # a long side: the convolutions (sschsr.ops.degrade.MATRIX_MAX_SIZE)
@@ -172,15 +174,16 @@ def _smoothed_blur_matrix(
 
 
 @functools.lru_cache(maxsize=32)
-def _smoothed_observation_matrix(
+def _smoothed_observation_rows(
     n: int, scale: int, sigma: float, observation: Observation, axis: str, reflect_smooth: bool, reflect: bool
 ) -> Tensor:
-    """``(n, n)``: ``observation``'s presented low pass (:func:`~sschsr.ops.degradations.low_pass_matrix`)
-    after the Gaussian of ``sigma``, along one axis."""
-    lp = low_pass_matrix(n, scale, observation, axis, reflect)
+    """``(ceil(n / scale), n)``: ``observation``'s LR samples (:meth:`~sschsr.ops.degradations.Observation.rows`)
+    after the Gaussian of ``sigma``, along one axis; :func:`~sschsr.ops.degradations.presentation_matrix`
+    after it makes the presented low pass (:func:`~sschsr.ops.degradations.low_pass_matrix`)."""
+    rows = observation.rows(n, scale, axis, reflect)
     if sigma == 0:
-        return lp
-    return lp @ blur_decimate_matrix(n, 1, smoothing_size(sigma), sigma, reflect_smooth)
+        return rows
+    return rows @ blur_decimate_matrix(n, 1, smoothing_size(sigma), sigma, reflect_smooth)
 
 
 def back_project(

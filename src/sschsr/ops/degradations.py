@@ -258,21 +258,40 @@ def low_pass_matrix(n: int, scale: int, observation: Observation, axis: str, ref
     shows it: ``observation``'s blur and sampling (:meth:`Observation.rows`), bicubic back up and moved
     onto the paper's grid (:meth:`Observation.presentation`), cropped to ``n``. For the paper's
     observation it is the matrix of :func:`sschsr.ops.degrade.low_pass`."""
-    rows = observation.rows(n, scale, axis, reflect)
-    return bicubic_matrix(rows.shape[0], scale, observation.presentation(scale))[:n] @ rows
+    return presentation_matrix(n, scale, observation, axis, reflect) @ observation.rows(
+        n, scale, axis, reflect
+    )
+
+
+@functools.lru_cache(maxsize=128)
+def presentation_matrix(
+    n: int, scale: int, observation: Observation, axis: str, reflect: bool = True
+) -> Tensor:
+    """``(n, ceil(n / scale))`` float64: the second factor of :func:`low_pass_matrix`, LR samples back up to
+    the HR grid (bicubic) and moved onto the paper's grid (:meth:`Observation.presentation`), cropped to
+    ``n``. ``axis`` and ``reflect`` only make the arguments those of :meth:`Observation.rows`."""
+    m = math.ceil(n / scale)
+    return bicubic_matrix(m, scale, observation.presentation(scale))[:n]
 
 
 def low_pass_as(x: Tensor, scale: int, observation: Observation) -> Tensor:
     """``x`` ``(..., H, W)`` as the presented LR side of ``observation`` shows it (:func:`low_pass_matrix`
-    along each axis; the paper's: :func:`sschsr.ops.degrade.low_pass`): ``(..., H, W)``."""
+    along each axis, applied as its two factors: the LR samples, then their presentation on the HR grid,
+    an ``H / scale``-th of the dense matrix's work; the paper's: :func:`sschsr.ops.degrade.low_pass`):
+    ``(..., H, W)``."""
     if observation.psf.paper:
         return low_pass(x, scale)
     h, w = x.shape[-2:]
     reflect = min(h, w) > 1
-    return separable(
+    lr = separable(
         x,
-        matrix_as(low_pass_matrix, (h, scale, observation, "y", reflect), x),
-        matrix_as(low_pass_matrix, (w, scale, observation, "x", reflect), x),
+        matrix_as(observation.rows, (h, scale, "y", reflect), x),
+        matrix_as(observation.rows, (w, scale, "x", reflect), x),
+    )
+    return separable(
+        lr,
+        matrix_as(presentation_matrix, (h, scale, observation, "y", reflect), x),
+        matrix_as(presentation_matrix, (w, scale, observation, "x", reflect), x),
     )
 
 
@@ -429,6 +448,7 @@ __all__ = [
     "grid_phase",
     "low_pass_as",
     "low_pass_matrix",
+    "presentation_matrix",
     "named_observation",
     "pixel_weights",
     "present",

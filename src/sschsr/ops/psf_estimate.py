@@ -23,6 +23,8 @@ from torch import Tensor
 
 from sschsr.ops.degradations import Observation, Psf, low_pass_as
 
+MAX_BANDS = 8  # channels compared by default: the PSF is one for all bands
+
 
 def candidates(scale: int, phase: float) -> list[Observation]:
     """The PSFs tried at ``scale`` and ``phase``: Gaussians of std 0.15 to 1.0 LR px in steps of 0.05
@@ -67,6 +69,7 @@ def estimate_psf(
     phase: float,
     affine: bool = False,
     options: list[Observation] | None = None,
+    max_bands: int | None = MAX_BANDS,
 ) -> PsfEstimate:
     """The observation among ``options`` (default :func:`candidates` at ``scale`` and ``phase``) whose
     presented low pass of ``sharp`` is nearest ``lr_up``.
@@ -77,6 +80,8 @@ def estimate_psf(
         scale: the LR factor.
         phase: where LR pixel 0 is centred (HR px; :func:`sschsr.ops.degradations.grid_phase`).
         affine: fit each channel's gain and offset first (``sharp`` of other colours than ``lr_up``).
+        max_bands: compare at most this many channels, spread evenly over ``K`` (the PSF is one for all
+            bands; the cost grows with their number); None: all.
 
     Returns:
         :class:`PsfEstimate`.
@@ -86,6 +91,9 @@ def estimate_psf(
             f"estimate_psf expects two (B, K, H, W) of one shape; got {tuple(sharp.shape)}, {tuple(lr_up.shape)}"
         )
     options = candidates(scale, phase) if options is None else options
+    if max_bands is not None and sharp.shape[1] > max_bands:
+        keep = torch.linspace(0, sharp.shape[1] - 1, max_bands).round().long().to(sharp.device)
+        sharp, lr_up = sharp.index_select(1, keep), lr_up.index_select(1, keep)
     with torch.no_grad():
         x, y = sharp.detach().double(), lr_up.detach().double()
         border = 2 * scale if min(x.shape[-2:]) > 8 * scale else 0

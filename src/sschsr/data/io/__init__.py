@@ -32,7 +32,15 @@ from sschsr.data.io.cubes import CUBE_SUFFIXES, find_cubes, read_cube
 from sschsr.data.io.images import RGB_SUFFIXES, read_rgb
 from sschsr.data.io.raster import ENVI_DATA_SUFFIXES, RASTER_SUFFIXES
 from sschsr.data.io.records import Cube, GeoInfo, Layout
-from sschsr.data.io.writers import write_geotiff, write_json, write_npy, write_png, write_text
+from sschsr.data.io.writers import (
+    clean_stale,
+    reserve,
+    write_geotiff,
+    write_json,
+    write_npy,
+    write_png,
+    write_text,
+)
 
 __all__ = [
     "CAVE_BANDS",
@@ -47,9 +55,11 @@ __all__ = [
     "Cube",
     "GeoInfo",
     "Layout",
+    "clean_stale",
     "find_cubes",
     "read_cube",
     "read_rgb",
+    "reserve",
     "write_geotiff",
     "write_json",
     "write_npy",

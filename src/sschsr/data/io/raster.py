@@ -134,6 +134,8 @@ def _read_raster(path: Path, data_path: Path) -> Cube:
         raw = src.read()  # (C, H, W)
         descriptions = tuple(d or "" for d in src.descriptions)
         nodatavals = tuple(src.nodatavals)
+        # a sensor's bit depth (12-bit data in uint16), as GDAL keeps it: per band, or for the dataset
+        nbits = src.tags(1, ns="IMAGE_STRUCTURE").get("NBITS") or src.tags(ns="IMAGE_STRUCTURE").get("NBITS")
         geo = GeoInfo(
             crs=src.crs,
             transform=src.transform,
@@ -151,6 +153,13 @@ def _read_raster(path: Path, data_path: Path) -> Cube:
         raw[bad] = 0
     valid = ~bad.any(axis=0) if (bad.any() or any(nd is not None for nd in nodatavals)) else None
     data, scale = _normalise(np.ascontiguousarray(raw.transpose(1, 2, 0)), path)
+    meta = {"nbits": int(nbits)} if nbits is not None and str(nbits).isdigit() else {}
     return Cube(
-        data=data, wavelengths=geo.wavelengths, geo=geo, valid=valid, name=path.stem, scale_factor=scale
+        data=data,
+        wavelengths=geo.wavelengths,
+        geo=geo,
+        valid=valid,
+        name=path.stem,
+        scale_factor=scale,
+        meta=meta,
     )

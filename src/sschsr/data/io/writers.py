@@ -1,9 +1,17 @@
-"""Atomic writers (``.npy``, text, JSON, PNG, GeoTIFF): a hidden temporary file beside the target, renamed."""
+"""Atomic writers (``.npy``, text, JSON, PNG, GeoTIFF): a hidden temporary file beside the target, renamed.
+
+Temporary files are named ``.<name>.<pid>-<random>.tmp<suffix>``: a write of the same target by a later
+process removes those whose process is gone (a run killed part-way leaves nothing for long).
+:func:`reserve` holds an output for one process from before its compute to its publication, and
+``exclusive=True`` publishes without ever replacing a file that appeared meanwhile (a hard link, which
+fails if the name exists)."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
 import secrets
 import struct
 import zlib
@@ -20,23 +28,90 @@ from sschsr.data.io.records import GeoInfo
 from sschsr.errors import InputError
 
 
+def _alive(pid: int) -> bool:
+    """Whether a process ``pid`` runs on this machine (one of another user's counts: it may be writing)."""
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # PermissionError: it exists, owned by someone else
+        return True
+    return True
+
+
+def _temp_pattern(path: Path) -> re.Pattern[str]:
+    """The names of :func:`_atomic`'s temporary files for ``path`` (GDAL side-cars included): group 1 the pid."""
+    return re.compile(re.escape(f".{path.name}.") + r"(\d+)-[0-9a-f]{8}\.tmp.*")
+
+
+def clean_stale(path: str | os.PathLike) -> list[Path]:
+    """Remove the temporary files left beside ``path`` by writes whose process is gone (killed part-way);
+    those of running processes stay. Returns the files removed."""
+    path = Path(path)
+    pattern = _temp_pattern(path)
+    removed = []
+    try:
+        names = os.listdir(path.parent)
+    except OSError:
+        return removed
+    for name in names:
+        m = pattern.fullmatch(name)
+        if m and not _alive(int(m.group(1))):
+            try:
+                (path.parent / name).unlink()
+            except FileNotFoundError:  # another process cleaned it first
+                continue
+            except OSError:
+                continue
+            removed.append(path.parent / name)
+    return removed
+
+
+def _publish(tmp: Path, path: Path, exclusive: bool) -> None:
+    """Move ``tmp`` onto ``path``; with ``exclusive`` never replace a ``path`` that exists (InputError)."""
+    if not exclusive:
+        os.replace(tmp, path)
+        return
+    try:
+        os.link(tmp, path)  # atomic, and fails if the name exists: no window for another writer
+    except FileExistsError:
+        raise InputError(
+            f"{path} exists (it appeared while this run was computing): pass --overwrite to replace it"
+        ) from None
+    except OSError as e:
+        if e.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+            raise
+        # a file system without hard links: check, then rename (a window of microseconds)
+        if path.exists():
+            raise InputError(f"{path} exists: pass --overwrite to replace it") from None
+        os.replace(tmp, path)
+        return
+    tmp.unlink()
+
+
 @contextmanager
-def _atomic(path: str | os.PathLike) -> Iterator[Path]:
+def _atomic(path: str | os.PathLike, exclusive: bool = False) -> Iterator[Path]:
     """Yield a hidden temporary path beside ``path``; rename it onto ``path`` if the block succeeds.
 
     On any failure (or interruption) the temporary file is removed and an existing ``path`` is untouched.
+    The temporary name carries this process's id: leftovers of killed processes are removed first
+    (:func:`clean_stale`). With ``exclusive``, a ``path`` that exists when the block ends is kept and
+    InputError raised (see :func:`_publish`).
     """
     path = Path(path)
     if not path.parent.is_dir():
         raise InputError(f"{path}: cannot write, folder {path.parent} does not exist")
     if path.is_dir():
         raise InputError(f"{path}: cannot write, a folder of that name exists")
+    clean_stale(path)
     # same folder, so os.replace is a rename within one file system (atomic); keep the suffix for drivers
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp{path.suffix}")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp{path.suffix}")
     side = tmp.with_name(tmp.name + ".aux.xml")  # GDAL's side-car metadata, should a driver write one
     try:
         yield tmp
-        os.replace(tmp, path)
+        _publish(tmp, path, exclusive)
         if side.exists():
             os.replace(side, path.with_name(path.name + ".aux.xml"))
     except BaseException:
@@ -45,22 +120,99 @@ def _atomic(path: str | os.PathLike) -> Iterator[Path]:
         raise
 
 
-def write_npy(path: str | os.PathLike, array: np.ndarray) -> None:
-    """Save ``array`` as ``.npy`` atomically (any shape and dtype; cubes are HWC float32 by convention)."""
+def _lock_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.lock")
+
+
+def _holder(lock: Path) -> str:
+    """``" (pid N)"`` of the process that holds ``lock``, as it wrote it; empty when unknown."""
+    try:
+        pid = lock.read_text().strip()
+    except (OSError, UnicodeDecodeError):
+        return ""
+    return f" (pid {pid})" if pid.isdigit() else ""
+
+
+@contextmanager
+def reserve(path: str | os.PathLike, overwrite: bool = False) -> Iterator[Path]:
+    """Hold the output ``path`` for this process for the block: the folder checked writable, a lock taken
+    (``.<name>.lock`` beside it, an advisory ``flock`` the system releases should the process die), and,
+    without ``overwrite``, ``path`` checked absent once the lock is held. Another process reserving the
+    same ``path`` meanwhile gets InputError at once. The lock file is removed when the block ends.
+
+    Raises:
+        InputError: a missing or unwritable folder, ``path`` exists (without ``overwrite``), or another
+            process holds it.
+    """
+    path = Path(path)
+    folder = path.parent
+    if not folder.is_dir():
+        raise InputError(f"{path}: cannot write, folder {folder} does not exist")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"{path}: cannot write, folder {folder} is not writable")
+    lock = _lock_name(path)
+    fd = _take_lock(lock, path)
+    try:
+        if path.exists() and not overwrite:
+            raise InputError(f"{path} exists: pass --overwrite to replace it")
+        clean_stale(path)
+        yield path
+    finally:
+        lock.unlink(missing_ok=True)  # while held: a process waiting on the old file sees it gone, retries
+        os.close(fd)
+
+
+def _take_lock(lock: Path, path: Path) -> int:
+    """An open descriptor of ``lock`` holding an exclusive ``flock`` on the file that is at ``lock`` now."""
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): the existence checks and exclusive publication remain
+        fcntl = None
+    while True:
+        try:
+            fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as e:
+            raise InputError(f"{path}: cannot write in {path.parent} ({e.strerror})") from None
+        if fcntl is None:
+            return fd
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            os.close(fd)
+            if e.errno in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise InputError(
+                    f"{path}: another run{_holder(lock)} is writing this output now: wait for it to end, "
+                    "or write elsewhere"
+                ) from None
+            raise
+        try:
+            current = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            current = False
+        if current:
+            os.ftruncate(fd, 0)
+            os.write(fd, f"{os.getpid()}\n".encode())
+            return fd
+        os.close(fd)  # the holder removed the file as we opened it: take the new one
+
+
+def write_npy(path: str | os.PathLike, array: np.ndarray, *, exclusive: bool = False) -> None:
+    """Save ``array`` as ``.npy`` atomically (any shape and dtype; cubes are HWC float32 by convention).
+    ``exclusive``: never replace an existing file (InputError), as for every writer here."""
     array = np.asarray(array)
-    with _atomic(path) as tmp, open(tmp, "xb") as f:
+    with _atomic(path, exclusive) as tmp, open(tmp, "xb") as f:
         np.save(f, array, allow_pickle=False)
 
 
-def write_text(path: str | os.PathLike, text: str) -> None:
+def write_text(path: str | os.PathLike, text: str, *, exclusive: bool = False) -> None:
     """Save ``text`` atomically (a reader sees the old file or the new one, never a part)."""
-    with _atomic(path) as tmp, open(tmp, "x") as f:
+    with _atomic(path, exclusive) as tmp, open(tmp, "x") as f:
         f.write(text)
 
 
-def write_json(path: str | os.PathLike, record: Any) -> None:
+def write_json(path: str | os.PathLike, record: Any, *, exclusive: bool = False) -> None:
     """Save ``record`` as indented JSON atomically."""
-    write_text(path, json.dumps(record, indent=2, default=str) + "\n")
+    write_text(path, json.dumps(record, indent=2, default=str) + "\n", exclusive=exclusive)
 
 
 def _to_image_codes(rgb: np.ndarray) -> np.ndarray:
@@ -99,7 +251,7 @@ def _png16_bytes(codes: np.ndarray) -> bytes:
     )
 
 
-def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
+def write_png(path: str | os.PathLike, rgb: np.ndarray, *, exclusive: bool = False) -> None:
     """Save an image as PNG atomically.
 
     Args:
@@ -107,7 +259,7 @@ def write_png(path: str | os.PathLike, rgb: np.ndarray) -> None:
             uint8 or uint16 written as given (16-bit PNG).
     """
     codes = _to_image_codes(rgb)
-    with _atomic(path) as tmp:
+    with _atomic(path, exclusive) as tmp:
         if codes.dtype == np.uint16:
             with open(tmp, "xb") as f:
                 f.write(_png16_bytes(codes))
@@ -122,6 +274,7 @@ def write_geotiff(
     band_descriptions: Sequence[str] | None = None,
     *,
     wavelengths: Sequence[float] | np.ndarray | None = None,
+    exclusive: bool = False,
 ) -> None:
     """Save a cube as a float32 GeoTIFF atomically, bands first on disk.
 
@@ -155,7 +308,7 @@ def write_geotiff(
     )  # fmt: skip
     if geo.transform is None:
         profile.pop("transform")
-    with _atomic(path) as tmp, _quiet_rasterio(), rasterio.open(tmp, "w", **profile) as dst:
+    with _atomic(path, exclusive) as tmp, _quiet_rasterio(), rasterio.open(tmp, "w", **profile) as dst:
         dst.write(data.transpose(2, 0, 1))
         for b in range(c):
             if descriptions is not None:
