@@ -476,3 +476,13 @@ def print_by_scale(
         rows += [([f"x{scale}", name], v) for name, v in summary["scenes"].items()]
         rows.append(([f"x{scale}", "[bold]all[/bold]"], summary["all"]))
     print_table(title, columns, rows, labels=("scale", "scene"))
+
+
+def fill_doc(doc: Path, marker: Any, fill: Callable[[str], str]) -> None:
+    """Write ``fill(text)`` over ``doc``'s text, whose generated table ``marker`` (a compiled pattern of the
+    ``<!-- table:... -->`` block) must find; exits with a message when the doc holds no such block."""
+    text = doc.read_text()
+    if not marker.search(text):
+        raise SystemExit(f"{doc} holds no generated table {marker.pattern!r}")
+    doc.write_text(fill(text))
+    print(f"filled {doc.relative_to(ROOT)}", file=sys.stderr)

@@ -38,7 +38,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import RESULTS, ROOT, provenance, write_result
+from _common import RESULTS, ROOT, fill_doc, provenance, write_result
 
 DOC = ROOT / "docs" / "paper.md"
 MARKER = re.compile(r"<!-- table:paper_memory -->\n.*?<!-- /table -->", re.S)
@@ -194,11 +194,7 @@ def main() -> None:
     print(table(record))
     print(f"wrote {args.out.resolve().relative_to(ROOT)}", file=sys.stderr)
     if args.write:
-        text = DOC.read_text()
-        if not MARKER.search(text):
-            raise SystemExit(f"{DOC} holds no <!-- table:paper_memory --> ... <!-- /table -->")
-        DOC.write_text(fill(text, record))
-        print(f"filled {DOC.relative_to(ROOT)}", file=sys.stderr)
+        fill_doc(DOC, MARKER, lambda text: fill(text, record))
 
 
 if __name__ == "__main__":

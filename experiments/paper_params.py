@@ -20,7 +20,7 @@ import re
 import sys
 from typing import Any
 
-from _common import RESULTS, ROOT, provenance, write_result
+from _common import RESULTS, ROOT, fill_doc, provenance, write_result
 from torch import nn
 
 RECORD = RESULTS / "paper_params.json"
@@ -128,11 +128,7 @@ def main() -> None:
     print(table(record))
     print(f"wrote {RECORD.relative_to(ROOT)}", file=sys.stderr)
     if args.write:
-        text = DOC.read_text()
-        if not MARKER.search(text):
-            raise SystemExit(f"{DOC} holds no <!-- table:paper_params --> ... <!-- /table -->")
-        DOC.write_text(fill(text, record))
-        print(f"filled {DOC.relative_to(ROOT)}", file=sys.stderr)
+        fill_doc(DOC, MARKER, lambda text: fill(text, record))
 
 
 if __name__ == "__main__":

@@ -47,6 +47,8 @@ from omegaconf import DictConfig, OmegaConf
 
 from sschsr.data.io import write_json
 from sschsr.errors import InputError
+from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
+from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
 from sschsr.provenance import source_commit
 
 log = logging.getLogger("sschsr.train")
@@ -155,7 +157,6 @@ def find_run(
     return next((r for r in candidates if accept is None or accept(run_checkpoint(r))), None)
 
 
-FLOW_KEY, WARPNET_KEY = "flow_net_config", "warpnet_config"  # sschsr.models.{flow,warpnet}.CONFIG_KEY
 FLOW_FREE = ("iters", "dropout")  # RAFT settings that weights of any value fit (as load_flow_weights)
 WARPNET_SHAPE = ("widths", "extra_channels", "use_ref")  # WarpNet settings that decide its weights
 
