@@ -25,7 +25,7 @@ BIN = Path(sys.executable).parent
 
 
 def fake_run(
-    root: Path, name: str, task: str, scale: int, ended: str = "2026-01-01T00:00:00", **extra
+    root: Path, name: str, task: str, scale: int, finished: str = "2026-01-01T00:00:00", **extra
 ) -> Path:
     """A run folder with a run.json and a checkpoint file, as a finished training run leaves it."""
     run = root / name
@@ -37,9 +37,10 @@ def fake_run(
         "task": task,
         "scale": scale,
         "debug": None,
-        "ended": ended,
+        "finished": finished,
         "run_dir": str(run),
-        "checkpoints": {"best": None, "last": str(ckpt)},
+        "best_ckpt": None,
+        "last_ckpt": str(ckpt),
         "parents": {"flow_ckpt": None, "warp_ckpt": None},
         **extra,
     }
@@ -49,12 +50,12 @@ def fake_run(
 
 class TestFindRun:
     def test_newest_finished_at_the_scale(self, tmp_path):
-        fake_run(tmp_path, "a", "stage1", 4, ended="2026-01-01T00:00:00")
-        newest = fake_run(tmp_path, "b", "stage1", 4, ended="2026-01-02T00:00:00")
-        fake_run(tmp_path, "c", "stage1", 8, ended="2026-01-03T00:00:00")  # another scale
-        fake_run(tmp_path, "d", "stage1", 4, ended="2026-01-04T00:00:00", status="failed")
-        fake_run(tmp_path, "e", "stage2", 4, ended="2026-01-05T00:00:00")  # another task
-        fake_run(tmp_path, "f", "stage1", 4, ended="2026-01-06T00:00:00", debug="tiny")  # a debug run
+        fake_run(tmp_path, "a", "stage1", 4, finished="2026-01-01T00:00:00")
+        newest = fake_run(tmp_path, "b", "stage1", 4, finished="2026-01-02T00:00:00")
+        fake_run(tmp_path, "c", "stage1", 8, finished="2026-01-03T00:00:00")  # another scale
+        fake_run(tmp_path, "d", "stage1", 4, finished="2026-01-04T00:00:00", status="failed")
+        fake_run(tmp_path, "e", "stage2", 4, finished="2026-01-05T00:00:00")  # another task
+        fake_run(tmp_path, "f", "stage1", 4, finished="2026-01-06T00:00:00", debug="tiny")  # a debug run
         assert find_run(tmp_path, "stage1", 4)["run_dir"] == str(newest)
         assert find_run(tmp_path, "stage1", 4, allow_debug=True)["run_dir"] == str(tmp_path / "f")
         assert find_run(tmp_path, "stage1", 16) is None
@@ -148,8 +149,8 @@ def test_chain_trains_three_stages_each_on_the_one_before(tmp_path):
     assert full["chained_from"] == {"stage2": str(tmp_path / "stage2")}
     for r in records.values():
         assert r["scale"] == 4 and r["debug"] == "tiny" and r["global_step"] == 4
-        assert Path(r["checkpoints"]["last"]).is_file() and Path(r["checkpoints"]["best"]).is_file()
-        assert "scale=4" in r["overrides"] and r["started"] <= r["ended"]
+        assert Path(r["last_ckpt"]).is_file() and Path(r["best_ckpt"]).is_file()
+        assert "scale=4" in r["overrides"] and r["started"] <= r["finished"]
         assert r["params"]["trainable"] > 0
     assert "val/epe" in s1["metrics"]["final"] and "val/psnr" in full["metrics"]["final"]
     assert full["metrics"]["best"].keys() == {"val/psnr"}
@@ -168,7 +169,7 @@ def test_a_failing_run_says_so(tmp_path, monkeypatch):
         train(cfg)
     record = read_run(tmp_path)
     assert record["status"] == "failed" and record["error"] == "RuntimeError: out of memory"
-    assert record["ended"] and record["wall_s"] is not None
+    assert record["finished"] and record["wall_s"] is not None
 
 
 # ----------------------------------------------------------------------------------------- summaries

@@ -8,8 +8,8 @@ stage 2 and the full network find the earlier stages they build on from those re
     task        stage1 | stage2 | full (the LightningModule trained), task_name (the run folder's task)
     model, variant, scale, seed, debug (the debug preset or null), overrides (the command line's)
     commit, dirty                          the source the run was trained from (null outside a git checkout)
-    started, ended, wall_s, pid, host, run_dir
-    checkpoints {best, last}               absolute paths (null when not written)
+    started, finished, wall_s, pid, host, run_dir
+    best_ckpt, last_ckpt                   absolute paths (null when not written)
     monitor, mode                          the best checkpoint's metric
     metrics     {final: {val/...: x}, best: {metric: x}, test: {test/...: x}}
     params      trainable and total parameter counts
@@ -111,7 +111,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
 def run_checkpoint(record: dict[str, Any]) -> str | None:
     """The checkpoint a later stage takes from a run: its best, else its last (None when neither exists)."""
     for key in ("best", "last"):
-        path = (record.get("checkpoints") or {}).get(key)
+        path = record.get(f"{key}_ckpt")
         if path and Path(path).is_file():
             return path
     return None
@@ -153,7 +153,7 @@ def find_run(
         and (allow_debug or not r.get("debug"))
         and run_checkpoint(r)
     ]
-    candidates.sort(key=lambda r: r.get("ended") or "", reverse=True)
+    candidates.sort(key=lambda r: r.get("finished") or "", reverse=True)
     return next((r for r in candidates if accept is None or accept(run_checkpoint(r))), None)
 
 
@@ -353,12 +353,13 @@ class RunRecord:
             "commit": commit,
             "dirty": dirty,
             "started": _now(),
-            "ended": None,
+            "finished": None,
             "wall_s": None,
             "pid": os.getpid(),
             "host": socket.gethostname(),
             "run_dir": str(self.path.parent.resolve()),
-            "checkpoints": {"best": None, "last": None},
+            "best_ckpt": None,
+            "last_ckpt": None,
             "monitor": _plain(OmegaConf.select(cfg, "callbacks.model_checkpoint.monitor")),
             "mode": _plain(OmegaConf.select(cfg, "callbacks.model_checkpoint.mode")),
             "metrics": {"final": {}, "best": {}, "test": {}},
@@ -385,10 +386,10 @@ class RunRecord:
         self.write()
 
     def _end(self, status: str, trainer: L.Trainer | None) -> None:
-        self.record.update(status=status, ended=_now(), wall_s=round(time.perf_counter() - self.t0, 3))
+        self.record.update(status=status, finished=_now(), wall_s=round(time.perf_counter() - self.t0, 3))
         if trainer is not None:
             self.record["global_step"] = trainer.global_step
-            self.record["checkpoints"] = checkpoints_of(trainer)
+            self.record.update(checkpoints_of(trainer))
             best = getattr(trainer.checkpoint_callback, "best_model_score", None)
             monitor = self.record.get("monitor")
             if best is not None and monitor:
@@ -416,7 +417,7 @@ class RunRecord:
 
 
 def checkpoints_of(trainer: L.Trainer) -> dict[str, str | None]:
-    """The best and last checkpoints the trainer's checkpoint callbacks wrote (absolute paths or None)."""
+    """``best_ckpt`` and ``last_ckpt``: what the trainer's checkpoint callbacks wrote (absolute paths or None)."""
     best = last = None
     for cb in trainer.checkpoint_callbacks:
         if getattr(cb, "best_model_path", "") and cb.save_top_k != 0:
@@ -424,6 +425,6 @@ def checkpoints_of(trainer: L.Trainer) -> dict[str, str | None]:
         if getattr(cb, "last_model_path", ""):
             last = last or cb.last_model_path
     return {
-        "best": str(Path(best).resolve()) if best and Path(best).is_file() else None,
-        "last": str(Path(last).resolve()) if last and Path(last).is_file() else None,
+        "best_ckpt": str(Path(best).resolve()) if best and Path(best).is_file() else None,
+        "last_ckpt": str(Path(last).resolve()) if last and Path(last).is_file() else None,
     }
