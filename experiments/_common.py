@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from sschsr.checkpoints import load_alignment_stages
 from sschsr.cli._common import add_flow_factor_option, add_flow_refine_option, add_tta_option
 from sschsr.data.io import write_json
 from sschsr.data.spectral import render_rgb
@@ -308,66 +309,10 @@ class Alignment:
 
 
 def load_alignment(path: str | Path, iters: int | None = None) -> Alignment:
-    """The flow network and WarpNet of any checkpoint that holds them, through the package's loaders.
-
-    ``.ckpt``: an :class:`~sschsr.lit.sr.SRModule` (full model: its ``net.flow_net`` / ``net.warpnet``),
-    a :class:`~sschsr.lit.warp.WarpModule` (:func:`~sschsr.checkpoints.load_stage2`) or a
-    :class:`~sschsr.lit.flow.FlowModule` (:func:`~sschsr.checkpoints.load_flow_net`). ``.safetensors``:
-    a flow network (:func:`~sschsr.models.flow.save_flow_net`) or a full model
-    (:func:`~sschsr.checkpoints.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
-    the full model's ``flow_iters``, else the flow network's own default, i.e. what its stage trained with).
-    """
-    from sschsr.checkpoints import (
-        MODEL_KEY,
-        PART_KEY,
-        load_flow_net,
-        load_model,
-        load_stage2,
-        read_training_checkpoint,
-        trained_scales,
-    )
-    from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
-    from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
-
-    path = Path(path)
-    if not path.is_file():
-        raise InputError(f"{path}: checkpoint not found")
-    net = None
-    if path.suffix == ".safetensors":
-        from safetensors import safe_open
-
-        with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-        if FLOW_KEY in meta:
-            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
-        elif PART_KEY in meta:  # a part of a model file: its architecture is in the model file
-            raise InputError(
-                f"{path}: the {meta[PART_KEY]} part of a model file, which holds no architecture: "
-                "pass the model file that lists it (e.g. src/sschsr/weights/sschsr_x8.safetensors)"
-            )
-        else:  # a full model; its description in the metadata or a JSON sidecar
-            info = (
-                json.loads(meta[MODEL_KEY])
-                if MODEL_KEY in meta
-                else json.loads(path.with_suffix(".json").read_text())
-            )
-            net = load_model(path, scale=(trained_scales(info) or [4])[0])
-    else:
-        keys = torch.load(path, map_location="cpu", weights_only=True).keys()
-        if MODEL_KEY in keys:
-            net, _ = read_training_checkpoint(path)
-        elif WARPNET_KEY in keys:
-            (flow_net, warpnet), kind = load_stage2(path), "stage2"
-        else:
-            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
-    if net is not None:
-        flow_net, warpnet, kind = getattr(net, "flow_net", None), getattr(net, "warpnet", None), "full"
-        if flow_net is None:
-            raise InputError(f"{path}: {type(net).__name__} has no flow network")
-        iters = iters or net.flow_iters
-    return Alignment(
-        flow_net.float(), None if warpnet is None else warpnet.float(), int(iters or flow_net.iters), kind
-    )
+    """The alignment stages of any checkpoint that holds them (:func:`sschsr.checkpoints.load_alignment_stages`),
+    ready to run."""
+    stages = load_alignment_stages(path, iters)
+    return Alignment(stages.flow_net, stages.warpnet, stages.iters, stages.kind)
 
 
 # ---------------------------------------------------------------------------------------- aggregation

@@ -126,3 +126,20 @@ def test_shipped_outputs_are_unchanged():
             )
     finally:
         torch.set_num_threads(threads)
+
+
+def test_alignment_stages_of_every_kind_of_file(tmp_path):
+    """load_alignment_stages reads the flow network (and WarpNet) of a full model file, a stage-1
+    .safetensors, and refuses a part file and a missing file."""
+    from sschsr.checkpoints import load_alignment_stages, save_flow_net
+    from sschsr.errors import InputError
+    from sschsr.models.flow import RAFT
+
+    full = load_alignment_stages(WEIGHTS_DIR / "sschsr_x8.safetensors")
+    assert full.kind == "full" and full.warpnet is not None and full.iters >= 1
+    stage1 = load_alignment_stages(save_flow_net(RAFT("small"), tmp_path / "flow.safetensors"), iters=3)
+    assert stage1.kind == "stage1" and stage1.warpnet is None and stage1.iters == 3
+    with pytest.raises(InputError, match="part of a model file"):
+        load_alignment_stages(next(WEIGHTS_DIR.glob("flow_net-*.safetensors")))
+    with pytest.raises(InputError, match="not found"):
+        load_alignment_stages(WEIGHTS_DIR / "missing.safetensors")

@@ -35,7 +35,9 @@ from sschsr.checkpoints.files import load_checkpoint, load_net, read_weights, sa
 from sschsr.checkpoints.model import (
     SHIPPED_NAMES,
     WEIGHTS_DIR,
+    AlignmentStages,
     export_weights,
+    load_alignment_stages,
     load_init_weights,
     load_model,
     missing_weights_message,
@@ -71,6 +73,8 @@ from sschsr.checkpoints.stages import (
 )
 
 __all__ = [
+    "AlignmentStages",
+    "load_alignment_stages",
     "DEFAULT_CAMERA",
     "MAX_BANDS",
     "MAX_PARAMETERS",

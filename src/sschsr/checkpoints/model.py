@@ -8,9 +8,10 @@ import logging
 import os
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from sschsr import __version__
@@ -21,18 +22,22 @@ from sschsr.checkpoints.files import (
     _storage_state,
     _to_float32,
     _write_safetensors,
+    load_checkpoint,
 )
 from sschsr.checkpoints.spec import (
     DEFAULT_CAMERA,
     MODEL_KEY,
+    PART_KEY,
     build_module,
     check_scale,
     model_info,
     spec_matches,
     trained_scales,
 )
-from sschsr.checkpoints.stages import load_earlier_stages
+from sschsr.checkpoints.stages import load_earlier_stages, load_flow_net, load_stage2
 from sschsr.errors import InputError
+from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
+from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
 
 log = logging.getLogger(__name__)
 
@@ -308,3 +313,62 @@ def load_init_weights(net: nn.Module, init_ckpt: str, scale: int) -> None:
             f"{source.info.get('net')})"
         ) from None
     log.info("all weights from %s", init_ckpt)
+
+
+class AlignmentStages(NamedTuple):
+    """The alignment stages of a checkpoint (:func:`load_alignment_stages`)."""
+
+    flow_net: nn.Module
+    warpnet: nn.Module | None
+    iters: int
+    kind: str
+
+
+def load_alignment_stages(path: str | os.PathLike, iters: int | None = None) -> AlignmentStages:
+    """The flow network and WarpNet (float32, CPU) of any checkpoint that holds them, the flow updates to run
+    and the kind of file (``stage1``, ``stage2``, ``full``).
+
+    ``.ckpt``: an :class:`~sschsr.lit.sr.SRModule` (full model: its ``net.flow_net`` / ``net.warpnet``),
+    a :class:`~sschsr.lit.warp.WarpModule` (:func:`~sschsr.checkpoints.stages.load_stage2`) or a
+    :class:`~sschsr.lit.flow.FlowModule` (:func:`~sschsr.checkpoints.load_flow_net`). ``.safetensors``:
+    a flow network (:func:`~sschsr.models.flow.save_flow_net`) or a full model
+    (:func:`~sschsr.checkpoints.load_model`, e.g. the shipped weights). ``iters``: flow updates (default:
+    the full model's ``flow_iters``, else the flow network's own default, i.e. what its stage trained with).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"{path}: checkpoint not found")
+    net = None
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+        if FLOW_KEY in meta:
+            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
+        elif PART_KEY in meta:  # a part of a model file: its architecture is in the model file
+            raise InputError(
+                f"{path}: the {meta[PART_KEY]} part of a model file, which holds no architecture: "
+                "pass the model file that lists it (e.g. src/sschsr/weights/sschsr_x8.safetensors)"
+            )
+        else:  # a full model; its description in the metadata or a JSON sidecar
+            info = (
+                json.loads(meta[MODEL_KEY])
+                if MODEL_KEY in meta
+                else json.loads(path.with_suffix(".json").read_text())
+            )
+            net = load_model(path, scale=(trained_scales(info) or [4])[0])
+    else:
+        keys = load_checkpoint(path).keys()
+        if MODEL_KEY in keys:
+            net, _ = read_training_checkpoint(path)
+        elif WARPNET_KEY in keys:
+            (flow_net, warpnet), kind = load_stage2(path), "stage2"
+        else:
+            flow_net, warpnet, kind = load_flow_net(path), None, "stage1"
+    if net is not None:
+        flow_net, warpnet, kind = getattr(net, "flow_net", None), getattr(net, "warpnet", None), "full"
+        if flow_net is None:
+            raise InputError(f"{path}: {type(net).__name__} has no flow network")
+        iters = iters or net.flow_iters
+    return AlignmentStages(
+        flow_net.float(), None if warpnet is None else warpnet.float(), int(iters or flow_net.iters), kind
+    )
