@@ -93,14 +93,20 @@ def smooth_cube(h: int, w: int, c: int, seed: int = 0, noise: float = 0.02) -> n
     return np.clip(cube + noise * g.standard_normal((h, w, c)), 0.05, 0.95).astype(np.float32)
 
 
+def make_inputs(folder: Path) -> dict[str, Path]:
+    """One small scene for ``sschsr-predict`` in ``folder``: ``lr`` (.npy), ``ref`` (.png), ``out`` (in an
+    empty ``out/``) and the folder itself as ``dir``."""
+    lr = folder / "lr.npy"
+    np.save(lr, smooth_cube(LR_SIZE, LR_SIZE, BANDS))
+    ref = folder / "ref.png"
+    write_png(ref, smooth_cube(HR_SIZE, HR_SIZE, 3, seed=1))
+    (folder / "out").mkdir()
+    return {"lr": lr, "ref": ref, "out": folder / "out" / "sr.npy", "dir": folder}
+
+
 @pytest.fixture()
 def inputs(tmp_path) -> dict[str, Path]:
-    lr = tmp_path / "lr.npy"
-    np.save(lr, smooth_cube(LR_SIZE, LR_SIZE, BANDS))
-    ref = tmp_path / "ref.png"
-    write_png(ref, smooth_cube(HR_SIZE, HR_SIZE, 3, seed=1))
-    (tmp_path / "out").mkdir()
-    return {"lr": lr, "ref": ref, "out": tmp_path / "out" / "sr.npy", "dir": tmp_path}
+    return make_inputs(tmp_path)
 
 
 def argv(inputs: dict, ckpt: Path | None, *extra: str, **over) -> list[str]:

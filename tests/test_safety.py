@@ -16,7 +16,7 @@ import torch
 from sschsr.cli.predict import main as predict_main
 from sschsr.data.io import clean_stale, reserve, write_npy
 from sschsr.errors import InputError
-from test_predict import BANDS, HR_SIZE, LR_SIZE, SCALE, argv, listing, smooth_cube, tiny_sschsr
+from test_predict import BANDS, HR_SIZE, LR_SIZE, SCALE, argv, listing, make_inputs, smooth_cube, tiny_sschsr
 
 BIN = Path(sys.executable).parent
 ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
@@ -50,14 +50,7 @@ def model_files(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.fixture()
 def inputs(tmp_path) -> dict[str, Path]:
-    from sschsr.data.io import write_png
-
-    lr = tmp_path / "lr.npy"
-    np.save(lr, smooth_cube(LR_SIZE, LR_SIZE, BANDS))
-    ref = tmp_path / "ref.png"
-    write_png(ref, smooth_cube(HR_SIZE, HR_SIZE, 3, seed=1))
-    (tmp_path / "out").mkdir()
-    return {"lr": lr, "ref": ref, "out": tmp_path / "out" / "sr.npy", "dir": tmp_path}
+    return make_inputs(tmp_path)
 
 
 # ------------------------------------------------------------------------- 1. no silent overwrite

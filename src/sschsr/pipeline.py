@@ -32,7 +32,7 @@ from sschsr.ops.back_projection import CORRECTION_STD
 from sschsr.ops.coarse_flow import CoarseFlow
 from sschsr.ops.degradations import Psf
 from sschsr.ops.degradations import grid_phase as _grid_phase
-from sschsr.ops.degrade import content_shift, lr_grid_shift
+from sschsr.ops.degrade import LR_GRIDS, content_shift, lr_grid_shift
 from sschsr.ops.flow_refine import refiner_for
 
 # the self-ensemble of sschsr-predict and sschsr-eval (eight passes; docs/measured.md for its gain)
@@ -256,7 +256,8 @@ class TestTime:
             check_flow_factor(self.flow_factor, f"flow_factor={self.flow_factor}")
         check_steps(self.flow_refine, f"flow_refine={self.flow_refine}")
         check_steps(self.back_project, f"back_project={self.back_project}")
-        grid_phase(4, self.lr_grid)  # an unknown grid: InputError
+        if self.lr_grid not in LR_GRIDS:
+            raise InputError(f"lr_grid={self.lr_grid}: expected one of {', '.join(LR_GRIDS)}")
 
     @classmethod
     def from_settings(cls, **settings: Any) -> TestTime:

@@ -45,7 +45,8 @@ import lightning as L
 import torch
 from omegaconf import DictConfig, OmegaConf
 
-from sschsr.data.io import write_json
+from sschsr.checkpoints import load_checkpoint
+from sschsr.data.io import process_alive, write_json
 from sschsr.errors import InputError
 from sschsr.models.flow import CONFIG_KEY as FLOW_KEY
 from sschsr.models.warpnet import CONFIG_KEY as WARPNET_KEY
@@ -72,16 +73,6 @@ def _now() -> str:
     return dt.datetime.now().astimezone().isoformat(timespec="seconds")
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def read_run(path: str | Path) -> dict[str, Any]:
     """A run's record from its folder or its ``run.json``; a ``running`` record of this host whose process
     is gone comes back with ``status: died``.
@@ -102,7 +93,7 @@ def read_run(path: str | Path) -> dict[str, Any]:
         and record.get("host") == socket.gethostname()
         and isinstance(record.get("pid"), int)
         and record["pid"] != os.getpid()
-        and not _pid_alive(record["pid"])
+        and not process_alive(record["pid"])
     ):
         record["status"] = "died"
     return record
@@ -184,8 +175,8 @@ def architecture_filter(cfg: DictConfig, task: str) -> Callable[[str], bool] | N
         if not str(path).endswith(".ckpt"):
             return True
         try:
-            ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except Exception:  # unreadable here: loading it says why
+            ckpt = load_checkpoint(path)
+        except InputError:  # unreadable here: loading it says why
             return True
         for key, config in wanted.items():
             stored = ckpt.get(key) if isinstance(ckpt, dict) else None
@@ -303,17 +294,6 @@ def _plain(value: Any) -> Any:
     if OmegaConf.is_config(value):
         return OmegaConf.to_container(value, resolve=True)
     return value
-
-
-def _metrics(trainer: L.Trainer, prefix: str) -> dict[str, float]:
-    out = {}
-    for k, v in trainer.callback_metrics.items():
-        if k.startswith(prefix):
-            try:
-                out[k] = float(v)
-            except (TypeError, ValueError):
-                continue
-    return dict(sorted(out.items()))
 
 
 class RunRecord:

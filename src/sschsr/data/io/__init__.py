@@ -34,6 +34,7 @@ from sschsr.data.io.raster import ENVI_DATA_SUFFIXES, RASTER_SUFFIXES
 from sschsr.data.io.records import Cube, GeoInfo, Layout
 from sschsr.data.io.writers import (
     clean_stale,
+    process_alive,
     reserve,
     write_geotiff,
     write_json,
@@ -56,6 +57,7 @@ __all__ = [
     "GeoInfo",
     "Layout",
     "clean_stale",
+    "process_alive",
     "find_cubes",
     "read_cube",
     "read_rgb",

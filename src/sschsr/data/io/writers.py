@@ -28,7 +28,7 @@ from sschsr.data.io.records import GeoInfo
 from sschsr.errors import InputError
 
 
-def _alive(pid: int) -> bool:
+def process_alive(pid: int) -> bool:
     """Whether a process ``pid`` runs on this machine (one of another user's counts: it may be writing)."""
     if pid == os.getpid():
         return True
@@ -58,7 +58,7 @@ def clean_stale(path: str | os.PathLike) -> list[Path]:
         return removed
     for name in names:
         m = pattern.fullmatch(name)
-        if m and not _alive(int(m.group(1))):
+        if m and not process_alive(int(m.group(1))):
             try:
                 (path.parent / name).unlink()
             except FileNotFoundError:  # another process cleaned it first
