@@ -13,7 +13,6 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
-from sschsr.data import pair_dataset
 from sschsr.data.augment import flip_rot, random_crop
 from sschsr.data.datamodules import HSIDataModule
 from sschsr.data.datasets import CubeFolder, HSIRefSRFolder, MixedScenes, ProceduralScenes, split_names
@@ -303,18 +302,20 @@ def test_eval_items_identical_across_instances(tiny_source):
 
 
 def test_train_items_differ_and_repeat_per_run(tiny_source):
+    from sschsr.data.sampling import Draw
+
     def run():
         ds = PairDataset(
             tiny_source, tiny_source.names(), scale=4, crop_size=32, train=True, pairs_per_scene=1, seed=7
         )
-        return [ds[i] for i in (0, 1, 0)]
+        return [ds[i] for i in (0, 1, Draw(0, 1, 0))]
 
     first, second = run(), run()
     for x, y in zip(first, second, strict=True):
         assert torch.equal(x["hr"], y["hr"]) and torch.equal(x["flow"], y["flow"])
     assert not torch.equal(first[0]["hr"], first[1]["hr"])
-    # the same index drawn again (a later epoch) gets another crop
-    assert not torch.equal(first[0]["hr"], first[2]["hr"])
+    # the same pair drawn in a later epoch gets another crop
+    assert first[0]["name"] == first[2]["name"] and not torch.equal(first[0]["hr"], first[2]["hr"])
 
 
 def test_flow_aligns_reference(tiny_source):
@@ -417,10 +418,9 @@ def test_render_target_fallback_matches_the_data(tiny_source):
     )
 
 
-def test_worker_shards(tiny_source, monkeypatch):
-    """In training, worker w of W serves only the w-th block of (scene, view) pairs; caches stay bounded."""
-    from types import SimpleNamespace
-
+def test_worker_shards(tiny_source):
+    """In training, the batches a worker makes draw from its own block of (scene, view) pairs; caches stay
+    bounded."""
     ds = PairDataset(
         tiny_source,
         tiny_source.names(),
@@ -431,16 +431,16 @@ def test_worker_shards(tiny_source, monkeypatch):
         samples_per_epoch=40,
         cache_pairs=1,
     )
-    served = {}
-    for wid in (0, 1):
-        info = SimpleNamespace(id=wid, num_workers=2, seed=100 + wid)
-        monkeypatch.setattr(pair_dataset, "get_worker_info", lambda info=info: info)
-        served[wid] = {ds.key(i) for i in range(len(ds))}
+    stream = ds.stream(batch_size=4, num_workers=2)
+    draws = list(stream)
+    served = {
+        w: {ds.key(d) for j in range(w, stream.batches, 2) for d in draws[4 * j : 4 * j + 4]} for w in (0, 1)
+    }
     names = tiny_source.names()
     assert served[0] == {(n, v) for n in names[:2] for v in (0, 1)}
     assert served[1] == {(n, v) for n in names[2:] for v in (0, 1)}
-    for i in (0, 1):
-        check_item(ds[i], 8, (32, 32), 4)
+    for d in draws[:2]:
+        check_item(ds[d], 8, (32, 32), 4)
     assert len(ds._pairs) == 1  # cache_pairs=1 keeps the most recent view only
 
 

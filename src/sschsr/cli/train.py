@@ -21,6 +21,7 @@ from sschsr.cli._common import CONF_DIR, exit_on_input_error
 from sschsr.cli._config_checks import check_train_config
 from sschsr.cli._hydra import run_app
 from sschsr.errors import InputError
+from sschsr.lit.callbacks import RNGStates
 from sschsr.lit.runs import (
     EARLIER,
     EarlierStages,
@@ -116,7 +117,8 @@ def train(
     datamodule = hydra.utils.instantiate(cfg.data)
     log.info("model <%s>", cfg.model._target_)
     model = hydra.utils.instantiate(cfg.model)
-    callbacks = [*instantiate_group(cfg.get("callbacks")), *(extra_callbacks or [])]
+    # RNGStates always: a resume continues every random number generator where the checkpoint left it
+    callbacks = [*instantiate_group(cfg.get("callbacks")), RNGStates(), *(extra_callbacks or [])]
     if OmegaConf.select(cfg, "logger.wandb") is not None:
         with open_dict(cfg):
             cfg.logger.wandb.group = wandb_group(cfg, runtime)

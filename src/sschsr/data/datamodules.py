@@ -26,6 +26,7 @@ from torch.utils.data import DataLoader
 
 from sschsr.data.datasets import SceneSource, read_list, split_names
 from sschsr.data.pair_dataset import PairDataset
+from sschsr.data.sampling import ResumableLoader
 from sschsr.errors import InputError
 from sschsr.ops.degradations import DegradationFamily
 
@@ -229,12 +230,18 @@ class HSIDataModule(L.LightningDataModule):
         )
         if self.num_workers > 0:
             kwargs["prefetch_factor"] = 4  # items are cheap once views are cached: keep workers ahead
-        # the loader's own generator: shuffling and the workers' seeds repeat with ``seed``
+        # the loader's own generator: the workers' seeds repeat with ``seed``
         gen = torch.Generator().manual_seed(self.seed + {"train": 0, "val": 1, "test": 2}[split])
         ds = self.dataset(split)
-        # training drops a last partial batch (one batch size throughout), unless that leaves nothing
-        drop_last = shuffle and len(ds) >= batch_size
-        return DataLoader(ds, shuffle=shuffle, drop_last=drop_last, generator=gen, **kwargs)
+        if not shuffle:
+            return DataLoader(ds, shuffle=False, generator=gen, **kwargs)
+        # training: the stream of draws (which pair, crop and noise each step sees) is a function of the seed,
+        # the epoch and the position alone, and the loader's position is saved in checkpoints: exact resume
+        trainer = self.trainer
+        world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
+        kwargs.pop("batch_size")
+        sampler = ds.stream(batch_size, self.num_workers, world, rank)
+        return ResumableLoader(ds, batch_size=batch_size, sampler=sampler, generator=gen, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

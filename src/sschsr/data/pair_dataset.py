@@ -34,10 +34,10 @@ Reproducibility. Synthetic reference views are generated on the whole scene from
 on every machine; the scene's own name, :meth:`~sschsr.data.datasets.SceneSource.seed_name`, also inside a
 :class:`~sschsr.data.datasets.MixedScenes`), so evaluation pairs are identical everywhere; evaluation
 crops are central and evaluation noise is seeded the same way. Training
-crops, dihedral augmentation and noise come from a generator seeded by ``(seed, index, stream, count)``:
-``stream`` is the DataLoader worker's seed (itself drawn from the loader's generator, so runs with the
-same seed repeat) or a constant without workers, and ``count`` the number of items this process has made,
-so that an index seen again in a later epoch gets another crop.
+crops, dihedral augmentation and noise come from a generator seeded by ``(seed, "item", epoch, number)``
+of the :class:`~sschsr.data.sampling.Draw` the training sampler names
+(:class:`~sschsr.data.sampling.TrainingStream`): the same in every process and after a resume, and another
+in every epoch. An integer index ``i`` in training is the draw ``(i % pairs, 0, i)``.
 """
 
 from __future__ import annotations
@@ -49,10 +49,11 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset, get_worker_info
+from torch.utils.data import Dataset
 
 from sschsr.data.augment import center_crop, random_crop, random_flip_rot
 from sschsr.data.datasets import SceneSource
+from sschsr.data.sampling import Draw, TrainingStream
 from sschsr.data.seeding import LRUCache, seeded_generator
 from sschsr.data.spectral import camera_srf, colour_match, render_linear
 from sschsr.data.synth.pairs import SynthConfig, make_pair
@@ -87,10 +88,9 @@ class PairDataset(Dataset):
 
     Synthetic views are generated once per (scene, view) on the whole scene and kept in a per-process
     cache (``cache_pairs`` entries at most; None: all), so later crops of the same view cost no
-    generation. With ``shard_workers`` (training only), DataLoader worker ``w`` of ``W`` serves only the
-    ``w``-th block of the (scene, view) pairs, so each worker loads and generates ``1 / W`` of the data
-    instead of all of it (a batch, made by one worker, then draws from that worker's block; over an epoch
-    every pair is drawn about equally often).
+    generation. Training items are usually :class:`~sschsr.data.sampling.Draw` s from the training sampler,
+    which also shards the pairs between DataLoader workers and DDP ranks
+    (:class:`~sschsr.data.sampling.TrainingStream`; ``shard_workers`` is its switch).
 
     Args:
         source: a :class:`~sschsr.data.datasets.SceneSource`.
@@ -114,7 +114,8 @@ class PairDataset(Dataset):
         cache_pairs: most synthetic views kept per process (None: no limit, 0: none).
         view_seed: seeds the synthetic views and the evaluation noise (default: ``seed``); keep it fixed
             across runs so that every run is evaluated on the same pairs.
-        shard_workers: split the training pairs between DataLoader workers (above).
+        shard_workers: the training sampler splits the pairs between DataLoader workers and ranks
+            (:meth:`stream`).
     """
 
     def __init__(
@@ -167,28 +168,44 @@ class PairDataset(Dataset):
         self.cache_pairs, self.shard_workers = cache_pairs, bool(shard_workers)
         self._pairs = LRUCache(cache_pairs)
         self._srf: dict[bytes, Tensor] = {}
-        self._stream: Any = None
-        self._count = 0
 
     def __len__(self) -> int:
         n = len(self.names) * self.views
         return int(self.samples_per_epoch) if self.train and self.samples_per_epoch else n
 
-    def key(self, index: int) -> tuple[str, int]:
-        """``(scene name, view)`` of item ``index`` (in a training worker: within the worker's shard)."""
-        if index < 0:
-            index += len(self)
-        if not 0 <= index < len(self):
-            raise IndexError(index)
-        n = len(self.names) * self.views
-        combo = index % n
-        worker = get_worker_info() if self.train and self.shard_workers else None
-        if worker is not None and worker.num_workers > 1 and n >= worker.num_workers:
-            # worker w serves the w-th contiguous block of (scene, view) pairs, scene-major: each worker
-            # loads and generates only its share, and the blocks differ in size by at most one pair
-            lo, hi = worker.id * n // worker.num_workers, (worker.id + 1) * n // worker.num_workers
-            combo = lo + index % (hi - lo)
+    @property
+    def n_pairs(self) -> int:
+        """The (scene, view) pairs: scenes x views."""
+        return len(self.names) * self.views
+
+    def key(self, index: int | Draw) -> tuple[str, int]:
+        """``(scene name, view)`` of item ``index`` (pair ``index % n_pairs``) or of a draw's pair."""
+        if isinstance(index, Draw):
+            combo = index.pair
+            if not 0 <= combo < self.n_pairs:
+                raise IndexError(index)
+        else:
+            if index < 0:
+                index += len(self)
+            if not 0 <= index < len(self):
+                raise IndexError(index)
+            combo = index % self.n_pairs
         return self.names[combo // self.views], combo % self.views
+
+    def stream(
+        self, batch_size: int, num_workers: int = 0, num_replicas: int = 1, rank: int = 0
+    ) -> TrainingStream:
+        """The training sampler over this dataset (:class:`~sschsr.data.sampling.TrainingStream`)."""
+        return TrainingStream(
+            len(self),
+            self.n_pairs,
+            batch_size,
+            self.seed,
+            num_replicas,
+            rank,
+            num_workers,
+            self.shard_workers,
+        )
 
     def pair(self, name: str, view: int) -> dict[str, Any]:
         """The whole-scene sample of one view on the scene's grid (synthetic views cached): ``hr``, ``ref``,
@@ -231,22 +248,13 @@ class PairDataset(Dataset):
             self._srf[key] = torch.from_numpy(camera_srf(wavelengths, self.camera))
         return self._srf[key]
 
-    def _item_generator(self, index: int) -> torch.Generator:
-        worker = get_worker_info()
-        stream = ("worker", worker.seed) if worker is not None else ("main",)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            stream = (*stream, "rank", torch.distributed.get_rank())
-        if stream != self._stream:  # a new worker process (or epoch with new workers): restart the count
-            self._stream, self._count = stream, 0
-        self._count += 1
-        return seeded_generator(self.seed, "item", *stream, index, self._count)
-
-    def __getitem__(self, index: int) -> dict[str, Any]:
+    def __getitem__(self, index: int | Draw) -> dict[str, Any]:
         name, view = self.key(index)
         sample = self.pair(name, view)
         label = name if self.views == 1 else f"{name}#{view}"
         if self.train:
-            g = self._item_generator(index)
+            draw = index if isinstance(index, Draw) else Draw(index % self.n_pairs, 0, index)
+            g = seeded_generator(self.seed, "item", draw.epoch, draw.number)
             h, w = sample["hr"].shape[-2:]
             if self.crop_size[0] > h or self.crop_size[1] > w:
                 raise InputError(f"scene {name} is {h}x{w}, smaller than the training crop {self.crop_size}")
