@@ -110,9 +110,22 @@ def test_scale_and_bands_interpolate_everywhere(tmp_path):
 
 @pytest.mark.parametrize("data", ["procedural", "cave"])
 def test_data_instantiates(data, tmp_path, shared_data):
-    cfg = compose_run(tmp_path, [f"data={data}", f"paths.shared_data={shared_data}"])
+    """The data config builds a datamodule at the run's scale and band count, with disjoint splits (CAVE's
+    listed), whose training batches have the shapes the models take."""
+    overrides = ["scale=8", "data.crop_size=64", "data.batch_size=2", "data.num_workers=0"]
+    cfg = compose_run(tmp_path, [f"data={data}", f"paths.shared_data={shared_data}", *overrides])
     dm = hydra.utils.instantiate(cfg.data)
-    assert isinstance(dm, L.LightningDataModule)
+    assert isinstance(dm, L.LightningDataModule) and dm.scale == 8 and dm.n_bands == 31
+    splits = dm.split()
+    assert splits["train"] and not set(splits["train"]) & (set(splits["val"]) | set(splits["test"]))
+    if data == "cave":
+        assert splits["val"] == ["chart_and_stuffed_toy", "fake_and_real_peppers"]
+        assert splits["test"] == ["balloons", "cloth", "feathers"]
+    dm.setup("fit")
+    batch = next(iter(dm.train_dataloader()))
+    assert batch["hr"].shape == (2, 31, 64, 64) and batch["lr"].shape == (2, 31, 8, 8)
+    assert batch["ref"].shape == (2, 3, 64, 64) and batch["flow"].shape == (2, 2, 64, 64)
+    assert 0 <= float(batch["ref"].min()) and float(batch["ref"].max()) <= 1
 
 
 @pytest.mark.parametrize("name", group_names("model"))
