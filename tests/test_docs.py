@@ -250,6 +250,8 @@ def test_readme_is_a_few_screens_with_the_layout_near_the_top():
     text = (ROOT / "README.md").read_text()
     assert len(text.encode()) <= 12_000, f"README.md is {len(text.encode())} bytes: move reference to docs/"
     head = "\n".join(text.splitlines()[:80])
-    assert "src/sschsr/" in head and "conf/" in head and "tests/" in head, "the layout tree belongs near the top"
+    assert "src/sschsr/" in head and "conf/" in head and "tests/" in head, (
+        "the layout tree belongs near the top"
+    )
     assert not re.search(r"\b(?=[0-9a-f]*[a-f])(?=[0-9a-f]*[0-9])[0-9a-f]{7,40}\b", text), "a commit hash"
     assert "../shared" not in text and "/work/" not in text and "/tmp/" not in text

@@ -128,6 +128,13 @@ def test_loader_resumes_where_it_stopped(dataset, workers):
     end = loader()
     end.load_state_dict({"epoch": 0, "batches": 3})
     assert end.sampler.epoch == 1 and names(list(end)) == names(epoch1)
+    # an epoch cut short (limit_train_batches): the trainer sets the next epoch, which starts at its start
+    cut = loader()
+    cut.load_state_dict({"epoch": 0, "batches": 2})
+    cut.sampler.set_epoch(1)
+    assert names(list(cut)) == names(epoch1)
+    # and the resume applies to one iterator only
+    assert names(list(resumed)) == names(epoch0)
 
 
 def test_datamodule_trains_from_a_resumable_stream():

@@ -126,8 +126,10 @@ class ResumableLoader(DataLoader):
 
     ``state_dict()``: ``{"epoch", "batches"}``, the batches yielded by the current iterator (Lightning
     takes no batch ahead of the step when the loader has a length, so these are the batches trained on).
-    ``load_state_dict`` makes the next iterator start after them (at the next epoch when the saved one
-    was complete).
+    After ``load_state_dict`` the next iterator starts after them if it is of that epoch (at the next epoch
+    when the saved one was complete); an iterator of another epoch (the trainer moved on, e.g. an epoch cut
+    short by ``limit_train_batches``) starts at its beginning. The iterator's work starts at its first
+    batch, after the trainer has set the sampler's epoch.
     """
 
     sampler: TrainingStream
@@ -137,9 +139,12 @@ class ResumableLoader(DataLoader):
         if not isinstance(self.sampler, TrainingStream):
             raise InputError("ResumableLoader needs a TrainingStream sampler")
         self._served = 0
+        self._resume: tuple[int, int] | None = None
 
     def __iter__(self) -> Iterator[Any]:
-        self._served = self.sampler.start
+        epoch, batches = self._resume or (None, 0)
+        self._resume = None
+        self.sampler.start = self._served = batches if self.sampler.epoch == epoch else 0
         for batch in super().__iter__():
             self._served += 1
             yield batch
@@ -152,5 +157,5 @@ class ResumableLoader(DataLoader):
         if batches >= self.sampler.batches:
             epoch, batches = epoch + 1, 0
         self.sampler.set_epoch(epoch)
-        self.sampler.start = batches
+        self._resume = (epoch, batches)
         self._served = batches
