@@ -599,22 +599,20 @@ def flow_scene_table() -> str:
 
 
 def where_table() -> str:
-    """The refined error split by where it is: a share of the pixels, the part of the mean EPE they make up
-    (px, as the record holds it) and that part as a share of the error."""
+    """The refined error split by where it is: a share of the pixels and the part of the mean EPE they make
+    up (px, as the record holds it)."""
     rows = []
     for scale in SCALES:
         name = f"flow_eval_x{scale}_refined_where.json"
         a = value(name, "scales", str(scale), "all")
-        cells = [
-            f"{pct(a[k])} / {px(a[f'{k}_epe'])} / {pct(a[f'{k}_epe'] / a['epe'])}" for k in ("edge", "flat")
-        ]
+        cells = [f"{pct(a[k])} / {px(a[f'{k}_epe'])}" for k in ("edge", "flat")]
         check(
             all(a[f"{k}_epe"] / a["epe"] < 0.5 for k in ("edge", "flat")),
             "the error is spread over the whole image",
             name,
         )
         rows.append([f"x{scale}", px(a["epe"]), *cells, cite(name)])
-    head = ["x", "EPE", "motion edges: pixels / px of the EPE / share", "flat reference: the same", "record"]
+    head = ["x", "EPE", "motion edges: pixels / px of the EPE", "flat reference: the same", "record"]
     return table(head, rows)
 
 

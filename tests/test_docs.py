@@ -89,7 +89,7 @@ def test_readme_training_times_are_their_record():
 
 # ------------------------------------------------------------------------------ every number and its record
 
-# A decimal number in README.md or docs/ is a measurement unless it is written in a code span (settings,
+# A decimal number, or an integer with a unit (dB, s, ms, GB, MB, %), in README.md or docs/ is a measurement unless it is written in a code span (settings,
 # commands) or listed here with what it is. A measurement stands in a block (paragraph, list item, table)
 # that names its records (or, for settings, its config file ``conf/...yaml``), and equals, at its printed precision, a value of those records or the difference
 # or ratio of two values under the same key (a gain, a speed-up). Generated tables (between
@@ -100,7 +100,8 @@ def test_readme_training_times_are_their_record():
 NOT_MEASURED = {
     "README.md": {"2505.02109": "the paper's arXiv number"},
 }
-NUMBER = re.compile(r"(?<![\w.])[-+]?\d+\.\d+(?![\w.])")
+# decimals, and integers followed by a unit of measurement (integers alone are mostly sizes and counts set)
+NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d+|\d+(?= ?(?:dB|ms|s|GB|MB|%)(?!\w)))(?![\w.])")
 GENERATED = re.compile(r"<!-- table:[^>]*-->.*?<!-- /table -->", re.S)
 
 
@@ -180,7 +181,7 @@ def explained(number: str, values: list[float], pairs: list[list[float]] = (), a
     below 10 (a gain, a loss), the difference of two values of a group of ``pairs``, or, followed by "x" or
     "times", their ratio."""
     value = abs(float(number))
-    tol = 0.5 * 10 ** -len(number.split(".")[1]) + 1e-9
+    tol = 0.5 * 10 ** -len((number.split(".") + [""])[1]) + 1e-9
     # a count in thousands or millions, bytes or MB in GB, a fraction in %, milliseconds in s
     units = {"k": {1e3}, "M": {1e6}, "G": {1e9, 1024}, "%": {0.01}, "s": {1e3}}.get(after.lstrip()[:1], set())
     units = {1.0, *units}
