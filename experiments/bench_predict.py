@@ -10,7 +10,9 @@ reference a synthetic view of the scene as in every evaluation here), the inputs
 this checkout's with each ``--variant``'s extra flags, each in a fresh process as a user starts it, with its
 defaults otherwise. Records per scene and run: the wall time of the whole command (imports, reading, the
 model, writing), the output's PSNR and SAM against the true HR cube; means, and each variant's speed-up over
-the baseline (the ratio of the summed median times).
+the baseline (the ratio of the summed median times). ``--device cuda`` runs every command on the GPU (the
+record then defaults to ``bench_predict_x<scale>_<split>_gpu.json``; torchvision's deformable convolution is
+used when it imports there).
 """
 
 from __future__ import annotations
@@ -83,6 +85,9 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         "--variant", action="append", default=[], metavar="NAME=FLAGS", help="this checkout with FLAGS added"
     )
     p.add_argument("--repeats", type=int, default=1)
+    p.add_argument(
+        "--device", choices=["cpu", "cuda"], default="cpu", help="passed to every run (the baseline's too)"
+    )
     p.add_argument("--out", default=None)
     args = p.parse_args(argv)
     variants = dict(v.split("=", 1) for v in (args.variant or ["default="]))
@@ -107,7 +112,8 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                         out.parent.mkdir(parents=True, exist_ok=True)
                         inputs = folder / "inputs" / scene
                         cli = ["--lr", str(inputs / "lr.npy"), "--ref", str(inputs / "ref.png"),
-                               "--scale", str(args.scale), "--out", str(out), "--overwrite", *flags]  # fmt: skip
+                               "--scale", str(args.scale), "--out", str(out), "--overwrite",
+                               "--device", args.device, *flags]  # fmt: skip
                         seconds = run_predict(source, cli)
                         entry = record["runs"].setdefault(name, {}).setdefault(scene, {"seconds": []})
                         entry["seconds"].append(round(seconds, 2))
@@ -132,9 +138,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
             m["speedup"] = round(base["seconds"] / m["seconds"], 2)
             m["psnr_vs_baseline"] = round(m["psnr"] - base["psnr"], 3)
     record["means"] = means
-    record.update(provenance(torch.device("cpu")))
+    record.update(provenance(torch.device(args.device)))
     record["threads"] = torch.get_num_threads()
-    out = args.out or RESULTS / f"bench_predict_x{args.scale}_{args.split}.json"
+    suffix = "_gpu" if args.device == "cuda" else ""
+    out = args.out or RESULTS / f"bench_predict_x{args.scale}_{args.split}{suffix}.json"
     write_result(out, record)
     for name, m in means.items():
         print(f"{name}: {m}")
