@@ -23,6 +23,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from sschsr.pipeline import DEFAULT_TTA
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "experiments" / "results"
 DOC = ROOT / "docs" / "results.md"
@@ -30,7 +32,8 @@ DOC = ROOT / "docs" / "results.md"
 VAL_SCENES = ("chart_and_stuffed_toy", "fake_and_real_peppers")
 TEST_SCENES = ("balloons", "cloth", "feathers")
 SCALES = (8, 4)
-DEFAULT_MODE = "TTA + shrink 2 + refine + BP"
+# the steps of sschsr-predict's defaults, in the words of the tables ("TTA4": the four-pass self-ensemble)
+DEFAULT_MODE = f"{'TTA' if DEFAULT_TTA == 8 else f'TTA{DEFAULT_TTA}'} + shrink 2 + refine + BP"
 # the records whose flow_refiner is the refinement's default (two windows)
 DEFAULT_REFINER_RECORD = "sr_eval_shipped_x8_factor2_refined_bp.json"
 
@@ -224,14 +227,15 @@ def mode(name: str) -> str:
     steps = pipeline(name)
     if steps == DEFAULT_MODE:
         return "default"
-    if steps == DEFAULT_MODE.replace("TTA", "1 pass"):
+    if steps == DEFAULT_MODE.replace(DEFAULT_MODE.split(" + ")[0], "1 pass"):
         return "default, 1 pass"
     return steps
 
 
 def pipeline(name: str) -> str:
     """How an evaluation record ran the pipeline: its steps."""
-    parts = ["TTA" if setting(name, "tta", 1) > 1 else "1 pass"]
+    tta = setting(name, "tta", 1)
+    parts = ["1 pass" if tta == 1 else "TTA" if tta == 8 else f"TTA{tta}"]
     factor = setting(name, "flow_factor", 1)
     if factor > 1:
         parts.append(f"shrink {factor}")
@@ -336,7 +340,7 @@ def last_validation(name: str, run: str, key: str) -> float:
 
 
 def header() -> str:
-    return """# sschsr: measured results
+    return f"""# sschsr: measured results
 
 Every measurement behind the project's claims about its pipeline: what each test-time step gains, how each
 model, candidate and ablation scores, how well the alignment works, how fast each part runs, and what did
@@ -355,11 +359,13 @@ Contents: [the test-time steps](#the-test-time-steps) ·
 Conventions. The CAVE validation scenes (chart_and_stuffed_toy, fake_and_real_peppers) chose settings and
 models; the test scenes (balloons, cloth, feathers; 512 x 512 x 31) were scored, by `experiments/eval_sr.py`
 unless said. PSNR in dB, SAM in degrees, means over scenes; "wrong ref" is the PSNR of the same model given
-another scene's photo. A pipeline is written as its steps: **TTA** the self-ensemble (`--tta 8`; **1 pass**
-is `--tta 1`), **shrink 2** the flow network on the pair shrunk by 2 (`--flow-factor 2`), **refine** the flow
-refinement (`--flow-refine 150`), **BP** back-projection (`--back-project 20`); the default of
-`sschsr-predict` and `sschsr-eval`, TTA + shrink 2 + refine + BP, is **default** in the tables ("default,
-1 pass" with `--tta 1`). The records here assume the paper's degradation and PSF;
+another scene's photo. A pipeline is written as its steps: **TTA** the self-ensemble of all eight flips and
+transpositions (`--tta 8`), **TTA4** that of four (`--tta 4`: the input, its transposition and its two
+mirror images), **1 pass** `--tta 1`, **shrink 2** the flow network on the pair shrunk by 2
+(`--flow-factor 2`), **refine** the flow refinement (`--flow-refine 150`), **BP** back-projection
+(`--back-project 20`); the default of `sschsr-predict` and `sschsr-eval`, {DEFAULT_MODE}, is **default**
+in the tables ("default, 1 pass" with `--tta 1`). Most records here ran TTA + shrink 2 + refine + BP, the
+default before the four passes were chosen ([which transforms](#which-transforms-the-self-ensemble-needs)). The records here assume the paper's degradation and PSF;
 [degradations.md](degradations.md) has LR data made other ways and `--psf auto`.
 """
 
@@ -386,7 +392,7 @@ def steps_table() -> str:
         names = [f"sr_eval_shipped_x{s}{suffix}.json" for s in SCALES]
         label = same_mode(*names, steps=True)
         cells = [c for n in names for c in (ps(n), wrong(n))]
-        if label == DEFAULT_MODE:
+        if label == "TTA + shrink 2 + refine + BP":  # the most complete pipeline (the default then)
             label, cells[0], cells[2] = f"**{label}**", f"**{cells[0]}**", f"**{cells[2]}**"
         rows.append([label, *cells, cite(*names)])
     return table(
@@ -446,9 +452,48 @@ What each step gains on the test scenes, for the models shipped at the records' 
 
 {noise_table()}
 
+{section_tta_subsets()}
+
 {section_validation_settings()}
 
 {section_refinement_settings()}
+"""
+
+
+def section_tta_subsets() -> str:
+    """Which of the eight transforms the self-ensemble needs (``experiments/tta_subsets.py``)."""
+    names = {s: f"tta_subsets_x{s}_val.json" for s in SCALES}
+    candidates = list(value(names[8], "candidates"))
+    rows = []
+    for c in candidates:
+        cells = []
+        for s in SCALES:
+            m = value(names[s], "candidates", c, "mean")
+            cells.append(f"{m['psnr']:.2f} / {m['sam']:.2f} ({m['psnr_vs_all_8']:+.2f})")
+            cells.append(f"{m['seconds']:.1f}")
+        rows.append([" ".join(value(names[8], "candidates", c, "transforms")), *cells, cite(*names.values())])
+    best = {
+        s: max(candidates, key=lambda c: value(names[s], "candidates", c, "mean", "psnr")) for s in SCALES
+    }
+    four = "id T H V"
+    check(
+        all(
+            value(names[s], "candidates", four, "mean", "psnr")
+            >= value(names[s], "candidates", "all 8", "mean", "psnr")
+            for s in SCALES
+        ),
+        "four passes score at least all eight on the validation scenes",
+        *names.values(),
+    )
+    return f"""### Which transforms the self-ensemble needs
+
+The default pipeline with the ensemble (of the flow network and of the network) over subsets of the eight
+flips and transpositions, on the validation scenes (`python experiments/tta_subsets.py --scale {{8,4}}`;
+`T` transposes, `H` and `V` mirror the columns and the rows; one process on both cores). The input, its
+transposition and its two mirror images (`--tta 4`) scored at least as well as all eight at both scales in
+half the time, and became the default; the best subset was {best[8]!r} at x8 and {best[4]!r} at x4.
+
+{table(["transforms", "x8 PSNR / SAM (vs all 8)", "x8 s", "x4 PSNR / SAM (vs all 8)", "x4 s", "records"], rows)}
 """
 
 

@@ -15,6 +15,7 @@ from sschsr.models.ensemble import (
     dihedral_flow,
     transform_flow,
     transform_image,
+    transform_set,
     untransform_flow,
     untransform_image,
 )
@@ -146,8 +147,30 @@ def test_transform_flow_is_what_an_exact_estimator_finds_in_the_moved_frame():
 
 
 def test_bad_transform_count():
-    with pytest.raises(ValueError, match="transforms"):
-        dihedral_flow(match, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), 4)
+    for bad in (3, (), [(True, False)], [(1, 0, 0)]):
+        with pytest.raises(ValueError, match="transforms"):
+            dihedral_flow(match, torch.rand(1, 3, 8, 8), torch.rand(1, 3, 8, 8), bad)
+
+
+def test_transform_sets_by_count_or_given():
+    """A count names a set of TRANSFORMS; the four-pass default is the input, its transposition and its two
+    mirror images; a set given explicitly is used as it is."""
+    assert transform_set(4) == (
+        (False, False, False),
+        (True, False, False),
+        (False, True, False),
+        (False, False, True),
+    )
+    assert all(
+        transform_set(n)[0] == (False, False, False) and len(transform_set(n)) == n for n in TRANSFORMS
+    )
+    given = [(False, False, False), (False, True, True)]
+    assert transform_set(given) == tuple(given)
+    scene = texture(24, 32, seed=5)
+    ref = move_content(scene, 2, -1)
+    flow = match(scene, ref)
+    # an exact estimator: every transformed pair, mapped back, gives the same flow, so any set does too
+    torch.testing.assert_close(dihedral_flow(match, scene, ref, given), flow)
 
 
 def test_move_content_whole_pixels():
@@ -248,7 +271,7 @@ def test_with_tta():
     wrapped = with_tta(net, 8, 8)
     assert isinstance(wrapped, SelfEnsemble) and (wrapped.transforms, wrapped.shift) == (8, 3.0)
     with pytest.raises(InputError, match="tta"):
-        with_tta(net, 8, 4)
+        with_tta(net, 8, 3)
     with pytest.raises(ValueError, match="transforms"):
         SelfEnsemble(net, 3)
     lr_up, ref = torch.rand(1, 4, 24, 32), torch.rand(1, 3, 24, 32)

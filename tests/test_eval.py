@@ -200,7 +200,7 @@ def test_console_script_writes_metrics_json_and_prints_tables(models, tmp_path):
     ("override", "message"),
     [
         ("scale=8", "trained for x4"),
-        ("tta=4", "tta must be one of"),
+        ("tta=3", "tta must be one of"),
         ("flow_refine=-1", "flow_refine=-1: the number"),
         ("back_project=-1", "back_project=-1: the number"),
         ("flow_factor=0", "flow_factor=0: the flow's shrink factor"),

@@ -35,18 +35,19 @@ from sschsr.ops.degradations import grid_phase as _grid_phase
 from sschsr.ops.degrade import LR_GRIDS, content_shift, lr_grid_shift
 from sschsr.ops.flow_refine import refiner_for
 
-# the self-ensemble of sschsr-predict and sschsr-eval (eight passes; docs/measured.md for its gain)
-DEFAULT_TTA = 8
+# the self-ensemble of sschsr-predict and sschsr-eval: four passes (the input, its transposition and its two
+# mirror images), chosen over all eight on the validation scenes (docs/measured.md)
+DEFAULT_TTA = 4
 
 
 def with_tta(net: nn.Module, scale: int, tta: int = DEFAULT_TTA) -> nn.Module:
-    """``net`` run on ``tta`` (1, 2 or 8) flips/transpositions of its inputs, outputs mapped back and
+    """``net`` run on ``tta`` (1, 2, 4 or 8) flips/transpositions of its inputs, outputs mapped back and
     averaged (:class:`sschsr.models.ensemble.SelfEnsemble`, corrected for the content shift of ``lr_up``
     at ``scale``). ``tta=1`` and networks without weights (bicubic, whose ensemble would only change its
     borders) are returned as they are.
 
     Raises:
-        InputError: ``tta`` not 1, 2 or 8.
+        InputError: ``tta`` not 1, 2, 4 or 8.
     """
     if tta not in TRANSFORMS:
         raise InputError(f"tta must be one of {sorted(TRANSFORMS)}; got {tta}")
@@ -222,7 +223,7 @@ class TestTime:
     """The test-time settings around a network, with the defaults of ``sschsr-predict`` and ``sschsr-eval``.
 
     Attributes:
-        tta: passes of the self-ensemble (1, 2 or 8).
+        tta: passes of the self-ensemble (1, 2, 4 or 8; :data:`~sschsr.models.ensemble.TRANSFORMS`).
         flow_factor: shrink factor of the pair the flow network runs on (None: 2 for pairs of at least
             512 px a side, else 1).
         flow_refine: steps of the flow's refinement against the LR side (0: off).

@@ -56,7 +56,7 @@ def exit_on_input_error(fn: Callable[..., T]) -> Callable[..., T]:
 
 
 def add_tta_option(parser: argparse.ArgumentParser, help: str, flag: str = "--tta") -> None:
-    """``flag``: how many flips/transpositions (1, 2 or 8) a self-ensemble runs, default
+    """``flag``: how many flips/transpositions (1, 2, 4 or 8) a self-ensemble runs, default
     :data:`sschsr.pipeline.DEFAULT_TTA` (``sschsr-predict``, ``eval_sr.py``, ``eval_flow.py``)."""
     parser.add_argument(
         flag,

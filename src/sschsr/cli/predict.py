@@ -1,7 +1,7 @@
 """``sschsr-predict``: super-resolve an LR HSI with an unaligned RGB reference (see CONTRACTS.md).
 
     sschsr-predict --lr scene.tif --ref photo.jpg --scale 4 --out scene_x4.tif [--ckpt model.ckpt]
-                   [--tile 512] [--device auto] [--tta 8] [--flow-factor N] [--flow-refine 150]
+                   [--tile 512] [--device auto] [--tta 4] [--flow-factor N] [--flow-refine 150]
                    [--back-project 20] [--lr-grid paper|block] [--psf auto|paper|block|SIGMA|FILE]
                    [--save-intermediates DIR] [--bit-depth N] [--no-clamp] [--overwrite]
 
