@@ -6,6 +6,7 @@ A name may stand for several records: ``x{8,4}`` for alternatives, ``[_refined]`
 
 import fnmatch
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -75,7 +76,6 @@ def test_generated_tables_equal_their_records():
 
 def test_readme_training_times_are_their_record():
     """README's time of a default chain is what experiments/time_defaults.py recorded."""
-    import json
 
     record = json.loads((RESULTS / "train_defaults_cpu_x4.json").read_text())
     minutes = {r["stage"]: r["estimate_min"] for r in record["stages"]}
@@ -89,11 +89,12 @@ def test_readme_training_times_are_their_record():
 
 # ------------------------------------------------------------------------------ every number and its record
 
-# A decimal number, or an integer with a unit (dB, s, ms, GB, MB, %), in README.md or docs/ is a measurement unless it is written in a code span (settings,
-# commands) or listed here with what it is. A measurement stands in a block (paragraph, list item, table)
-# that names its records (or, for settings, its config file ``conf/...yaml``), and equals, at its printed precision, a value of those records or the difference
-# or ratio of two values under the same key (a gain, a speed-up). Generated tables (between
-# ``<!-- table:... -->`` and ``<!-- /table -->``) are checked against their records by their own tests.
+# A decimal number, or an integer with a unit (dB, s, ms, GB, MB, %), in README.md or docs/ is a measurement
+# unless it is written in a code span (settings, commands) or listed here with what it is. A measurement
+# stands in a block (paragraph, list item, table) that names its records (or, for settings, its config file
+# ``conf/...yaml``), and equals, at its printed precision, a value of those records or the difference or
+# ratio of two comparable values (a gain, a speed-up). Generated tables (between ``<!-- table:... -->`` and
+# ``<!-- /table -->``) are checked against their records by their own tests.
 # What this cannot see: which of the cited values a number is (a gain of 1.8 dB may match another pair of
 # methods than the one the sentence names); it catches numbers that no cited record holds (stale, mistyped,
 # uncited), the failure that matters for a record that changes.
@@ -107,8 +108,6 @@ GENERATED = re.compile(r"<!-- table:[^>]*-->.*?<!-- /table -->", re.S)
 
 def record_values(name: str) -> list[tuple[tuple[str, ...], float]]:
     """The numbers of a record with their paths: ``(("name.json", "means", "full", "psnr"), 32.18)``."""
-    import json
-
     out: list[tuple[tuple[str, ...], float]] = []
 
     def walk(obj, path):
