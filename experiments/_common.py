@@ -105,6 +105,13 @@ def test_batches(scale: int, data: str = "cave", overrides: Sequence[str] = ()) 
     yield from datamodule.test_dataloader()
 
 
+def scene_batches(scale: int, scenes: Sequence[str], data: str = "cave") -> list[dict[str, Any]]:
+    """One whole-scene evaluation batch per named scene of ``data`` (as the test split is served), in the
+    data config's order."""
+    overrides = ["data.eval_batch_size=1", "data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
+    return list(test_batches(scale, data, overrides))
+
+
 def shift_lr_side(batch: dict[str, Any], scale: int, shift: float) -> dict[str, Any]:
     """``batch`` with ``lr_up`` and ``rgb_hsi`` made again from ``hr`` moved by ``shift`` px (x and y), with
     the paper's degradation (:func:`sschsr.ops.degrade.degrade`) and the batch's camera response; ``hr``

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from _common import RESULTS, provenance, test_batches, write_result
+from _common import RESULTS, provenance, scene_batches, write_result
 
 from sschsr.data.io import write_npy, write_png
 from sschsr.metrics import sr_metrics
@@ -45,9 +45,8 @@ RUN = "import sys; from sschsr.cli.predict import main; sys.exit(main(sys.argv[1
 
 def write_inputs(scale: int, scenes: list[str], folder: Path) -> dict[str, np.ndarray]:
     """``<folder>/<scene>/lr.npy`` (HWC float32) and ``ref.png`` per scene; returns the HR cubes (C, H, W)."""
-    overrides = ["data.eval_batch_size=1", "data.lists.val=null", f"data.lists.test=[{','.join(scenes)}]"]
     hr = {}
-    for batch in test_batches(scale, overrides=overrides):
+    for batch in scene_batches(scale, scenes):
         name = batch["name"][0]
         (folder / name).mkdir(parents=True)
         write_npy(folder / name / "lr.npy", batch["lr"][0].numpy().transpose(1, 2, 0).astype(np.float32))

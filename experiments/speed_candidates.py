@@ -10,7 +10,7 @@ import argparse
 import time
 
 import torch
-from _common import provenance, test_batches, write_result
+from _common import provenance, scene_batches, write_result
 
 from sschsr.checkpoints import load_model
 from sschsr.metrics import sr_metrics
@@ -30,8 +30,7 @@ def main(argv=None):
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    overrides = ["data.eval_batch_size=1", "data.lists.val=null", f"data.lists.test=[{','.join(SCENES)}]"]
-    batches = list(test_batches(args.scale, overrides=overrides))
+    batches = scene_batches(args.scale, SCENES)
     results = {}
     for name, (tta, bf16, channels_last) in CANDIDATES.items():
         net = load_model(None, args.scale, 31)

@@ -16,7 +16,7 @@ import sys
 import time
 
 import torch
-from _common import provenance, test_batches, write_result
+from _common import provenance, scene_batches, write_result
 
 from sschsr.checkpoints import load_model
 from sschsr.metrics import sr_metrics
@@ -53,8 +53,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--scale", type=int, required=True)
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
-    overrides = ["data.eval_batch_size=1", "data.lists.val=null", f"data.lists.test=[{','.join(SCENES)}]"]
-    batches = list(test_batches(args.scale, overrides=overrides))
+    batches = scene_batches(args.scale, SCENES)
     record = {"scale": args.scale, "scenes": SCENES, "pipeline": TestTime().describe(), "candidates": {}}
     for name, group in CANDIDATES.items():
         scenes = {}
