@@ -511,3 +511,42 @@ def test_bench_model_training_step_updates_the_trainable_weights_only(bench_mode
     after = net.state_dict()
     changed = {k for k in before if not torch.equal(before[k], after[k])}
     assert changed and not any(k.startswith("flow_net.") for k in changed)  # the flow network stays frozen
+
+
+@pytest.fixture(scope="module")
+def tta_subsets():
+    yield from experiments_module("tta_subsets")
+
+
+def test_tta_subset_names_round_trip(tta_subsets):
+    """The transforms of tta_subsets.py's records are written as T/H/V and read back; the subset taken as the
+    default is the one of that name."""
+    from sschsr.models.ensemble import TRANSFORMS
+
+    for g in TRANSFORMS[8]:
+        assert tta_subsets.parse(tta_subsets.label(g)) == g
+    assert tta_subsets.CANDIDATES["id T H V"] == TRANSFORMS[4]
+    assert set(tta_subsets.CANDIDATES["all 8"]) == set(TRANSFORMS[8])
+    with pytest.raises(ValueError, match="T, H and V"):
+        tta_subsets.parse("R90")
+
+
+@pytest.fixture(scope="module")
+def profile_predict():
+    yield from experiments_module("profile_predict")
+
+
+def test_profile_reads_cumulative_time_by_file_and_function(profile_predict):
+    """profile_predict.py's split: a function's cumulative seconds, found by its file and name (summed over
+    the places it is defined under that name in the file)."""
+    from types import SimpleNamespace
+
+    stats = SimpleNamespace(
+        stats={
+            ("/x/src/sschsr/models/sschsr.py", 389, "forward"): (4, 4, 0.1, 6.25, {}),
+            ("/x/src/sschsr/models/sschsr.py", 500, "forward"): (1, 1, 0.0, 0.5, {}),
+            ("/x/src/sschsr/models/other.py", 10, "forward"): (1, 1, 0.0, 9.0, {}),
+        }
+    )
+    assert profile_predict.cumulative(stats, "sschsr/models/sschsr.py", "forward") == 6.75
+    assert profile_predict.cumulative(stats, "sschsr/models/sschsr.py", "estimate_flow") == 0
