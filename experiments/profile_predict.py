@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 import torch
-from _common import provenance, write_result
+from _common import RESULTS, provenance, write_result
 from bench_predict import SPLITS, write_inputs
 
 from sschsr.cli.predict import main as predict_main
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--split", choices=list(SPLITS), default="val")
     p.add_argument("--flags", default="", help="more sschsr-predict flags")
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="default: experiments/results/profile_predict_x<scale>_<split>.json")
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
     flags = shlex.split(args.flags)
@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> None:
         k: round(mean[k] / mean["total"], 3) for k in keys if k not in ("total", "total_unprofiled")
     }
     record.update(provenance(torch.device("cpu")))
-    write_result(args.out, record)
+    write_result(args.out or RESULTS / f"profile_predict_x{args.scale}_{args.split}.json", record)
 
 
 if __name__ == "__main__":

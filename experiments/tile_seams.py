@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from _common import provenance, write_result
+from _common import RESULTS, provenance, write_result
 from tiled_memory import SCENE, make_inputs, predict, psnr
 
 from sschsr.data.io import read_cube
@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--tile", type=int, default=256)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--shared", type=Path, default=Path(__file__).resolve().parents[2] / "shared" / "data")
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="default: experiments/results/tile_seams_x<scale>.json")
     args = p.parse_args(argv)
     hr = read_cube(args.shared / "cave" / f"{SCENE}_ms").data.astype(np.float32)
     record = {
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> None:
             print(name, rows[name], file=sys.stderr)
     record["variants"] = rows
     record.update(provenance(torch.device("cpu")))
-    write_result(args.out, record)
+    write_result(args.out or RESULTS / f"tile_seams_x{args.scale}.json", record)
 
 
 if __name__ == "__main__":

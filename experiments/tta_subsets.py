@@ -16,7 +16,7 @@ import sys
 import time
 
 import torch
-from _common import provenance, scene_batches, write_result
+from _common import RESULTS, provenance, scene_batches, write_result
 
 from sschsr.checkpoints import load_model
 from sschsr.metrics import sr_metrics
@@ -51,7 +51,7 @@ CANDIDATES = {
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--scale", type=int, required=True)
-    p.add_argument("--out", required=True)
+    p.add_argument("--out", help="default: experiments/results/tta_subsets_x<scale>_val.json")
     args = p.parse_args(argv)
     batches = scene_batches(args.scale, SCENES)
     record = {"scale": args.scale, "scenes": SCENES, "pipeline": TestTime().describe(), "candidates": {}}
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> None:
         c["mean"]["speedup_vs_all_8"] = round(base["seconds"] / c["mean"]["seconds"], 2)
     record["threads"] = torch.get_num_threads()
     record.update(provenance(torch.device("cpu")))
-    write_result(args.out, record)
+    write_result(args.out or RESULTS / f"tta_subsets_x{args.scale}_val.json", record)
 
 
 if __name__ == "__main__":

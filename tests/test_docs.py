@@ -106,24 +106,19 @@ NUMBER = re.compile(r"(?<![\w.])[-+]?(?:\d+\.\d+|\d+(?= ?(?:dB|ms|s|GB|MB|%)(?!\
 GENERATED = re.compile(r"<!-- table:[^>]*-->.*?<!-- /table -->", re.S)
 
 
+def numbers(obj, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], float]]:
+    """The numbers in a parsed JSON or YAML value with their paths of keys and list positions."""
+    if isinstance(obj, bool) or obj is None:
+        return []
+    if isinstance(obj, int | float):
+        return [(path, float(obj))]
+    items = obj.items() if isinstance(obj, dict) else enumerate(obj) if isinstance(obj, list) else ()
+    return [found for k, v in items for found in numbers(v, (*path, str(k)))]
+
+
 def record_values(name: str) -> list[tuple[tuple[str, ...], float]]:
     """The numbers of a record with their paths: ``(("name.json", "means", "full", "psnr"), 32.18)``."""
-    out: list[tuple[tuple[str, ...], float]] = []
-
-    def walk(obj, path):
-        if isinstance(obj, bool) or obj is None:
-            return
-        if isinstance(obj, int | float):
-            out.append((path, float(obj)))
-        elif isinstance(obj, dict):
-            for k, v in obj.items():
-                walk(v, (*path, str(k)))
-        elif isinstance(obj, list):
-            for i, v in enumerate(obj):
-                walk(v, (*path, str(i)))
-
-    walk(json.loads((RESULTS / name).read_text()), (name,))
-    return out
+    return numbers(json.loads((RESULTS / name).read_text()), (name,))
 
 
 def comparable(values: list[tuple[tuple[str, ...], float]]) -> list[list[float]]:
@@ -145,19 +140,7 @@ def config_values(path: str) -> list[float]:
     """The numbers of a config file the docs cite for settings."""
     from omegaconf import OmegaConf
 
-    out: list[float] = []
-
-    def walk(obj):
-        if isinstance(obj, bool) or obj is None:
-            return
-        if isinstance(obj, int | float):
-            out.append(float(obj))
-        elif isinstance(obj, dict | list):
-            for v in obj.values() if isinstance(obj, dict) else obj:
-                walk(v)
-
-    walk(OmegaConf.to_container(OmegaConf.load(ROOT / path)))
-    return out
+    return [v for _, v in numbers(OmegaConf.to_container(OmegaConf.load(ROOT / path)))]
 
 
 def blocks(text: str) -> list[str]:

@@ -8,7 +8,6 @@ import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,10 +22,7 @@ from sschsr.data.pair_dataset import PairDataset
 from sschsr.data.sampling import Draw, ResumableLoader, TrainingStream
 from sschsr.errors import InputError
 from sschsr.lit.callbacks import RNGStates, rng_states, set_rng_states
-
-BIN = Path(sys.executable).parent
-ENV = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", "WANDB_MODE": "offline"}
-
+from test_safety import BIN, ENV
 
 # ------------------------------------------------------------------------------------------ the stream
 
@@ -169,6 +165,9 @@ def test_rng_states_round_trip_through_a_safe_load(tmp_path):
     # restored once: a later on_train_start (another fit) changes nothing
     state = rng_states()
     restored.on_train_start(Trainer(), None)
+    assert (
+        torch.equal(torch.get_rng_state(), state["torch"]) and np.random.get_state()[2] == state["numpy"][2]
+    )
     set_rng_states(state)
 
 

@@ -239,9 +239,8 @@ class HSIDataModule(L.LightningDataModule):
         # the epoch and the position alone, and the loader's position is saved in checkpoints: exact resume
         trainer = self.trainer
         world, rank = (trainer.world_size, trainer.global_rank) if trainer is not None else (1, 0)
-        kwargs.pop("batch_size")
         sampler = ds.stream(batch_size, self.num_workers, world, rank)
-        return ResumableLoader(ds, batch_size=batch_size, sampler=sampler, generator=gen, **kwargs)
+        return ResumableLoader(ds, sampler=sampler, generator=gen, **kwargs)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", self.batch_size, shuffle=True)

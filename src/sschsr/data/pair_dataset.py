@@ -170,8 +170,7 @@ class PairDataset(Dataset):
         self._srf: dict[bytes, Tensor] = {}
 
     def __len__(self) -> int:
-        n = len(self.names) * self.views
-        return int(self.samples_per_epoch) if self.train and self.samples_per_epoch else n
+        return int(self.samples_per_epoch) if self.train and self.samples_per_epoch else self.n_pairs
 
     @property
     def n_pairs(self) -> int:
